@@ -1,0 +1,29 @@
+# Both entry points create .venv when it is missing, so a fresh machine needs only python3 >= 3.11,
+# the PostgreSQL server binaries and redis-server (`make deps` installs those on Debian).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test deps lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+deps:
+	@./.ci/system-deps
+
+demo: deps $(STAMP)
+	$(BIN)/pgmove demo
+
+test: deps $(STAMP)
+	$(BIN)/python -m pytest -q -x --durations=10
+
+lint: $(STAMP)
+	$(BIN)/ruff check state handlers steps worker cli tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache

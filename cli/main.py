@@ -1,0 +1,131 @@
+"""`pgmove --config FILE do|worker|demo ...`: the contract in DESIGN.md."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cli import logs
+from handlers import views
+from handlers.commands import Deps, handle
+from handlers.reply import Reply
+from state.actions import step_due
+from state.config import Config, load_config
+from state.errors import PgmoveError
+from state.machine import RESTING, State
+from state.models import Migration
+from state.store import Store
+from worker.queue import enqueuer, make_queue
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Move a PostgreSQL server, two people, one runbook.")
+
+EXIT_REFUSED, EXIT_FAILED, EXIT_TIMEOUT = 2, 1, 3
+
+
+class Context:
+    def __init__(self, config_path: Path | None, log_level: str) -> None:
+        self.config_path, self.log_level = config_path, log_level
+
+    def config(self) -> Config:
+        try:
+            config = load_config(self.config_path)
+        except PgmoveError as exc:
+            typer.echo(exc.message, err=True)
+            raise typer.Exit(EXIT_REFUSED) from None
+        logs.configure(self.log_level, config.secrets())
+        return config
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Annotated[Optional[Path], typer.Option("--config", envvar="PGMOVE_CONFIG", help="the TOML configuration file")] = None,  # noqa: UP045
+    log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING")] = "WARNING",
+) -> None:
+    ctx.obj = Context(config, log_level.upper())
+
+
+@app.command("do")
+def do(
+    ctx: typer.Context,
+    text: Annotated[str, typer.Argument(help='the /pgmove command text, e.g. "plan prod-old prod-new"')],
+    as_user: Annotated[str, typer.Option("--as", help="the user id the command runs as")],
+    wait: Annotated[bool, typer.Option("--wait", help="return when the migration rests")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the migration as JSON")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="seconds --wait waits at most")] = 3600.0,
+) -> None:
+    """Run any /pgmove command as USER through the same handlers the bot uses."""
+    config = ctx.obj.config()
+    store = Store.from_url(config.redis_url)
+    deps = Deps(config=config, store=store, enqueue=enqueuer(make_queue(store.redis, config.queue_name)))
+    reply = handle(deps, as_user, text)
+    if not reply.ok:
+        _emit(reply, None, as_json)
+        raise typer.Exit(EXIT_REFUSED)
+    migration = reply.migration
+    if wait and migration is not None:
+        migration = wait_until_resting(store, migration, timeout, echo=not as_json)
+        if migration is None:
+            typer.echo(f"timed out after {timeout:g}s; the migration goes on: `pgmove do --as {as_user} \"status ...\"`", err=True)
+            raise typer.Exit(EXIT_TIMEOUT)
+    _emit(reply, migration, as_json, waited=wait)
+    if migration is not None and wait and migration.state in (State.FAILED, State.VERIFY_FAILED):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def wait_until_resting(store: Store, m: Migration, timeout: float, echo: bool) -> Migration | None:
+    """Follow the event stream until nothing happens without a person (or the timeout)."""
+    from worker.reaper import reap  # the waiting client also notices a dead worker
+
+    deadline = time.monotonic() + timeout
+    cursor = store.events(m.id)[-1].id if store.events(m.id) else "0-0"
+    last_reap = 0.0
+    while time.monotonic() < deadline:
+        current = store.get(m.id)
+        if current is not None and current.state in RESTING and step_due(current) is None:
+            return current
+        for event in store.wait_events(m.id, cursor or "0-0", block_ms=500):
+            cursor = event.id
+            if echo:
+                typer.echo(views.event_line(event), err=True)
+        if time.monotonic() - last_reap > 2:
+            reap(store, "pgmove-do")
+            last_reap = time.monotonic()
+    return None
+
+
+def _emit(reply: Reply, migration: Migration | None, as_json: bool, waited: bool = False) -> None:
+    if as_json:
+        payload = migration or reply.migration
+        typer.echo(payload.model_dump_json(indent=2) if payload else reply.model_dump_json(indent=2, exclude_none=True))
+        return
+    text = reply.text
+    if waited and migration is not None:
+        text = views.status_text(migration)
+    typer.echo(text, err=not reply.ok)
+
+
+@app.command("worker")
+def worker(
+    ctx: typer.Context,
+    burst: Annotated[bool, typer.Option("--burst", help="exit when the queue is empty")] = False,
+    name: Annotated[Optional[str], typer.Option("--name", help="worker id (default host:pid)")] = None,  # noqa: UP045
+) -> None:
+    """Run one worker process."""
+    from worker.main import run_worker
+
+    run_worker(ctx.obj.config(), burst=burst, worker_id=name)
+
+
+@app.command("demo")
+def demo(
+    keep: Annotated[bool, typer.Option("--keep", help="leave the throwaway servers running")] = False,
+) -> None:
+    """The whole flow on throwaway local servers, with a simulated channel."""
+    from cli.demo import run_demo
+
+    sys.exit(run_demo(keep=keep))

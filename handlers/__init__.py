@@ -1,0 +1,1 @@
+"""One function per /pgmove verb: text -> typed command -> authorize -> transition -> enqueue -> reply."""

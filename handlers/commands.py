@@ -1,0 +1,214 @@
+"""The /pgmove verbs. Chat-agnostic: Slack and the CLI both call `handle` and render its Reply."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from handlers import views
+from handlers.parse import USAGE, Approve, PlanCmd, Reject, ServerCmd, Status, parse
+from handlers.reply import Reply, server_listing
+from state import actions
+from state.actions import Outcome, Policy
+from state.config import Config
+from state.errors import NotAuthorized, PgmoveError, Refused, UsageError
+from state.machine import TERMINAL, State
+from state.models import ApprovalAction, Migration, Plan
+from state.store import Enqueue, Store
+
+log = logging.getLogger("pgmove.handlers")
+
+READ_ONLY_VERBS = frozenset({"help", "servers", "status", "history"})
+DECISION_VERBS = frozenset({"approve", "reject"})
+
+
+@dataclass
+class Deps:
+    config: Config
+    store: Store
+    enqueue: Enqueue | None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(approvers=frozenset(self.config.access.approvers), approval_ttl=self.config.approval_ttl)
+
+
+def handle(deps: Deps, actor: str, text: str, channel: str | None = None, request_key: str | None = None) -> Reply:
+    """Run one command as `actor`. Never raises: every outcome, refusals included, is a Reply.
+
+    `request_key` makes retries harmless: a second call with the same key gets the first call's reply.
+    """
+    if request_key is not None and not deps.store.claim_once(request_key):
+        remembered = deps.store.recall(request_key)
+        if remembered:
+            return Reply.model_validate_json(remembered).model_copy(update={"duplicate": True})
+        return Reply(ok=True, kind="info", text="Already working on that request.", duplicate=True)
+    reply = _handle(deps, actor, text, channel)
+    if request_key is not None:
+        deps.store.remember(request_key, reply.model_dump_json())
+    return reply
+
+
+def _handle(deps: Deps, actor: str, text: str, channel: str | None) -> Reply:
+    verb = None
+    try:
+        command = parse(text)
+        verb = command.verb
+        _authorize(deps.config, actor, verb, channel)
+        return VERBS[verb](deps, actor, command)
+    except UsageError as exc:
+        return Reply.refusal("usage", exc.message, verb)
+    except PgmoveError as exc:
+        return Reply.refusal("refused", exc.message, verb)
+    except Exception:
+        ref = uuid.uuid4().hex[:8]
+        log.exception("unexpected error handling %r for %s (ref %s)", verb, actor, ref)
+        return Reply.refusal("error", f"Unexpected error, nothing was changed as far as pgmove knows; see log {ref}.", verb)
+
+
+def _authorize(config: Config, actor: str, verb: str, channel: str | None) -> None:
+    access = config.access
+    if channel is not None and access.channels and channel not in access.channels:
+        raise NotAuthorized("pgmove only takes commands in its configured channels.")
+    if verb == "help":
+        return
+    allowed = set(access.operators) | (set(access.approvers) if verb in READ_ONLY_VERBS | DECISION_VERBS else set())
+    if actor not in allowed:
+        raise NotAuthorized(f"<@{actor}> is not a pgmove operator; ask an admin to add you to access.operators.")
+
+
+def _known(config: Config, name: str) -> str:
+    if name not in config.servers:
+        known = ", ".join(sorted(config.servers)) or "none configured"
+        raise Refused(f"Unknown server `{name}`. Known servers: {known}.")
+    return name
+
+
+def _on_server(deps: Deps, server: str, decide: Callable[[Migration], Outcome]) -> Outcome:
+    def guarded(current: Migration | None) -> Outcome:
+        if current is None:
+            raise Refused(f"Nothing is planned or frozen on {server}. Start with `/pgmove plan {server} <target>`.")
+        return decide(current)
+
+    return deps.store.update_server(_known(deps.config, server), guarded, deps.enqueue)
+
+
+def _accepted(outcome: Outcome, verb: str) -> Reply:
+    m = outcome.migration
+    return Reply(ok=True, kind="accepted", verb=verb, visibility="channel", migration=m,
+                 text=views.accepted_text(verb, m, outcome.events))
+
+
+def cmd_help(deps: Deps, actor: str, command: object) -> Reply:
+    topic = getattr(command, "topic", None)
+    if topic and topic not in USAGE:
+        raise UsageError(f"No help for `{topic[:30]}`; commands: {', '.join(USAGE)}.")
+    return Reply(ok=True, kind="info", verb="help", text=views.help_text(topic))
+
+
+def cmd_servers(deps: Deps, actor: str, command: object) -> Reply:
+    listing = server_listing(deps.config)
+    return Reply(ok=True, kind="info", verb="servers", servers=listing, text=views.servers_text(listing))
+
+
+def cmd_plan(deps: Deps, actor: str, command: PlanCmd) -> Reply:
+    source, target = _known(deps.config, command.source), _known(deps.config, command.target)
+    if source == target:
+        raise Refused("Source and target are the same server.")
+    for other in deps.store.active():
+        if other.source != source and other.state not in TERMINAL and target in (other.source, other.target):
+            raise Refused(f"{target} is already part of the migration {other.source} -> {other.target} ({other.state.value}).")
+        if other.source != source and other.state not in TERMINAL and source == other.target:
+            raise Refused(f"{source} is the target of the migration from {other.source}; finish or abort that first.")
+    plan = Plan(source=source, target=target, databases=command.databases, jobs=command.jobs)
+    now = deps.clock()
+
+    def decide(current: Migration | None) -> Outcome:
+        if current is None or current.state == State.ABORTED:
+            return actions.new_migration(f"mig-{secrets.token_hex(4)}", plan, actor, now)
+        if current.state == State.CUT_OVER:
+            raise Refused(f"{source} was already cut over to {current.target}; it stays frozen by design.")
+        return actions.replan(current, plan, actor, now)
+
+    return _accepted(deps.store.update_server(source, decide, deps.enqueue), "plan")
+
+
+def cmd_status(deps: Deps, actor: str, command: Status) -> Reply:
+    if command.server is None:
+        found = deps.store.active()
+        return Reply(ok=True, kind="info", verb="status", migrations=found, text=views.status_list_text(found))
+    m = deps.store.active_for(_known(deps.config, command.server))
+    if m is None:
+        return Reply(ok=True, kind="info", verb="status", text=f"Nothing is planned or frozen on {command.server}.")
+    return Reply(ok=True, kind="info", verb="status", migration=m, text=views.status_text(m))
+
+
+def cmd_history(deps: Deps, actor: str, command: ServerCmd) -> Reply:
+    m = deps.store.active_for(_known(deps.config, command.server))
+    if m is None:
+        return Reply(ok=True, kind="info", verb="history", text=f"No migration recorded for {command.server}.")
+    events = deps.store.events(m.id)
+    return Reply(ok=True, kind="info", verb="history", migration=m, events=events, text=views.history_text(m, events))
+
+
+def cmd_freeze(deps: Deps, actor: str, command: ServerCmd) -> Reply:
+    server, now = _known(deps.config, command.server), deps.clock()
+
+    def decide(current: Migration | None) -> Outcome:
+        if current is None or current.state == State.ABORTED:
+            current = actions.standalone_freeze_record(f"mig-{secrets.token_hex(4)}", server, actor, now)
+        elif current.state == State.CUT_OVER:
+            raise Refused(f"{server} was cut over to {current.target}; it is frozen already and stays so.")
+        return actions.request_approval(current, ApprovalAction.FREEZE, actor, now, deps.policy)
+
+    return _accepted(deps.store.update_server(server, decide, deps.enqueue), "freeze")
+
+
+def cmd_cutover(deps: Deps, actor: str, command: ServerCmd) -> Reply:
+    now = deps.clock()
+    out = _on_server(deps, command.server, lambda m: actions.request_approval(m, ApprovalAction.CUTOVER, actor, now, deps.policy))
+    return _accepted(out, "cutover")
+
+
+def cmd_approve(deps: Deps, actor: str, command: Approve) -> Reply:
+    now = deps.clock()
+    out = _on_server(deps, command.server, lambda m: actions.decide(m, actor, True, now, deps.policy, command.request_id))
+    return _accepted(out, "approve")
+
+
+def cmd_reject(deps: Deps, actor: str, command: Reject) -> Reply:
+    now = deps.clock()
+    out = _on_server(deps, command.server, lambda m: actions.decide(m, actor, False, now, deps.policy, None, command.reason))
+    return _accepted(out, "reject")
+
+
+def cmd_unfreeze(deps: Deps, actor: str, command: ServerCmd) -> Reply:
+    now = deps.clock()
+    return _accepted(_on_server(deps, command.server, lambda m: actions.request_unfreeze(m, actor, now)), "unfreeze")
+
+
+def cmd_abort(deps: Deps, actor: str, command: ServerCmd) -> Reply:
+    now = deps.clock()
+    return _accepted(_on_server(deps, command.server, lambda m: actions.request_unfreeze(m, actor, now, abort=True)), "abort")
+
+
+def cmd_verify(deps: Deps, actor: str, command: ServerCmd) -> Reply:
+    now = deps.clock()
+    return _accepted(_on_server(deps, command.server, lambda m: actions.request_verify(m, actor, now)), "verify")
+
+
+def cmd_retry(deps: Deps, actor: str, command: ServerCmd) -> Reply:
+    now = deps.clock()
+    return _accepted(_on_server(deps, command.server, lambda m: actions.retry(m, actor, now)), "retry")
+
+
+VERBS: dict[str, Callable[[Deps, str, object], Reply]] = {
+    "help": cmd_help, "servers": cmd_servers, "plan": cmd_plan, "status": cmd_status,  # type: ignore[dict-item]
+    "history": cmd_history, "freeze": cmd_freeze, "cutover": cmd_cutover, "approve": cmd_approve,
+    "reject": cmd_reject, "unfreeze": cmd_unfreeze, "abort": cmd_abort, "verify": cmd_verify, "retry": cmd_retry,
+}

@@ -1,0 +1,304 @@
+"""Pure decisions on a migration: each takes a record and returns the next record and its events.
+
+The two-person rule lives here, so the CLI, Slack and any future edge enforce the same thing.
+Nothing here does I/O; the store applies an Outcome atomically or not at all.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from state.errors import Refused
+from state.machine import RESTING, WORKING, Event, State, next_state
+from state.models import (
+    Approval,
+    ApprovalAction,
+    AuditEvent,
+    Decision,
+    EventKind,
+    Failure,
+    Lease,
+    Migration,
+    Plan,
+    StepName,
+    StepRecord,
+    StepStatus,
+)
+
+
+@dataclass
+class Outcome:
+    migration: Migration
+    events: list[AuditEvent] = field(default_factory=list)
+    enqueue: bool = False  # the worker has something to do now
+
+
+@dataclass(frozen=True)
+class Policy:
+    approvers: frozenset[str]
+    approval_ttl: timedelta = timedelta(minutes=30)
+
+
+def new_migration(migration_id: str, plan: Plan, actor: str, now: datetime) -> Outcome:
+    migration = Migration(
+        id=migration_id, source=plan.source, target=plan.target, state=State.PLANNED, plan=plan,
+        plan_digest=plan.digest(), created_by=actor, created_at=now, updated_at=now,
+    )
+    what = f"{plan.source} -> {plan.target}" if plan.target else plan.source
+    event = _event(EventKind.TRANSITION, now, actor, f"{actor} planned {what}", Event.REPLANNED, None, State.PLANNED)
+    return Outcome(migration, [event], enqueue=plan.target is not None)
+
+
+def standalone_freeze_record(migration_id: str, source: str, actor: str, now: datetime) -> Migration:
+    """A freeze with no migration planned (a volume snapshot, say): the same record, no target."""
+    plan = Plan(source=source)
+    return Migration(
+        id=migration_id, source=source, target=None, state=State.READY, plan=plan,
+        plan_digest=plan.digest(), created_by=actor, created_at=now, updated_at=now,
+    )
+
+
+def replan(m: Migration, plan: Plan, actor: str, now: datetime) -> Outcome:
+    if m.source_frozen:
+        raise Refused(f"{m.source} is frozen; a new plan needs it unfrozen first (`/pgmove unfreeze {m.source}`).")
+    out = _transition(m, Event.REPLANNED, actor, now, f"{actor} re-planned {plan.source} -> {plan.target}")
+    new = out.migration
+    if new.approval and new.approval.decision == Decision.PENDING:
+        new.approval.decision = Decision.VOIDED
+        new.approval.decided_at = now
+        new.approval.reason = "the plan changed"
+        out.events.append(_decision(now, actor, f"pending {new.approval.action} request voided: the plan changed", new.approval))
+    new.plan, new.plan_digest, new.target = plan, plan.digest(), plan.target
+    new.preflight, new.failure, new.verification = None, None, None
+    out.enqueue = True
+    return out
+
+
+def request_approval(m: Migration, action: ApprovalAction, actor: str, now: datetime, policy: Policy) -> Outcome:
+    pending = m.approval if m.approval and m.approval.decision == Decision.PENDING else None
+    if pending and pending.expires_at > now:
+        raise Refused(
+            f"{m.source} already has a {pending.action} request from <@{pending.requester}> waiting for approval "
+            f"(expires {pending.expires_at:%H:%M} UTC)."
+        )
+    if action == ApprovalAction.FREEZE:
+        event = Event.FREEZE_REQUESTED
+        if m.preflight and m.preflight.problems:
+            raise Refused("The plan has problems that block the freeze: " + "; ".join(m.preflight.problems))
+    else:
+        event = Event.CUTOVER_REQUESTED
+        if m.state == State.VERIFY_FAILED:
+            reasons = "; ".join((m.verification or {}).get("problems", [])[:5]) or "see the verification report"
+            raise Refused(f"Cutover refused: the last verification failed ({reasons}). Fix, re-copy or `/pgmove verify {m.source}`.")
+    prior = pending.prior_state if pending else m.state
+    out = _transition(m, event, actor, now, f"{actor} requested {action.value} of {m.source}")
+    out.migration.approval = Approval(
+        id=secrets.token_hex(4), action=action, requester=actor, plan_digest=m.plan_digest,
+        requested_at=now, expires_at=now + policy.approval_ttl, prior_state=prior,
+    )
+    return out
+
+
+def decide(
+    m: Migration, actor: str, approve: bool, now: datetime, policy: Policy,
+    approval_id: str | None = None, reason: str | None = None,
+) -> Outcome:
+    """Approve or reject the pending request. Every rule of the two-person rule is checked here."""
+    a = m.approval
+    if a is None or a.decision != Decision.PENDING or (approval_id and a.id != approval_id):
+        if a is not None and approval_id in (None, a.id) and a.decision != Decision.PENDING:
+            who = f" by <@{a.approver}>" if a.approver else ""
+            raise Refused(f"That {a.action} request was already {a.decision.value}{who}; nothing to decide.")
+        raise Refused(f"There is no pending request for {m.source} to decide.")
+    if approve and actor == a.requester:
+        raise Refused(f"You requested this {a.action}; a second person must approve it (two-person rule).")
+    if actor not in policy.approvers:
+        raise Refused(f"<@{actor}> is not a configured approver; ask one of: " + ", ".join(f"<@{u}>" for u in sorted(policy.approvers)))
+    if now >= a.expires_at:
+        raise Refused(f"The {a.action} request expired at {a.expires_at:%H:%M} UTC; request it again.")
+    if a.plan_digest != m.plan_digest:
+        raise Refused(f"The plan changed after the {a.action} was requested; request it again.")
+    verb = "approved" if approve else "rejected"
+    if approve:
+        out = _transition(m, Event.APPROVED, actor, now, f"{actor} approved the {a.action} requested by {a.requester}")
+        out.enqueue = True
+    else:
+        out = _transition(m, Event.REJECTED, actor, now, f"{actor} rejected the {a.action}", to=a.prior_state)
+    approval = out.migration.approval
+    assert approval is not None
+    approval.decision = Decision.APPROVED if approve else Decision.REJECTED
+    approval.approver, approval.decided_at, approval.reason = actor, now, reason
+    out.events.insert(0, _decision(now, actor, f"{actor} {verb} {a.action} request {a.id}", approval))
+    return out
+
+
+def request_verify(m: Migration, actor: str, now: datetime) -> Outcome:
+    out = _transition(m, Event.VERIFY_REQUESTED, actor, now, f"{actor} asked for a new verification")
+    out.enqueue = True
+    return out
+
+
+def request_unfreeze(m: Migration, actor: str, now: datetime, abort: bool = False) -> Outcome:
+    if m.state in (State.CUTTING_OVER, State.CUT_OVER):
+        raise Refused(f"{m.source} was cut over to {m.target}; it stays frozen so nothing writes to the old server.")
+    if abort and not m.source_frozen:
+        return _transition(m, Event.ABORTED, actor, now, f"{actor} aborted the migration")
+    if not m.source_frozen:
+        raise Refused(f"{m.source} is not frozen; nothing to unfreeze.")
+    verb = "aborted the migration; unfreezing" if abort else "asked to unfreeze"
+    out = _transition(m, Event.UNFREEZE_REQUESTED, actor, now, f"{actor} {verb} {m.source}")
+    out.migration.aborting = abort
+    if out.migration.approval and out.migration.approval.decision == Decision.PENDING:
+        out.migration.approval.decision = Decision.VOIDED
+        out.migration.approval.reason = "unfreeze requested"
+    out.enqueue = True
+    return out
+
+
+def retry(m: Migration, actor: str, now: datetime) -> Outcome:
+    if m.state != State.FAILED or m.failure is None:
+        raise Refused(f"Only a failed migration can be retried; {m.source} is {m.state.value}.")
+    out = _transition(m, Event.RETRY, actor, now, f"{actor} retried the {m.failure.step} step", to=m.failure.resume_state)
+    out.migration.failure = None
+    out.enqueue = True
+    return out
+
+
+def step_transition(m: Migration, event: Event, now: datetime, message: str, worker: str) -> Outcome:
+    """A worker reports that its step moved the migration on."""
+    return _transition(m, event, f"worker:{worker}", now, message)
+
+
+def fail(m: Migration, step: StepName, reason: str, now: datetime, actor: str, resume_state: State) -> Outcome:
+    out = _transition(m, Event.STEP_FAILED, actor, now, f"{step} failed: {reason}")
+    out.migration.failure = Failure(step=step, reason=reason, resume_state=resume_state, at=now)
+    out.migration.lease = None
+    out.events[-1].step = step
+    return out
+
+
+def _transition(
+    m: Migration, event: Event, actor: str, now: datetime, message: str, to: State | None = None
+) -> Outcome:
+    target = next_state(m.state, event)
+    if target is None:
+        raise Refused(_not_now(m, event))
+    if to is not None:
+        target = to
+    new = m.model_copy(deep=True)
+    new.state, new.updated_at = target, now
+    return Outcome(new, [_event(EventKind.TRANSITION, now, actor, message, event, m.state, target)])
+
+
+def _not_now(m: Migration, event: Event) -> str:
+    where = f"{m.source} is {m.state.value.replace('_', ' ')}"
+    hints = {
+        Event.CUTOVER_REQUESTED: "cutover needs a verified copy",
+        Event.FREEZE_REQUESTED: "freeze needs a ready plan (or no migration at all)",
+        Event.VERIFY_REQUESTED: "verify needs a finished copy",
+        Event.UNFREEZE_REQUESTED: "nothing is frozen",
+        Event.REPLANNED: "a new plan needs the source unfrozen and no step running",
+    }
+    hint = hints.get(event)
+    if m.state in WORKING:
+        hint = "a step is running; wait for it" + (f" ({hint})" if hint else "")
+    elif m.state not in RESTING and hint is None:
+        hint = "not allowed in this state"
+    return f"Not now: {where}" + (f"; {hint}." if hint else ".")
+
+
+def _event(
+    kind: EventKind, at: datetime, actor: str, message: str, event: Event | None,
+    from_state: State | None, to_state: State | None,
+) -> AuditEvent:
+    return AuditEvent(kind=kind, at=at, actor=actor, message=message, event=event, from_state=from_state, to_state=to_state)
+
+
+def _decision(at: datetime, actor: str, message: str, approval: Approval) -> AuditEvent:
+    return AuditEvent(
+        kind=EventKind.DECISION, at=at, actor=actor, message=message,
+        data=approval.model_dump(mode="json", include={"id", "action", "requester", "plan_digest", "decision", "approver", "reason"}),
+    )
+
+
+# -- the worker's side: which step a state calls for, and its bookkeeping --------------------------
+
+STEP_FOR_STATE: dict[State, StepName] = {
+    State.PLANNED: StepName.PREFLIGHT,
+    State.FREEZING: StepName.FREEZE,
+    State.FROZEN: StepName.COPY,
+    State.COPYING: StepName.COPY,
+    State.VERIFYING: StepName.VERIFY,
+    State.CUTTING_OVER: StepName.CUTOVER,
+    State.UNFREEZING: StepName.UNFREEZE,
+}
+# Where `retry` goes back to after a step failed: a copy restarts from a clean target.
+RESUME_STATE: dict[StepName, State] = {
+    StepName.PREFLIGHT: State.PLANNED,
+    StepName.FREEZE: State.FREEZING,
+    StepName.COPY: State.FROZEN,
+    StepName.VERIFY: State.VERIFYING,
+    StepName.CUTOVER: State.CUTTING_OVER,
+    StepName.UNFREEZE: State.UNFREEZING,
+}
+# The state a step runs in (the copy moves frozen -> copying as it starts).
+RUNNING_STATE: dict[StepName, State] = {**{step: state for state, step in STEP_FOR_STATE.items()}, StepName.COPY: State.COPYING}
+
+
+def step_due(m: Migration) -> StepName | None:
+    """The step the worker should run now, if any (a standalone freeze has nothing to copy)."""
+    step = STEP_FOR_STATE.get(m.state)
+    if step == StepName.COPY and m.target is None:
+        return None
+    return step
+
+
+def start_step(m: Migration, step: StepName, worker: str, token: str, now: datetime) -> Outcome:
+    if step_due(m) != step:
+        raise Refused(f"{step} is not due: {m.source} is {m.state.value}")
+    if m.state == State.FROZEN:
+        out = _transition(m, Event.COPY_STARTED, f"worker:{worker}", now, f"copy of {m.source} to {m.target} started")
+    else:
+        out = Outcome(m.model_copy(deep=True))
+    new = out.migration
+    new.lease = Lease(step=step, worker=worker, token=token, started_at=now)
+    new.steps.append(StepRecord(name=step, status=StepStatus.RUNNING, started_at=now, worker=worker))
+    new.updated_at = now
+    out.events.append(AuditEvent(kind=EventKind.STEP, at=now, actor=f"worker:{worker}", message=f"{step} started", step=step))
+    return out
+
+
+def finish_step(
+    m: Migration, step: StepName, token: str, event: Event, message: str, result: dict[str, object], now: datetime
+) -> Outcome:
+    if m.lease is None or m.lease.token != token or m.state != RUNNING_STATE[step]:
+        raise Refused(f"{step} result dropped: {m.source} moved on to {m.state.value} meanwhile")
+    out = _transition(m, event, f"worker:{m.lease.worker}", now, message)
+    new = out.migration
+    record = new.last_step(step)
+    if record is not None:
+        record.status, record.finished_at, record.message, record.result = StepStatus.DONE, now, message, result
+    new.lease = None
+    out.events[-1].step = step
+    return out
+
+
+def fail_step(m: Migration, step: StepName, reason: str, now: datetime, actor: str, token: str | None = None) -> Outcome:
+    """A step failed (or its worker died): the migration waits in `failed` for retry or unfreeze."""
+    if token is not None and (m.lease is None or m.lease.token != token):
+        raise Refused(f"{step} failure not recorded: the step is no longer this worker's")
+    if m.state != RUNNING_STATE[step]:
+        raise Refused(f"{step} failure not recorded: {m.source} moved on to {m.state.value}")
+    out = fail(m, step, reason, now, actor, RESUME_STATE[step])
+    record = out.migration.last_step(step)
+    if record is not None and record.status == StepStatus.RUNNING:
+        record.status, record.finished_at, record.message = StepStatus.FAILED, now, reason
+    return out
+
+
+def with_changes(m: Migration, now: datetime, message: str, actor: str, **changes: object) -> Outcome:
+    """A change of the record that is not a transition (a recorded snapshot, a created database)."""
+    new = m.model_copy(deep=True, update={**changes, "updated_at": now})
+    return Outcome(new, [AuditEvent(kind=EventKind.STEP, at=now, actor=actor, message=message, step=m.lease.step if m.lease else None)])

@@ -1,0 +1,106 @@
+"""The configuration file (TOML), read once by the entry point and passed down."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from state.errors import ConfigError
+
+SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Access(_Section):
+    operators: list[str] = Field(default_factory=list)
+    approvers: list[str] = Field(default_factory=list)
+    channels: list[str] = Field(default_factory=list)
+
+
+class ServerConfig(_Section):
+    dsn: str
+    password_env: str | None = None
+    app_roles: list[str] = Field(default_factory=list)
+    # argv run at cutover to switch the app to this server (it gets PGHOST etc. in its environment)
+    cutover_hook: list[str] | None = None
+    cutover_hook_timeout: float = 300.0
+
+    def params(self) -> dict[str, str]:
+        """The DSN's keywords (host, port, user, dbname), for display; steps let psycopg parse it for real."""
+        return dsn_params(self.dsn)
+
+    @field_validator("dsn")
+    @classmethod
+    def _no_password_in_dsn(cls, dsn: str) -> str:
+        if re.search(r"(^|\s)password\s*=", dsn) or re.search(r"://[^/@\s]*:[^/@\s]*@", dsn):
+            raise ValueError("a dsn must not hold a password; put it in the environment variable named by password_env")
+        return dsn
+
+
+def dsn_params(dsn: str) -> dict[str, str]:
+    if "://" in dsn:
+        url = urlsplit(dsn)
+        found = {"host": url.hostname or "", "port": str(url.port or ""), "user": url.username or "",
+                 "dbname": url.path.lstrip("/")}
+        found.update({k: v[-1] for k, v in parse_qs(url.query).items()})
+        return {k: v for k, v in found.items() if v}
+    pairs = re.findall(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", dsn)
+    return {k: v[1:-1].replace("\\'", "'") if v.startswith("'") else v for k, v in pairs}
+
+
+class Config(_Section):
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    access: Access = Field(default_factory=Access)
+    servers: dict[str, ServerConfig] = Field(default_factory=dict)
+    approval_ttl_minutes: float = 30.0
+    freeze_grace_seconds: float = 30.0
+    lease_seconds: float = 30.0
+    work_dir: str | None = None  # where dumps are staged; the system temp dir when unset
+    tool_dirs: list[str] = Field(default_factory=list)  # extra places to look for pg_dump & co.
+    queue_name: str = "pgmove"
+
+    @model_validator(mode="after")
+    def _check_servers(self) -> Config:
+        for name in self.servers:
+            if not SERVER_NAME.match(name):
+                raise ValueError(f"server name {name!r} must be letters, digits, '.', '_' or '-'")
+        return self
+
+    @property
+    def approval_ttl(self) -> timedelta:
+        return timedelta(minutes=self.approval_ttl_minutes)
+
+    def password_for(self, server: str) -> str | None:
+        env = self.servers[server].password_env
+        return os.environ.get(env) if env else None
+
+    def secrets(self) -> list[str]:
+        """Every configured password that is set, so logs can be scrubbed of them as a last line of defence."""
+        return [p for name in self.servers if (p := self.password_for(name))]
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    if path is None:
+        path = os.environ.get("PGMOVE_CONFIG")
+    if not path:
+        raise ConfigError("No configuration file: pass --config FILE or set PGMOVE_CONFIG.")
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"Configuration file {path} does not exist.") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"Configuration file {path} is not readable TOML: {exc}") from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"Configuration file {path} is invalid: {problems}") from None

@@ -1,0 +1,73 @@
+"""One error base for pgmove; each subclass is a failure kind with a message fit for the channel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PgmoveError(Exception):
+    """A known failure: `message` is what the person in the channel reads, `detail` goes to the log.
+
+    Never put a password or a full DSN in either: both can end up in Slack, logs and Redis.
+    """
+
+    kind = "error"
+
+    def __init__(self, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class UsageError(PgmoveError):
+    """The command text could not be understood (unknown verb, bad flag, missing argument)."""
+
+    kind = "usage"
+
+
+class Refused(PgmoveError):
+    """A well-formed command that the rules do not allow now (wrong state, wrong person)."""
+
+    kind = "refused"
+
+
+class NotAuthorized(Refused):
+    """The person, or the channel, is not allowed to do this."""
+
+    kind = "not_authorized"
+
+
+class Conflict(PgmoveError):
+    """Someone else changed the same record first; the caller may re-read and try again."""
+
+    kind = "conflict"
+
+
+class ConfigError(PgmoveError):
+    """The configuration file is missing, unreadable or inconsistent."""
+
+    kind = "config"
+
+
+class StepFailed(PgmoveError):
+    """A step could not finish; the source is left at least as safe as before."""
+
+    kind = "step_failed"
+
+
+class ConnectionFailed(StepFailed):
+    """A server could not be reached or refused the credentials."""
+
+    kind = "connection"
+
+
+class ToolFailed(StepFailed):
+    """A PostgreSQL client program (pg_dump, pg_restore, ...) exited with an error."""
+
+    kind = "tool"
+
+
+class Cancelled(PgmoveError):
+    """The migration moved on (unfreeze, abort) while a step was running; its result is dropped."""
+
+    kind = "cancelled"

@@ -1,0 +1,188 @@
+"""Pydantic records pgmove persists in Redis and prints with --json; no I/O here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from state.machine import State
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=False)
+
+
+class StepName(StrEnum):
+    PREFLIGHT = "preflight"
+    FREEZE = "freeze"
+    COPY = "copy"
+    VERIFY = "verify"
+    CUTOVER = "cutover"
+    UNFREEZE = "unfreeze"
+
+
+class StepStatus(StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ApprovalAction(StrEnum):
+    FREEZE = "freeze"
+    CUTOVER = "cutover"
+
+
+class Decision(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    VOIDED = "voided"
+
+
+class Plan(Record):
+    """What the operator asked for; its digest is what an approval is bound to."""
+
+    source: str
+    target: str | None = None
+    databases: list[str] | None = None  # None: every non-template database
+    jobs: int = 2
+    method: str = "dump"
+
+    def digest(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class DatabaseInfo(Record):
+    name: str
+    size_bytes: int = 0
+    owner: str = ""
+
+
+class PreflightReport(Record):
+    source_version: str = ""
+    target_version: str = ""
+    tools: dict[str, str] = Field(default_factory=dict)  # program -> "path (version)"
+    databases: list[DatabaseInfo] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)  # each blocks the freeze
+    warnings: list[str] = Field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(db.size_bytes for db in self.databases)
+
+
+class SettingRow(Record):
+    """One `name=value` of pg_db_role_setting; database/role None mean 'all'."""
+
+    database: str | None = None
+    role: str | None = None
+    name: str
+    value: str | None = None  # None: the setting was absent
+
+
+class FreezeSnapshot(Record):
+    """What the freeze is about to change, recorded before the change so unfreeze is exact."""
+
+    taken_at: datetime
+    databases: list[str]
+    settings: list[SettingRow] = Field(default_factory=list)
+
+
+class Approval(Record):
+    id: str
+    action: ApprovalAction
+    requester: str
+    plan_digest: str
+    requested_at: datetime
+    expires_at: datetime
+    prior_state: State
+    decision: Decision = Decision.PENDING
+    approver: str | None = None
+    decided_at: datetime | None = None
+    reason: str | None = None
+
+
+class StepRecord(Record):
+    name: StepName
+    status: StepStatus
+    started_at: datetime
+    finished_at: datetime | None = None
+    worker: str | None = None
+    message: str = ""
+    result: dict[str, Any] = Field(default_factory=dict)
+
+
+class Lease(Record):
+    """Which worker runs a step right now; the server lock with the same token proves it is alive."""
+
+    step: StepName
+    worker: str
+    token: str
+    started_at: datetime
+
+
+class Failure(Record):
+    step: StepName
+    reason: str
+    resume_state: State
+    at: datetime
+
+
+class Migration(Record):
+    id: str
+    source: str
+    target: str | None
+    state: State
+    plan: Plan
+    plan_digest: str
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    version: int = 0
+    preflight: PreflightReport | None = None
+    approval: Approval | None = None
+    steps: list[StepRecord] = Field(default_factory=list)
+    lease: Lease | None = None
+    failure: Failure | None = None
+    freeze: FreezeSnapshot | None = None
+    aborting: bool = False
+    created_target_databases: list[str] = Field(default_factory=list)
+    verification: dict[str, Any] | None = None
+
+    @property
+    def source_frozen(self) -> bool:
+        return self.freeze is not None
+
+    def last_step(self, name: StepName) -> StepRecord | None:
+        for step in reversed(self.steps):
+            if step.name == name:
+                return step
+        return None
+
+
+class EventKind(StrEnum):
+    TRANSITION = "transition"
+    DECISION = "decision"
+    PROGRESS = "progress"
+    STEP = "step"
+
+
+class AuditEvent(Record):
+    """One entry of a migration's event stream: the audit trail and the source of status updates."""
+
+    kind: EventKind
+    at: datetime
+    actor: str
+    message: str
+    event: str | None = None
+    from_state: State | None = None
+    to_state: State | None = None
+    step: StepName | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = None  # the stream id, filled in when read back

@@ -1,0 +1,209 @@
+"""The only module that talks to Redis: key scheme, compare-and-set, event streams, leases, idempotency."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+
+from state.actions import Outcome
+from state.errors import Conflict
+from state.machine import TERMINAL
+from state.models import AuditEvent, Migration
+
+Enqueue = Callable[[Pipeline, str], None]  # (pipeline in MULTI, migration id): put the job in the same transaction
+Decide = Callable[[Migration | None], Outcome]
+
+
+class Keys:
+    """Every key pgmove writes, built in one place (rq's `key_for` pattern)."""
+
+    def __init__(self, prefix: str = "pgmove") -> None:
+        self.prefix = prefix
+
+    def migration(self, migration_id: str) -> str:
+        return f"{self.prefix}:migration:{migration_id}"
+
+    def events(self, migration_id: str) -> str:
+        return f"{self.prefix}:migration:{migration_id}:events"
+
+    def active(self, server: str) -> str:
+        return f"{self.prefix}:server:{server}:active"
+
+    def lock(self, server: str) -> str:
+        return f"{self.prefix}:server:{server}:lock"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.prefix}:idempotency:{key}"
+
+    @property
+    def index(self) -> str:
+        return f"{self.prefix}:migrations"
+
+
+_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+
+
+class Store:
+    def __init__(self, client: redis.Redis, prefix: str = "pgmove", max_attempts: int = 50) -> None:
+        self.redis = client
+        self.keys = Keys(prefix)
+        self.max_attempts = max_attempts
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "pgmove") -> Store:
+        return cls(redis.Redis.from_url(url), prefix)
+
+    # -- migrations -------------------------------------------------------------------------
+
+    def get(self, migration_id: str) -> Migration | None:
+        raw = self.redis.get(self.keys.migration(migration_id))
+        return Migration.model_validate_json(raw) if raw else None
+
+    def active_for(self, server: str) -> Migration | None:
+        migration_id = self.redis.get(self.keys.active(server))
+        return self.get(migration_id.decode()) if migration_id else None
+
+    def migrations(self, limit: int = 200) -> list[Migration]:
+        """The most recent migrations, newest first."""
+        ids = self.redis.zrevrange(self.keys.index, 0, limit - 1)
+        found = (self.get(i.decode()) for i in ids)
+        return [m for m in found if m is not None]
+
+    def active(self) -> list[Migration]:
+        """The current migration of every server that has one (cut-over ones stay: the source stays frozen)."""
+        found = []
+        for key in self.redis.scan_iter(match=self.keys.active("*")):
+            migration_id = self.redis.get(key)
+            migration = self.get(migration_id.decode()) if migration_id else None
+            if migration is not None:
+                found.append(migration)
+        return sorted(found, key=lambda m: m.created_at)
+
+    def update(self, migration_id: str, decide: Decide, enqueue: Enqueue | None = None) -> Outcome:
+        """Apply `decide` to the current record with compare-and-set; retried until it wins or refuses."""
+        key = self.keys.migration(migration_id)
+        return self._cas([key], lambda pipe: self._load(pipe, key), decide, enqueue)
+
+    def update_server(self, server: str, decide: Decide, enqueue: Enqueue | None = None) -> Outcome:
+        """Like update(), for the server's current migration (or None): creating one claims the server."""
+        active_key = self.keys.active(server)
+
+        def load(pipe: Pipeline) -> Migration | None:
+            migration_id = pipe.get(active_key)
+            if not migration_id:
+                return None
+            key = self.keys.migration(migration_id.decode())
+            pipe.watch(active_key, key)
+            return self._load(pipe, key)
+
+        return self._cas([active_key], load, decide, enqueue)
+
+    def _cas(
+        self, watch: list[str], load: Callable[[Pipeline], Migration | None], decide: Decide, enqueue: Enqueue | None
+    ) -> Outcome:
+        for _ in range(self.max_attempts):
+            with self.redis.pipeline() as pipe:
+                try:
+                    pipe.watch(*watch)
+                    current = load(pipe)
+                    outcome = decide(current)
+                    new = outcome.migration
+                    if current is not None and current.id == new.id:
+                        new.version = current.version + 1
+                    pipe.multi()
+                    self._write(pipe, new, outcome.events, claim=current is None or current.id != new.id)
+                    if outcome.enqueue and enqueue is not None:
+                        enqueue(pipe, new.id)
+                    pipe.execute()
+                    return outcome
+                except redis.WatchError:
+                    continue
+        raise Conflict("Too many concurrent changes to this migration; try again.")
+
+    def _load(self, pipe: Pipeline, key: str) -> Migration | None:
+        raw = pipe.get(key)
+        return Migration.model_validate_json(raw) if raw else None
+
+    def _write(self, pipe: Pipeline, m: Migration, events: list[AuditEvent], claim: bool) -> None:
+        pipe.set(self.keys.migration(m.id), m.model_dump_json())
+        if claim:
+            pipe.set(self.keys.active(m.source), m.id)
+            pipe.zadd(self.keys.index, {m.id: m.created_at.timestamp()})
+        for event in events:
+            pipe.xadd(self.keys.events(m.id), {"e": event.model_dump_json(exclude={"id"})})
+
+    # -- event stream -----------------------------------------------------------------------
+
+    def append_event(self, migration_id: str, event: AuditEvent) -> str:
+        stream_id = self.redis.xadd(self.keys.events(migration_id), {"e": event.model_dump_json(exclude={"id"})})
+        return stream_id.decode()
+
+    def events(self, migration_id: str, after: str = "-", count: int | None = None) -> list[AuditEvent]:
+        start = "-" if after == "-" else f"({after}"
+        rows = self.redis.xrange(self.keys.events(migration_id), min=start, count=count)
+        return [self._event(stream_id, fields) for stream_id, fields in rows]
+
+    def wait_events(self, migration_id: str, after: str, block_ms: int) -> list[AuditEvent]:
+        reply = self.redis.xread({self.keys.events(migration_id): after}, block=block_ms)
+        return [self._event(stream_id, fields) for _, rows in reply for stream_id, fields in rows]
+
+    @staticmethod
+    def _event(stream_id: bytes, fields: dict[bytes, bytes]) -> AuditEvent:
+        event = AuditEvent.model_validate_json(fields[b"e"])
+        event.id = stream_id.decode()
+        return event
+
+    # -- per-server lock with a lease ------------------------------------------------------------
+
+    def acquire_lock(self, server: str, token: str, lease_seconds: float) -> bool:
+        return bool(self.redis.set(self.keys.lock(server), token, nx=True, px=int(lease_seconds * 1000)))
+
+    def renew_lock(self, server: str, token: str, lease_seconds: float) -> bool:
+        return bool(self._renew(keys=[self.keys.lock(server)], args=[token, int(lease_seconds * 1000)]))
+
+    def release_lock(self, server: str, token: str) -> bool:
+        return bool(self._release(keys=[self.keys.lock(server)], args=[token]))
+
+    def lock_holder(self, server: str) -> str | None:
+        token = self.redis.get(self.keys.lock(server))
+        return token.decode() if token else None
+
+    # -- idempotency ---------------------------------------------------------------------------
+
+    def claim_once(self, key: str, ttl_seconds: int = 3600) -> bool:
+        """True for the first caller with this key; later callers (retries, double clicks) get False."""
+        return bool(self.redis.set(self.keys.idempotency(key), b"", nx=True, ex=ttl_seconds))
+
+    def remember(self, key: str, payload: str, ttl_seconds: int = 3600) -> None:
+        self.redis.set(self.keys.idempotency(key), payload, ex=ttl_seconds)
+
+    def recall(self, key: str) -> str | None:
+        raw = self.redis.get(self.keys.idempotency(key))
+        return raw.decode() if raw else None
+
+    def ping(self) -> float:
+        start = time.monotonic()
+        self.redis.ping()
+        return time.monotonic() - start
+
+    def dump_everything(self) -> dict[str, Any]:
+        """Every key and value under our prefix, for audits and the secret-leak test."""
+        out: dict[str, Any] = {}
+        for key in self.redis.scan_iter(match=f"{self.keys.prefix}:*"):
+            kind = self.redis.type(key).decode()
+            if kind == "string":
+                out[key.decode()] = self.redis.get(key)
+            elif kind == "stream":
+                out[key.decode()] = self.redis.xrange(key)
+        return out
+
+
+def is_terminal(m: Migration | None) -> bool:
+    return m is None or m.state in TERMINAL

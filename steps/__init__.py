@@ -1,0 +1,1 @@
+"""Everything that touches the PostgreSQL servers being moved; nothing here knows Slack or Redis."""

@@ -1,0 +1,133 @@
+"""Preflight: can this plan work? Reachability, versions, tools, databases and sizes, room on the target."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from typing import Any
+
+import psycopg
+
+from state.errors import ConnectionFailed
+from state.models import PreflightReport
+from steps.catalog import MAINTENANCE_DB, list_databases, selected, user_object_count
+from steps.connect import Endpoint, Progress, connect, connection, server_major
+from steps.tools import choose_toolset
+
+HEADROOM = 1.2  # a restored database is about its source size; indexes rebuilt fresh are rarely larger
+
+
+def run(
+    src: Endpoint, dst: Endpoint | None, databases: list[str] | None, tool_dirs: list[str],
+    work_dir: str | None, progress: Progress,
+) -> PreflightReport:
+    report = PreflightReport()
+    try:
+        src_conn = connect(src)
+    except ConnectionFailed as exc:
+        report.problems.append(exc.message)
+        return report
+    with src_conn:
+        report.source_version = src_conn.info.parameter_status("server_version") or ""
+        _check_superuser(src_conn, src, report)
+        all_dbs = list_databases(src_conn)
+        chosen = selected(all_dbs, databases)
+        missing = sorted(set(databases or []) - {d.name for d in all_dbs})
+        if missing:
+            report.problems.append(f"{src.name} has no database named {', '.join(missing)}.")
+        report.databases = chosen
+        _check_app_roles(src_conn, src, report)
+        _check_tablespaces(src_conn, src, report)
+        source_major = server_major(src_conn)
+    if databases is None and MAINTENANCE_DB in {d.name for d in all_dbs}:
+        with connection(src, MAINTENANCE_DB) as conn:
+            count = user_object_count(conn)
+        if count:
+            report.warnings.append(
+                f"the {MAINTENANCE_DB} database on {src.name} holds {count} user relations; it is not copied "
+                f"unless named with --databases"
+            )
+    progress(f"{src.name}: PostgreSQL {report.source_version}, {len(chosen)} databases to move")
+    if dst is None:
+        return report
+    try:
+        dst_conn = connect(dst)
+    except ConnectionFailed as exc:
+        report.problems.append(exc.message)
+        return report
+    with dst_conn:
+        report.target_version = dst_conn.info.parameter_status("server_version") or ""
+        target_major = server_major(dst_conn)
+        _check_superuser(dst_conn, dst, report)
+        if target_major < source_major:
+            report.problems.append(f"{dst.name} runs PostgreSQL {target_major}, older than {src.name} ({source_major}); "
+                                   "pg_dump output cannot be restored into an older server.")
+        taken = {d.name for d in list_databases(dst_conn)} & {d.name for d in chosen}
+        for name in sorted(taken):
+            report.problems.append(f"{dst.name} already has a database named {name}; drop or rename it there first.")
+        _check_disk(dst_conn, dst, report)
+    toolset = choose_toolset(source_major, target_major, tool_dirs)
+    if toolset is None:
+        report.problems.append(f"no pg_dump/pg_restore of version {source_major} or newer was found; install "
+                               f"postgresql-client-{source_major} or set tool_dirs in the configuration.")
+    else:
+        report.tools = {"pg_dump": toolset.describe(), "pg_restore": toolset.describe()}
+    _check_work_dir(work_dir, report)
+    progress(f"{dst.name}: PostgreSQL {report.target_version}; {len(report.problems)} problem(s)")
+    return report
+
+
+def _check_superuser(conn: psycopg.Connection[Any], ep: Endpoint, report: PreflightReport) -> None:
+    row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    if not row or not row[0]:
+        report.problems.append(f"pgmove's role on {ep.name} ({ep.user or 'current user'}) is not a superuser; it needs "
+                               "to read role passwords, change database settings and end sessions.")
+
+
+def _check_app_roles(conn: psycopg.Connection[Any], ep: Endpoint, report: PreflightReport) -> None:
+    if not ep.app_roles:
+        return
+    rows = conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(ep.app_roles),)).fetchall()
+    missing = sorted(set(ep.app_roles) - {r[0] for r in rows})
+    if missing:
+        report.problems.append(f"app role(s) {', '.join(missing)} configured for {ep.name} do not exist there.")
+
+
+def _check_tablespaces(conn: psycopg.Connection[Any], ep: Endpoint, report: PreflightReport) -> None:
+    rows = conn.execute("SELECT spcname FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')").fetchall()
+    if rows:
+        report.problems.append(f"{ep.name} uses tablespaces ({', '.join(r[0] for r in rows)}); pgmove does not move "
+                               "tablespaces yet.")
+
+
+def _check_disk(conn: psycopg.Connection[Any], ep: Endpoint, report: PreflightReport) -> None:
+    needed = int(report.total_bytes * HEADROOM)
+    if not ep.is_local:
+        report.warnings.append(f"free disk on {ep.name} cannot be checked from here; it needs about {_gb(needed)}.")
+        return
+    row = conn.execute("SELECT current_setting('data_directory')").fetchone()
+    try:
+        free = shutil.disk_usage(row[0]).free if row else None
+    except OSError:
+        free = None
+    if free is None:
+        report.warnings.append(f"free disk on {ep.name} unknown; it needs about {_gb(needed)}.")
+    elif free < needed:
+        report.problems.append(f"{ep.name} has {_gb(free)} free, the copy needs about {_gb(needed)}.")
+
+
+def _check_work_dir(work_dir: str | None, report: PreflightReport) -> None:
+    where = work_dir or tempfile.gettempdir()
+    largest = max((d.size_bytes for d in report.databases), default=0)
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        report.problems.append(f"the staging directory {where} does not exist.")
+        return
+    if free < largest:
+        report.warnings.append(f"the staging directory {where} has {_gb(free)} free; the largest database is "
+                               f"{_gb(largest)} (compressed dumps are usually much smaller).")
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"

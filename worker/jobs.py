@@ -1,0 +1,10 @@
+"""RQ job entry points: thin wrappers that find the process's runtime and call the runner."""
+
+from __future__ import annotations
+
+from worker import runner
+from worker.runtime import current
+
+
+def advance(migration_id: str) -> None:
+    runner.advance(current(), migration_id)

@@ -1,0 +1,45 @@
+"""`pgmove worker`: an RQ worker (no fork: the step's lease dies with the process) plus a reaper thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from rq import SimpleWorker
+
+from state.config import Config
+from state.store import Store
+from worker.queue import make_queue
+from worker.reaper import reap
+from worker.runtime import Runtime, default_worker_id, install
+
+log = logging.getLogger("pgmove.worker")
+
+
+def build_runtime(config: Config, worker_id: str | None = None) -> Runtime:
+    store = Store.from_url(config.redis_url)
+    return Runtime(config=config, store=store, queue=make_queue(store.redis, config.queue_name),
+                   worker_id=worker_id or default_worker_id())
+
+
+def run_worker(config: Config, burst: bool = False, worker_id: str | None = None) -> bool:
+    """Work the queue until stopped (SIGTERM finishes the current step first) or, in burst mode, until empty."""
+    rt = build_runtime(config, worker_id)
+    install(rt)
+    reap(rt.store, f"worker:{rt.worker_id}")
+    stop = threading.Event()
+    reaper = threading.Thread(target=_reap_forever, args=(rt, stop), name="reaper", daemon=True)
+    reaper.start()
+    try:
+        worker = SimpleWorker([rt.queue], connection=rt.store.redis, name=f"pgmove-{rt.worker_id}".replace(":", "-"))
+        return bool(worker.work(burst=burst, logging_level="WARNING", with_scheduler=False))
+    finally:
+        stop.set()
+
+
+def _reap_forever(rt: Runtime, stop: threading.Event) -> None:
+    while not stop.wait(max(1.0, rt.config.lease_seconds / 2)):
+        try:
+            reap(rt.store, f"worker:{rt.worker_id}")
+        except Exception:
+            log.warning("reaper pass failed", exc_info=True)

@@ -1,0 +1,39 @@
+"""Marks a step failed when its worker died: the lease on the server lock ran out with the step unfinished."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from state.actions import Outcome, fail_step
+from state.errors import Refused
+from state.models import Migration
+from state.store import Store
+
+log = logging.getLogger("pgmove.reaper")
+
+
+def reap(store: Store, actor: str = "reaper") -> list[str]:
+    """Fail every migration whose running step has no live lock behind it; returns their ids."""
+    reaped = []
+    for m in store.active():
+        if m.lease is None or store.lock_holder(m.source) == m.lease.token:
+            continue
+        lease = m.lease
+
+        def decide(cur: Migration | None, lease=lease) -> Outcome:  # type: ignore[no-untyped-def]
+            if cur is None or cur.lease is None or cur.lease.token != lease.token:
+                raise Refused("the step finished meanwhile")
+            if store.lock_holder(cur.source) == lease.token:
+                raise Refused("the worker is alive")
+            reason = (f"the worker {lease.worker} stopped responding during {lease.step} (its lease expired); "
+                      f"the source is as safe as before the step: retry or unfreeze")
+            return fail_step(cur, lease.step, reason, datetime.now(UTC), actor)
+
+        try:
+            store.update(m.id, decide)
+        except Refused:
+            continue
+        log.warning("%s: %s marked failed: worker %s is gone", m.id, lease.step, lease.worker)
+        reaped.append(m.id)
+    return reaped

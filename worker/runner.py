@@ -1,0 +1,277 @@
+"""Runs the steps a migration is due for, under the server's lock, recording every move in the store."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from state.actions import Outcome, fail_step, finish_step, start_step, step_due, with_changes
+from state.errors import PgmoveError, Refused
+from state.machine import Event
+from state.models import AuditEvent, EventKind, Migration, StepName
+from steps import copy, cutover, freeze, preflight, verify
+from steps.catalog import selected
+from steps.tools import choose_toolset
+from worker.runtime import Runtime
+
+log = logging.getLogger("pgmove.worker")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LockLost(PgmoveError):
+    """The server lock's lease ran out under us: another worker may take over, so stop at once."""
+
+
+class Heartbeat:
+    """Renews the server lock every third of the lease; a step checks `.lost` and stops if renewal failed."""
+
+    def __init__(self, rt: Runtime, server: str, token: str) -> None:
+        self.rt, self.server, self.token = rt, server, token
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{server}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        lease = self.rt.config.lease_seconds
+        while not self._stop.wait(lease / 3):
+            try:
+                if not self.rt.store.renew_lock(self.server, self.token, lease):
+                    self.lost = True
+                    log.error("lost the lock on %s; stopping the step", self.server)
+                    return
+            except Exception:  # a Redis blip: the next beat may succeed before the lease runs out
+                log.warning("could not renew the lock on %s", self.server, exc_info=True)
+
+
+def advance(rt: Runtime, migration_id: str, lock_wait: float | None = None) -> None:
+    """Run every step the migration is due for, in order, while holding its source server's lock."""
+    m = rt.store.get(migration_id)
+    if m is None or step_due(m) is None:
+        return
+    token, server = uuid.uuid4().hex, m.source
+    if not _acquire(rt, server, token, lock_wait if lock_wait is not None else rt.config.lease_seconds * 2):
+        log.info("%s is busy with another worker; %s goes back in the queue", server, migration_id)
+        rt.queue.enqueue_call("worker.jobs.advance", args=(migration_id,), timeout=-1)
+        return
+    try:
+        with Heartbeat(rt, server, token) as heartbeat:
+            while True:
+                m = rt.store.get(migration_id)
+                step = step_due(m) if m else None
+                if m is None or step is None:
+                    return
+                if not _run_step(rt, m, step, token, heartbeat):
+                    return
+    finally:
+        rt.store.release_lock(server, token)
+
+
+def _acquire(rt: Runtime, server: str, token: str, wait: float) -> bool:
+    deadline = time.monotonic() + wait
+    while True:
+        if rt.store.acquire_lock(server, token, rt.config.lease_seconds):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.25)
+
+
+def _run_step(rt: Runtime, m: Migration, step: StepName, token: str, heartbeat: Heartbeat) -> bool:
+    """Run one step; True when the migration moved on and the next step may follow."""
+    try:
+        m = rt.store.update(m.id, lambda cur: start_step(_must(cur), step, rt.worker_id, token, now())).migration
+    except Refused as exc:
+        log.info("%s: %s", m.id, exc.message)
+        return False
+    log.info("%s: %s started on %s", m.id, step, m.source)
+    context = StepContext(rt, m.id, step, token, heartbeat)
+    try:
+        event, message, result, changes = STEPS[step](rt, m, context)
+    except Exception as exc:
+        reason = exc.message if isinstance(exc, PgmoveError) else f"unexpected error, see the worker log ({context.log_ref})"
+        log.error("%s: %s failed (%s)", m.id, step, context.log_ref, exc_info=not isinstance(exc, PgmoveError))
+        try:
+            rt.store.update(m.id, lambda cur: fail_step(_must(cur), step, reason, now(), f"worker:{rt.worker_id}", token))
+        except Refused as refusal:
+            log.info("%s: %s", m.id, refusal.message)
+        return False
+
+    def finish(cur: Migration | None) -> Outcome:
+        out = finish_step(_must(cur), step, token, event, message, result, now())
+        for key, value in changes.items():
+            setattr(out.migration, key, value)
+        return out
+
+    try:
+        rt.store.update(m.id, finish)
+    except Refused as exc:
+        log.warning("%s: %s", m.id, exc.message)
+        return False
+    log.info("%s: %s done: %s", m.id, step, message)
+    return True
+
+
+class StepContext:
+    """What a running step may do besides its own work: report progress, record facts, notice it should stop."""
+
+    def __init__(self, rt: Runtime, migration_id: str, step: StepName, token: str, heartbeat: Heartbeat) -> None:
+        self.rt, self.migration_id, self.step, self.token, self.heartbeat = rt, migration_id, step, token, heartbeat
+        self.log_ref = uuid.uuid4().hex[:8]
+        self._checked_at = 0.0
+        self._stop = False
+
+    def progress(self, message: str, **data: Any) -> None:
+        event = AuditEvent(kind=EventKind.PROGRESS, at=now(), actor=f"worker:{self.rt.worker_id}", message=message,
+                           step=self.step, data=data)
+        self.rt.store.append_event(self.migration_id, event)
+        log.info("%s: %s", self.migration_id, message)
+        if self.should_stop():
+            raise LockLost(f"{self.step} stopped: the migration moved on or the worker lost its lock")
+
+    def record(self, message: str, **changes: Any) -> Migration:
+        def change(cur: Migration | None) -> Outcome:
+            m = _must(cur)
+            if m.lease is None or m.lease.token != self.token:
+                raise LockLost(f"{self.step} stopped: the step is no longer this worker's")
+            return with_changes(m, now(), message, f"worker:{self.rt.worker_id}", **changes)
+
+        return self.rt.store.update(self.migration_id, change).migration
+
+    def should_stop(self) -> bool:
+        """True once the lock is lost or someone moved the migration on (unfreeze, abort); checked cheaply."""
+        if self.heartbeat.lost or self._stop:
+            return True
+        if time.monotonic() - self._checked_at >= 2.0:
+            self._checked_at = time.monotonic()
+            m = self.rt.store.get(self.migration_id)
+            self._stop = m is None or m.lease is None or m.lease.token != self.token
+        return self._stop
+
+
+StepResult = tuple[Event, str, dict[str, Any], dict[str, Any]]
+
+
+def _preflight(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
+    src = rt.endpoint(m.source)
+    dst = rt.endpoint(m.target) if m.target else None
+    report = preflight.run(src, dst, m.plan.databases, rt.config.tool_dirs, rt.config.work_dir, ctx.progress)
+    ctx.record("preflight report recorded", preflight=report)
+    if report.problems:
+        raise PlanProblems(f"preflight found {len(report.problems)} problem(s): " + "; ".join(report.problems))
+    size = report.total_bytes / 1e6
+    return Event.PREFLIGHT_OK, f"preflight ok: {len(report.databases)} databases, {size:.1f} MB", report.model_dump(mode="json"), {}
+
+
+class PlanProblems(PgmoveError):
+    """Preflight found something that blocks the freeze; each problem says how to fix it."""
+
+
+def _freeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
+    src = rt.endpoint(m.source)
+    if m.freeze is None:
+        # Recorded before anything changes, and never re-taken: a retried freeze must not mistake
+        # half-frozen settings for the originals.
+        m = ctx.record("recorded the settings the freeze will change", freeze=freeze.capture(src))
+    assert m.freeze is not None
+    result = freeze.apply(src, m.freeze, rt.config.freeze_grace_seconds, ctx.progress)
+    ended = len(result["sessions_ended"])
+    return Event.FROZEN, f"{m.source} frozen: {len(result['databases'])} databases read-only, {ended} session(s) ended", result, {}
+
+
+def _copy(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
+    src, dst = rt.endpoint(m.source), rt.endpoint(_target(m))
+    databases = _databases(m)
+    majors = _majors(m)
+    toolset = choose_toolset(majors[0], majors[1], rt.config.tool_dirs)
+    if toolset is None:
+        raise PlanProblems(f"no pg_dump/pg_restore of version {majors[0]} or newer is installed on this worker")
+
+    def will_create(name: str) -> None:
+        current = rt.store.get(m.id)
+        created = list(current.created_target_databases if current else [])
+        if name not in created:
+            ctx.record(f"creating database {name} on {dst.name}", created_target_databases=[*created, name])
+
+    job = copy.CopyJob(src, dst, databases, m.plan.jobs, toolset, m.freeze, rt.config.work_dir, m.created_target_databases)
+    result = copy.run(job, ctx.progress, will_create, ctx.should_stop)
+    return Event.COPIED, f"copied {len(databases)} databases to {dst.name} in {result['seconds']:.1f}s", result, {}
+
+
+def _verify(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
+    result = verify.run(rt.endpoint(m.source), rt.endpoint(_target(m)), _databases(m), m.freeze, ctx.progress, m.plan.jobs)
+    if result["ok"]:
+        message = f"verified: {result['tables']} tables, {result['rows']} rows, all equal"
+        return Event.VERIFY_PASSED, message, result, {"verification": result}
+    message = f"verification found {len(result['problems'])} difference(s)"
+    return Event.VERIFY_FAILED, message, result, {"verification": result}
+
+
+def _cutover(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
+    target = _target(m)
+    cfg = rt.config.servers[target]
+    extra = {"PGMOVE_SOURCE": m.source, "PGMOVE_TARGET": target, "PGMOVE_MIGRATION": m.id}
+    result = cutover.run(rt.endpoint(target), _databases(m), m.freeze, cfg.cutover_hook, cfg.cutover_hook_timeout,
+                         extra, ctx.progress)
+    return Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen", result, {}
+
+
+def _unfreeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
+    result: dict[str, Any] = {}
+    if m.freeze is not None:
+        result = freeze.unfreeze(rt.endpoint(m.source), m.freeze, ctx.progress)
+    event = Event.UNFROZEN_FOR_ABORT if m.aborting else Event.UNFROZEN
+    verb = "aborted; " if m.aborting else ""
+    return event, f"{verb}{m.source} unfrozen: settings restored exactly", result, {"freeze": None}
+
+
+STEPS: dict[StepName, Callable[[Runtime, Migration, StepContext], StepResult]] = {
+    StepName.PREFLIGHT: _preflight,
+    StepName.FREEZE: _freeze,
+    StepName.COPY: _copy,
+    StepName.VERIFY: _verify,
+    StepName.CUTOVER: _cutover,
+    StepName.UNFREEZE: _unfreeze,
+}
+
+
+def _must(m: Migration | None) -> Migration:
+    if m is None:
+        raise Refused("the migration record is gone")
+    return m
+
+
+def _target(m: Migration) -> str:
+    if m.target is None:
+        raise Refused("this freeze has no target")
+    return m.target
+
+
+def _databases(m: Migration) -> list[str]:
+    if m.preflight is None:
+        raise Refused("no preflight report: plan again")
+    return [d.name for d in selected(m.preflight.databases, m.plan.databases)]
+
+
+def _majors(m: Migration) -> tuple[int, int | None]:
+    assert m.preflight is not None
+
+    def major(version: str) -> int | None:
+        return int(version.split(".")[0]) if version else None
+
+    return major(m.preflight.source_version) or 0, major(m.preflight.target_version)
