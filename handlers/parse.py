@@ -97,6 +97,8 @@ def parse(text: str) -> AnyCommand:
 
 
 def _build(verb: str, args: list[str], options: dict[str, str]) -> AnyCommand:
+    if verb not in ("help", "servers") and args:
+        _server(args[0], verb)  # a mangled server name is the first thing to point out
     if verb == "help":
         _arity(verb, args, 0, 1)
         return Help(topic=args[0].lower() if args else None)

@@ -77,21 +77,20 @@ def replan(m: Migration, plan: Plan, actor: str, now: datetime) -> Outcome:
 
 
 def request_approval(m: Migration, action: ApprovalAction, actor: str, now: datetime, policy: Policy) -> Outcome:
+    event = Event.FREEZE_REQUESTED if action == ApprovalAction.FREEZE else Event.CUTOVER_REQUESTED
+    if action == ApprovalAction.CUTOVER and m.state == State.VERIFY_FAILED:
+        reasons = "; ".join((m.verification or {}).get("problems", [])[:5]) or "see the verification report"
+        raise Refused(f"Cutover refused: the last verification failed ({reasons}). Fix, re-copy or `/pgmove verify {m.source}`.")
+    if next_state(m.state, event) is None:
+        raise Refused(_not_now(m, event))
     pending = m.approval if m.approval and m.approval.decision == Decision.PENDING else None
     if pending and pending.expires_at > now:
         raise Refused(
             f"{m.source} already has a {pending.action} request from <@{pending.requester}> waiting for approval "
             f"(expires {pending.expires_at:%H:%M} UTC)."
         )
-    if action == ApprovalAction.FREEZE:
-        event = Event.FREEZE_REQUESTED
-        if m.preflight and m.preflight.problems:
-            raise Refused("The plan has problems that block the freeze: " + "; ".join(m.preflight.problems))
-    else:
-        event = Event.CUTOVER_REQUESTED
-        if m.state == State.VERIFY_FAILED:
-            reasons = "; ".join((m.verification or {}).get("problems", [])[:5]) or "see the verification report"
-            raise Refused(f"Cutover refused: the last verification failed ({reasons}). Fix, re-copy or `/pgmove verify {m.source}`.")
+    if action == ApprovalAction.FREEZE and m.preflight and m.preflight.problems:
+        raise Refused("The plan has problems that block the freeze: " + "; ".join(m.preflight.problems))
     prior = pending.prior_state if pending else m.state
     out = _transition(m, event, actor, now, f"{actor} requested {action.value} of {m.source}")
     out.migration.approval = Approval(

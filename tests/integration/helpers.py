@@ -1,0 +1,68 @@
+"""Shared helpers for tests that drive handlers directly against a real Redis."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from handlers.commands import Deps
+from state import actions
+from state.config import Config
+from state.machine import Event
+from state.models import PreflightReport
+from state.store import Store
+
+CONFIG = {
+    "access": {"operators": ["U_ALICE", "U_BOB", "U_CAROL", "U_DAVE"], "approvers": ["U_BOB", "U_CAROL"],
+               "channels": ["C_DBMIG"]},
+    "servers": {
+        "prod-old": {"dsn": "host=127.0.0.1 port=1 user=pgmove", "password_env": "NOPE_OLD", "app_roles": ["app"]},
+        "prod-new": {"dsn": "host=127.0.0.1 port=2 user=pgmove", "password_env": "NOPE_NEW"},
+        "spare": {"dsn": "host=127.0.0.1 port=3 user=pgmove"},
+    },
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def make_deps(url: str, clock: Clock | None = None) -> Deps:
+    config = Config.model_validate({**CONFIG, "redis_url": url})
+    return Deps(config=config, store=Store.from_url(url), enqueue=None, clock=clock or Clock())
+
+
+def preflight_passes(store: Store, server: str = "prod-old") -> None:
+    """Stand in for the worker's preflight step: these tests are about the rules, not the servers."""
+    m = store.active_for(server)
+    assert m is not None
+
+    def ok(cur: Any) -> actions.Outcome:
+        out = actions.step_transition(cur, Event.PREFLIGHT_OK, datetime.now(UTC), "preflight ok", "test")
+        out.migration.preflight = PreflightReport(source_version="15", target_version="15")
+        return out
+
+    store.update(m.id, ok)
+
+
+def force_state(store: Store, server: str, *events: Event) -> None:
+    m = store.active_for(server)
+    assert m is not None
+    for event in events:
+        store.update(m.id, lambda cur, e=event: actions.step_transition(cur, e, datetime.now(UTC), str(e), "test"))
+
+
+def snapshot(url: str) -> dict[str, Any]:
+    """Every key and value in Redis: 'changes nothing' is checked against this."""
+    client = redis.Redis.from_url(url)
+    out: dict[str, Any] = {}
+    for key in client.scan_iter():
+        kind = client.type(key).decode()
+        out[key.decode()] = client.get(key) if kind == "string" else client.xrange(key) if kind == "stream" else kind
+    return out

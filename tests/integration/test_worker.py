@@ -1,0 +1,128 @@
+"""Real worker processes: a worker killed mid-copy, two workers on one server, no password anywhere."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import psycopg
+import pytest
+import redis
+
+from state.models import EventKind
+from state.store import Store
+from worker.queue import JOB
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(predicate, timeout=120, every=0.05):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+def store_of(pgmove) -> Store:  # type: ignore[no-untyped-def]
+    return Store.from_url(_url(pgmove))
+
+
+def source_is_frozen(source) -> bool:  # type: ignore[no-untyped-def]
+    with psycopg.connect(source.admin_dsn("appdb")) as conn:
+        return conn.execute("SHOW default_transaction_read_only").fetchone()[0] == "on"
+
+
+def test_a_worker_killed_during_the_copy_fails_the_step_and_retry_finishes(pgmove, source, target):  # type: ignore[no-untyped-def]
+    """SIGKILL mid-copy: the migration turns failed naming the copy, the source stays frozen, retry completes it."""
+    worker = pgmove.start_worker("doomed")
+    assert pgmove.do("U_ALICE", "plan prod-old prod-new", "--wait").returncode == 0
+    assert pgmove.do("U_ALICE", "freeze prod-old").returncode == 0
+    assert pgmove.do("U_BOB", "approve prod-old").returncode == 0
+    store = store_of(pgmove)
+    m = store.active_for("prod-old")
+    wait_for(lambda: any(e.message.startswith("copying database") for e in store.events(m.id)))
+    pgmove.kill_worker(worker)
+
+    done = pgmove.do("U_ALICE", "status prod-old", "--wait", "--json")
+    failed = json.loads(done.stdout)
+    assert done.returncode == 1
+    assert failed["state"] == "failed"
+    assert failed["failure"]["step"] == "copy"
+    assert "stopped responding" in failed["failure"]["reason"]
+    assert source_is_frozen(source)
+
+    pgmove.start_worker("second")
+    done = pgmove.do("U_ALICE", "retry prod-old", "--wait", "--json")
+    assert json.loads(done.stdout)["state"] == "verified", done.stderr
+    final = store.active_for("prod-old")
+    assert final.verification["ok"] and final.verification["rows"] > 40000
+    assert "dropping" in " ".join(e.message for e in store.events(m.id))  # the half-copied database was redone
+
+
+def test_two_workers_never_run_steps_on_one_server_at_once(pgmove, source, target):  # type: ignore[no-untyped-def]
+    """With two workers and duplicated jobs, each step runs once and no two steps overlap."""
+    pgmove.start_worker("one")
+    pgmove.start_worker("two")
+    assert pgmove.do("U_ALICE", "plan prod-old prod-new", "--wait").returncode == 0
+    assert pgmove.do("U_ALICE", "freeze prod-old").returncode == 0
+    store = store_of(pgmove)
+    m = store.active_for("prod-old")
+    from rq import Queue
+
+    queue = Queue("pgmove", connection=store.redis)
+    assert pgmove.do("U_BOB", "approve prod-old").returncode == 0
+    for _ in range(4):
+        queue.enqueue_call(JOB, args=(m.id,), timeout=-1)
+    done = pgmove.do("U_ALICE", "status prod-old", "--wait", "--json")
+    assert json.loads(done.stdout)["state"] == "verified", done.stderr
+
+    steps = store.get(m.id).steps
+    assert [s.name for s in steps] == ["preflight", "freeze", "copy", "verify"]
+    spans = sorted((s.started_at, s.finished_at) for s in steps)
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert end <= start
+    starts = [e for e in store.events(m.id) if e.kind == EventKind.STEP and e.message.endswith("started")]
+    assert len(starts) == 4
+
+
+def test_no_password_appears_in_any_reply_log_or_redis_value(pgmove, source, target, passwords):  # type: ignore[no-untyped-def]
+    """A full run, then every output, log line and Redis value is searched for the passwords and hashes."""
+    pgmove.start_worker()
+    for user, text in [("U_ALICE", "plan prod-old prod-new"), ("U_ALICE", "servers"), ("U_ALICE", "freeze prod-old"),
+                       ("U_BOB", "approve prod-old"), ("U_ALICE", "status prod-old"), ("U_ALICE", "cutover prod-old"),
+                       ("U_BOB", "approve prod-old"), ("U_ALICE", "history prod-old")]:
+        pgmove.do(user, text, "--wait")
+        pgmove.do(user, text.replace("approve", "status"), "--json")
+    assert '"cut_over"' in pgmove.do("U_ALICE", "status prod-old", "--json").stdout
+
+    haystacks = list(pgmove.outputs) + [pgmove.worker_logs()]
+    client = redis.Redis.from_url(_url(pgmove))
+    for key in client.scan_iter():
+        kind = client.type(key).decode()
+        haystacks.append(key.decode(errors="replace"))
+        if kind == "string":
+            haystacks.append(client.get(key).decode(errors="replace"))
+        elif kind == "stream":
+            haystacks.append(repr(client.xrange(key)))
+        elif kind == "hash":
+            haystacks.append(repr(client.hgetall(key)))
+        elif kind == "list":
+            haystacks.append(repr(client.lrange(key, 0, -1)))
+        elif kind == "zset":
+            haystacks.append(repr(client.zrange(key, 0, -1)))
+        elif kind == "set":
+            haystacks.append(repr(client.smembers(key)))
+    text = "\n".join(haystacks)
+    assert len(text) > 10000  # we really looked at a full run
+    for secret in passwords.all():
+        assert secret not in text
+    assert "SCRAM-SHA-256$" not in text  # nor the hashes the role copy moves between servers
+
+
+def _url(pgmove) -> str:  # type: ignore[no-untyped-def]
+    import tomllib
+
+    return tomllib.loads(pgmove.config_path.read_text())["redis_url"]
