@@ -11,6 +11,8 @@ from state.models import AuditEvent, Decision, Migration, StepStatus
 _NEXT: dict[State, str] = {
     State.PLANNED: "preflight checks are running",
     State.READY: "next: `/pgmove freeze {src}` (a second person approves)",
+    State.SYNCING: "logical replication to {dst} is catching up",
+    State.IN_SYNC: "{dst} follows {src} live; next: `/pgmove freeze {src}` for the final switch",
     State.AWAITING_FREEZE_APPROVAL: "waiting for an approver: `/pgmove approve {src}` or `/pgmove reject {src}`",
     State.FREEZING: "freezing writes on {src}",
     State.FROZEN: "{src} is frozen; `/pgmove unfreeze {src}` puts it back",

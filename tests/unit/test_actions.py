@@ -1,0 +1,119 @@
+"""The two-person rule and the other pure decisions, without Redis."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from state import actions
+from state.errors import Refused
+from state.machine import Event, State
+from state.models import ApprovalAction, FreezeSnapshot, Plan, StepName
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+POLICY = actions.Policy(approvers=frozenset({"bob", "carol", "alice"}), approval_ttl=timedelta(minutes=30))
+
+
+def ready(target: str | None = "prod-new"):  # type: ignore[no-untyped-def]
+    m = actions.new_migration("m1", Plan(source="prod-old", target=target), "alice", NOW).migration
+    return actions.step_transition(m, Event.PREFLIGHT_OK, NOW, "ok", "w").migration
+
+
+def awaiting():  # type: ignore[no-untyped-def]
+    return actions.request_approval(ready(), ApprovalAction.FREEZE, "alice", NOW, POLICY).migration
+
+
+def test_the_requester_cannot_approve_even_as_an_approver():
+    """alice is an approver here, and still cannot approve her own request."""
+    with pytest.raises(Refused, match="second person"):
+        actions.decide(awaiting(), "alice", True, NOW, POLICY)
+
+
+def test_the_requester_may_withdraw_by_rejecting():
+    """Rejecting your own request is allowed: it only makes things safer."""
+    out = actions.decide(awaiting(), "alice", False, NOW, POLICY)
+    assert out.migration.state == State.READY and not out.enqueue
+
+
+def test_approval_needs_a_configured_approver():
+    with pytest.raises(Refused, match="not a configured approver"):
+        actions.decide(awaiting(), "dave", True, NOW, POLICY)
+
+
+def test_approval_after_expiry_is_refused():
+    with pytest.raises(Refused, match="expired"):
+        actions.decide(awaiting(), "bob", True, NOW + timedelta(minutes=30), POLICY)
+
+
+def test_approval_is_bound_to_the_plan_digest():
+    """If the plan changes under a pending request, the approval does not count."""
+    m = awaiting()
+    m.plan_digest = Plan(source="prod-old", target="prod-new", jobs=8).digest()
+    with pytest.raises(Refused, match="plan changed"):
+        actions.decide(m, "bob", True, NOW, POLICY)
+
+
+def test_a_good_approval_moves_to_freezing_and_asks_for_the_worker():
+    out = actions.decide(awaiting(), "bob", True, NOW, POLICY)
+    assert out.migration.state == State.FREEZING and out.enqueue
+    assert out.migration.approval.approver == "bob"
+    assert [e.kind for e in out.events] == ["decision", "transition"]
+
+
+def test_replan_voids_the_pending_request():
+    out = actions.replan(awaiting(), Plan(source="prod-old", target="prod-new", jobs=4), "alice", NOW)
+    assert out.migration.state == State.PLANNED
+    assert out.migration.approval.decision == "voided"
+    with pytest.raises(Refused, match="already voided"):
+        actions.decide(out.migration, "bob", True, NOW, POLICY)
+
+
+def test_a_frozen_source_cannot_be_replanned():
+    m = actions.decide(awaiting(), "bob", True, NOW, POLICY).migration
+    m.freeze = FreezeSnapshot(taken_at=NOW, databases=["a"])
+    with pytest.raises(Refused, match="frozen"):
+        actions.replan(m, Plan(source="prod-old", target="prod-new"), "alice", NOW)
+
+
+def test_a_failed_step_resumes_where_it_should():
+    """A copy that failed restarts from frozen (a clean target); a freeze resumes freezing."""
+    m = actions.decide(awaiting(), "bob", True, NOW, POLICY).migration
+    m = actions.start_step(m, StepName.FREEZE, "w", "tok", NOW).migration
+    failed = actions.fail_step(m, StepName.FREEZE, "boom", NOW, "w", "tok").migration
+    assert failed.state == State.FAILED and failed.failure.resume_state == State.FREEZING
+    assert actions.retry(failed, "alice", NOW).migration.state == State.FREEZING
+    assert actions.RESUME_STATE[StepName.COPY] == State.FROZEN
+
+
+def test_a_step_result_from_a_worker_that_lost_its_lease_is_dropped():
+    m = actions.decide(awaiting(), "bob", True, NOW, POLICY).migration
+    m = actions.start_step(m, StepName.FREEZE, "w", "tok", NOW).migration
+    with pytest.raises(Refused, match="dropped"):
+        actions.finish_step(m, StepName.FREEZE, "other-token", Event.FROZEN, "done", {}, NOW)
+
+
+def test_unfreeze_is_refused_after_cutover_and_when_not_frozen():
+    m = ready()
+    with pytest.raises(Refused, match="not frozen"):
+        actions.request_unfreeze(m, "alice", NOW)
+    m.state = State.CUT_OVER
+    with pytest.raises(Refused, match="stays frozen"):
+        actions.request_unfreeze(m, "alice", NOW)
+
+
+def test_abort_without_a_freeze_ends_at_once_and_with_one_unfreezes_first():
+    assert actions.request_unfreeze(ready(), "alice", NOW, abort=True).migration.state == State.ABORTED
+    m = actions.decide(awaiting(), "bob", True, NOW, POLICY).migration
+    m.freeze = FreezeSnapshot(taken_at=NOW, databases=["a"])
+    out = actions.request_unfreeze(m, "alice", NOW, abort=True)
+    assert out.migration.state == State.UNFREEZING and out.migration.aborting and out.enqueue
+
+
+def test_a_standalone_freeze_has_nothing_to_copy():
+    m = actions.standalone_freeze_record("m2", "prod-old", "alice", NOW)
+    m = actions.request_approval(m, ApprovalAction.FREEZE, "alice", NOW, POLICY).migration
+    m = actions.decide(m, "bob", True, NOW, POLICY).migration
+    assert actions.step_due(m) == StepName.FREEZE
+    m.state = State.FROZEN
+    assert actions.step_due(m) is None

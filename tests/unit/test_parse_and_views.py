@@ -1,0 +1,41 @@
+"""Parsing chat text into commands, and the text pgmove says back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from handlers import views
+from handlers.parse import PlanCmd, ServerCmd, parse
+from state import actions
+from state.errors import UsageError
+from state.machine import State
+from state.models import Plan
+
+
+def test_plan_with_options_in_both_spellings():
+    assert parse("plan prod-old prod-new --databases a,b --jobs=4") == PlanCmd(
+        source="prod-old", target="prod-new", databases=["a", "b"], jobs=4)
+    assert parse("/pgmove PLAN prod-old prod-new").jobs == 2
+
+
+def test_server_verbs_take_exactly_one_server():
+    assert parse("freeze prod-old") == ServerCmd(verb="freeze", server="prod-old")
+    with pytest.raises(UsageError, match="needs more"):
+        parse("freeze")
+
+
+def test_user_text_is_echoed_back_defanged():
+    """Backticks and control characters in an echo could break out of a code span in Slack."""
+    with pytest.raises(UsageError) as caught:
+        parse("launch`\x07 now")
+    assert "`launch??`" in caught.value.message
+
+
+def test_every_state_has_a_next_hint_and_a_status_text():
+    m = actions.new_migration("m1", Plan(source="a", target="b"), "alice", datetime.now(UTC)).migration
+    for state in State:
+        m.state = state
+        assert views.next_hint(m)
+        assert m.source in views.status_text(m)
