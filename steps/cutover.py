@@ -28,12 +28,12 @@ _WRITABLE_COLUMN = """
 
 def run(
     dst: Endpoint, databases: list[str], snapshot: FreezeSnapshot | None, hook: list[str] | None,
-    hook_timeout: float, env_extra: dict[str, str], progress: Progress,
+    hook_timeout: float, env_extra: dict[str, str], secret_env: set[str], progress: Progress,
 ) -> dict[str, Any]:
     checks = smoke_test(dst, databases, snapshot, progress)
     result: dict[str, Any] = {"checks": checks}
     if hook:
-        result["hook"] = run_hook(dst, hook, hook_timeout, env_extra, progress)
+        result["hook"] = run_hook(dst, hook, hook_timeout, env_extra, secret_env, progress)
     return result
 
 
@@ -94,10 +94,15 @@ def _probe_write(dst: Endpoint, db: str, role: str) -> str | None:
     return f"{schema}.{table}"
 
 
-def run_hook(dst: Endpoint, argv: list[str], timeout: float, env_extra: dict[str, str], progress: Progress) -> dict[str, Any]:
-    """The team's own switch (DNS, pgbouncer, app config): told where the target is, never given a password."""
+def run_hook(
+    dst: Endpoint, argv: list[str], timeout: float, env_extra: dict[str, str], secret_env: set[str], progress: Progress
+) -> dict[str, Any]:
+    """The team's own switch (DNS, pgbouncer, app config): told where the target is, never given a password.
+
+    libpq's PG* variables and every variable that holds a configured password are left out.
+    """
     params = dst.params
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k not in secret_env}
     env.update({"PGHOST": str(params.get("host") or ""), "PGPORT": str(params.get("port") or "5432"),
                 "PGDATABASE": str(params.get("dbname") or "postgres"), "PGMOVE_TARGET_DSN": dst.dsn})
     env.update(env_extra)

@@ -226,8 +226,9 @@ def _cutover(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     target = _target(m)
     cfg = rt.config.servers[target]
     extra = {"PGMOVE_SOURCE": m.source, "PGMOVE_TARGET": target, "PGMOVE_MIGRATION": m.id}
+    secret_env = {s.password_env for s in rt.config.servers.values() if s.password_env}
     result = cutover.run(rt.endpoint(target), _databases(m), m.freeze, cfg.cutover_hook, cfg.cutover_hook_timeout,
-                         extra, ctx.progress)
+                         extra, secret_env, ctx.progress)
     return Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen", result, {}
 
 

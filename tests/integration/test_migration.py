@@ -79,6 +79,18 @@ def test_full_dump_migration_with_a_live_writer(pgmove, source, target, password
     with psycopg.connect(target.tcp_dsn("app", "archive"), password=passwords.app, autocommit=True) as conn:
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             conn.execute("CREATE TABLE t (x int)")
+    # A direct table grant to the second role arrived too.
+    grant = "SELECT has_table_privilege('reporter', 'orders', 'INSERT'), has_column_privilege('reporter', 'orders', 'total', 'UPDATE')"
+    assert rows(target, "appdb", grant) == [(True, True)]
+
+    # The switch hook ran once, told where the target is, and was given no password.
+    hook = json.loads(pgmove.hook_output.read_text())
+    assert hook["argv"] == ["--to", "prod-new"]
+    assert hook["env"]["PGHOST"] == "127.0.0.1" and hook["env"]["PGPORT"] == str(target.port)
+    assert hook["env"]["PGMOVE_SOURCE"] == "prod-old" and hook["env"]["PGMOVE_TARGET"] == "prod-new"
+    assert "PGPASSWORD" not in hook["env"]
+    assert not any(p in json.dumps(hook) for p in passwords.all())
+
     # The source stays frozen after cutover: a write there fails.
     with psycopg.connect(source.tcp_dsn("app", "appdb"), password=passwords.app, autocommit=True) as conn:
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
