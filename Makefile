@@ -20,6 +20,8 @@ demo: deps $(STAMP)
 	$(BIN)/pgmove demo
 
 test: deps $(STAMP)
+	$(BIN)/ruff check state handlers steps worker cli tests
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -x --durations=10
 
 lint: $(STAMP)

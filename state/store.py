@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,11 +10,15 @@ from redis.client import Pipeline
 
 from state.actions import Outcome
 from state.errors import Conflict
-from state.machine import TERMINAL
 from state.models import AuditEvent, Migration
 
 Enqueue = Callable[[Pipeline, str], None]  # (pipeline in MULTI, migration id): put the job in the same transaction
 Decide = Callable[[Migration | None], Outcome]
+
+
+def _text(value: Any) -> str:
+    """Our client returns bytes (RQ needs that); everything pgmove stores is UTF-8 text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Keys:
@@ -68,12 +71,12 @@ class Store:
 
     def active_for(self, server: str) -> Migration | None:
         migration_id = self.redis.get(self.keys.active(server))
-        return self.get(migration_id.decode()) if migration_id else None
+        return self.get(_text(migration_id)) if migration_id else None
 
     def migrations(self, limit: int = 200) -> list[Migration]:
         """The most recent migrations, newest first."""
         ids = self.redis.zrevrange(self.keys.index, 0, limit - 1)
-        found = (self.get(i.decode()) for i in ids)
+        found = (self.get(_text(i)) for i in ids)
         return [m for m in found if m is not None]
 
     def active(self) -> list[Migration]:
@@ -81,7 +84,7 @@ class Store:
         found = []
         for key in self.redis.scan_iter(match=self.keys.active("*")):
             migration_id = self.redis.get(key)
-            migration = self.get(migration_id.decode()) if migration_id else None
+            migration = self.get(_text(migration_id)) if migration_id else None
             if migration is not None:
                 found.append(migration)
         return sorted(found, key=lambda m: m.created_at)
@@ -99,8 +102,8 @@ class Store:
             migration_id = pipe.get(active_key)
             if not migration_id:
                 return None
-            key = self.keys.migration(migration_id.decode())
-            pipe.watch(active_key, key)
+            key = self.keys.migration(_text(migration_id))
+            pipe.watch(active_key, key)  # type: ignore[no-untyped-call]
             return self._load(pipe, key)
 
         return self._cas([active_key], load, decide, enqueue)
@@ -111,7 +114,7 @@ class Store:
         for _ in range(self.max_attempts):
             with self.redis.pipeline() as pipe:
                 try:
-                    pipe.watch(*watch)
+                    pipe.watch(*watch)  # type: ignore[no-untyped-call]
                     current = load(pipe)
                     outcome = decide(current)
                     new = outcome.migration
@@ -143,21 +146,21 @@ class Store:
 
     def append_event(self, migration_id: str, event: AuditEvent) -> str:
         stream_id = self.redis.xadd(self.keys.events(migration_id), {"e": event.model_dump_json(exclude={"id"})})
-        return stream_id.decode()
+        return _text(stream_id)
 
     def events(self, migration_id: str, after: str = "-", count: int | None = None) -> list[AuditEvent]:
         start = "-" if after == "-" else f"({after}"
-        rows = self.redis.xrange(self.keys.events(migration_id), min=start, count=count)
+        rows: Any = self.redis.xrange(self.keys.events(migration_id), min=start, count=count)
         return [self._event(stream_id, fields) for stream_id, fields in rows]
 
     def wait_events(self, migration_id: str, after: str, block_ms: int) -> list[AuditEvent]:
-        reply = self.redis.xread({self.keys.events(migration_id): after}, block=block_ms)
+        reply: Any = self.redis.xread({self.keys.events(migration_id): after}, block=block_ms)
         return [self._event(stream_id, fields) for _, rows in reply for stream_id, fields in rows]
 
     @staticmethod
-    def _event(stream_id: bytes, fields: dict[bytes, bytes]) -> AuditEvent:
+    def _event(stream_id: Any, fields: dict[bytes, bytes]) -> AuditEvent:
         event = AuditEvent.model_validate_json(fields[b"e"])
-        event.id = stream_id.decode()
+        event.id = _text(stream_id)
         return event
 
     # -- per-server lock with a lease ------------------------------------------------------------
@@ -173,7 +176,7 @@ class Store:
 
     def lock_holder(self, server: str) -> str | None:
         token = self.redis.get(self.keys.lock(server))
-        return token.decode() if token else None
+        return _text(token) if token else None
 
     # -- idempotency ---------------------------------------------------------------------------
 
@@ -186,24 +189,6 @@ class Store:
 
     def recall(self, key: str) -> str | None:
         raw = self.redis.get(self.keys.idempotency(key))
-        return raw.decode() if raw else None
-
-    def ping(self) -> float:
-        start = time.monotonic()
-        self.redis.ping()
-        return time.monotonic() - start
-
-    def dump_everything(self) -> dict[str, Any]:
-        """Every key and value under our prefix, for audits and the secret-leak test."""
-        out: dict[str, Any] = {}
-        for key in self.redis.scan_iter(match=f"{self.keys.prefix}:*"):
-            kind = self.redis.type(key).decode()
-            if kind == "string":
-                out[key.decode()] = self.redis.get(key)
-            elif kind == "stream":
-                out[key.decode()] = self.redis.xrange(key)
-        return out
+        return _text(raw) if raw else None
 
 
-def is_terminal(m: Migration | None) -> bool:
-    return m is None or m.state in TERMINAL

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from state.models import DatabaseInfo
 
@@ -54,14 +55,17 @@ def user_object_count(conn: psycopg.Connection[Any]) -> int:
 
 def database_definition(conn: psycopg.Connection[Any], name: str) -> DatabaseDefinition:
     major = int(conn.info.server_version) // 10000
-    icu = "datlocale" if major >= 17 else ("daticulocale" if major >= 15 else "NULL")
-    provider = "datlocprovider" if major >= 15 else "'c'"
-    query = f"""
+    # The locale columns moved between versions: datlocprovider (15+), daticulocale (15-16), datlocale (17+).
+    provider = sql.Identifier("datlocprovider") if major >= 15 else sql.Literal("c")
+    icu = sql.Identifier("datlocale" if major >= 17 else "daticulocale") if major >= 15 else sql.SQL("NULL")
+    query = sql.SQL(
+        """
         SELECT datname, pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype,
                {provider}::text, {icu}, datconnlimit, shobj_description(oid, 'pg_database')
         FROM pg_database WHERE datname = %s
-    """  # noqa: S608 -- only catalog column names chosen by server version are interpolated
-    row = conn.execute(query, (name,)).fetchone()  # type: ignore[arg-type]
+        """
+    ).format(provider=provider, icu=icu)
+    row = conn.execute(query, (name,)).fetchone()
     if row is None:
         raise LookupError(name)
     return DatabaseDefinition(*row)

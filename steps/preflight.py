@@ -22,50 +22,19 @@ def run(
     work_dir: str | None, progress: Progress,
 ) -> PreflightReport:
     report = PreflightReport()
-    try:
-        src_conn = connect(src)
-    except ConnectionFailed as exc:
-        report.problems.append(exc.message)
+    src_conn = _reachable(src, report)
+    if src_conn is None:
         return report
     with src_conn:
-        report.source_version = src_conn.info.parameter_status("server_version") or ""
-        _check_superuser(src_conn, src, report)
-        all_dbs = list_databases(src_conn)
-        chosen = selected(all_dbs, databases)
-        missing = sorted(set(databases or []) - {d.name for d in all_dbs})
-        if missing:
-            report.problems.append(f"{src.name} has no database named {', '.join(missing)}.")
-        report.databases = chosen
-        _check_app_roles(src_conn, src, report)
-        _check_tablespaces(src_conn, src, report)
-        source_major = server_major(src_conn)
-    if databases is None and MAINTENANCE_DB in {d.name for d in all_dbs}:
-        with connection(src, MAINTENANCE_DB) as conn:
-            count = user_object_count(conn)
-        if count:
-            report.warnings.append(
-                f"the {MAINTENANCE_DB} database on {src.name} holds {count} user relations; it is not copied "
-                f"unless named with --databases"
-            )
-    progress(f"{src.name}: PostgreSQL {report.source_version}, {len(chosen)} databases to move")
+        source_major = _inspect_source(src_conn, src, databases, report)
+    progress(f"{src.name}: PostgreSQL {report.source_version}, {len(report.databases)} databases to move")
     if dst is None:
         return report
-    try:
-        dst_conn = connect(dst)
-    except ConnectionFailed as exc:
-        report.problems.append(exc.message)
+    dst_conn = _reachable(dst, report)
+    if dst_conn is None:
         return report
     with dst_conn:
-        report.target_version = dst_conn.info.parameter_status("server_version") or ""
-        target_major = server_major(dst_conn)
-        _check_superuser(dst_conn, dst, report)
-        if target_major < source_major:
-            report.problems.append(f"{dst.name} runs PostgreSQL {target_major}, older than {src.name} ({source_major}); "
-                                   "pg_dump output cannot be restored into an older server.")
-        taken = {d.name for d in list_databases(dst_conn)} & {d.name for d in chosen}
-        for name in sorted(taken):
-            report.problems.append(f"{dst.name} already has a database named {name}; drop or rename it there first.")
-        _check_disk(dst_conn, dst, report)
+        target_major = _inspect_target(dst_conn, dst, src, source_major, report)
     toolset = choose_toolset(source_major, target_major, tool_dirs)
     if toolset is None:
         report.problems.append(f"no pg_dump/pg_restore of version {source_major} or newer was found; install "
@@ -75,6 +44,49 @@ def run(
     _check_work_dir(work_dir, report)
     progress(f"{dst.name}: PostgreSQL {report.target_version}; {len(report.problems)} problem(s)")
     return report
+
+
+def _reachable(ep: Endpoint, report: PreflightReport) -> psycopg.Connection[Any] | None:
+    try:
+        return connect(ep)
+    except ConnectionFailed as exc:
+        report.problems.append(exc.message)
+        return None
+
+
+def _inspect_source(conn: psycopg.Connection[Any], src: Endpoint, databases: list[str] | None, report: PreflightReport) -> int:
+    report.source_version = conn.info.parameter_status("server_version") or ""
+    _check_superuser(conn, src, report)
+    all_dbs = list_databases(conn)
+    report.databases = selected(all_dbs, databases)
+    missing = sorted(set(databases or []) - {d.name for d in all_dbs})
+    if missing:
+        report.problems.append(f"{src.name} has no database named {', '.join(missing)}.")
+    _check_app_roles(conn, src, report)
+    _check_tablespaces(conn, src, report)
+    if databases is None and MAINTENANCE_DB in {d.name for d in all_dbs}:
+        with connection(src, MAINTENANCE_DB) as maintenance:
+            count = user_object_count(maintenance)
+        if count:
+            report.warnings.append(f"the {MAINTENANCE_DB} database on {src.name} holds {count} user relations; it is "
+                                   "not copied unless named with --databases")
+    return server_major(conn)
+
+
+def _inspect_target(
+    conn: psycopg.Connection[Any], dst: Endpoint, src: Endpoint, source_major: int, report: PreflightReport
+) -> int:
+    report.target_version = conn.info.parameter_status("server_version") or ""
+    target_major = server_major(conn)
+    _check_superuser(conn, dst, report)
+    if target_major < source_major:
+        report.problems.append(f"{dst.name} runs PostgreSQL {target_major}, older than {src.name} ({source_major}); "
+                               "pg_dump output cannot be restored into an older server.")
+    taken = {d.name for d in list_databases(conn)} & {d.name for d in report.databases}
+    for name in sorted(taken):
+        report.problems.append(f"{dst.name} already has a database named {name}; drop or rename it there first.")
+    _check_disk(conn, dst, report)
+    return target_major
 
 
 def _check_superuser(conn: psycopg.Connection[Any], ep: Endpoint, report: PreflightReport) -> None:

@@ -61,19 +61,19 @@ def copy_roles(src: psycopg.Connection[Any], dst: psycopg.Connection[Any]) -> di
         created.append(name)
     target_members = memberships(dst)
     granted = []
-    for role, member, admin in sorted(memberships(src)):
-        if (role, member, admin) in target_members or (role, member, True) in target_members:
+    for group, member, admin in sorted(memberships(src)):
+        if (group, member, admin) in target_members or (group, member, True) in target_members:
             continue
-        statement = sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(member))
+        statement = sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(member))
         if admin:
             statement = sql.SQL("{} WITH ADMIN OPTION").format(statement)
         dst.execute(statement)
-        granted.append(f"{role} to {member}")
+        granted.append(f"{group} to {member}")
     return {"created": created, "kept": kept, "memberships_granted": granted}
 
 
 def _create_role(role: dict[str, Any]) -> sql.Composed:
-    parts = [sql.SQL(on if role[col] else off) for col, on, off in _ATTRIBUTES]
+    parts: list[sql.Composable] = [sql.SQL(on if role[col] else off) for col, on, off in _ATTRIBUTES]
     parts.append(sql.SQL("CONNECTION LIMIT {}").format(sql.Literal(role["rolconnlimit"])))
     if role["rolvaliduntil"] is not None:
         parts.append(sql.SQL("VALID UNTIL {}").format(sql.Literal(role["rolvaliduntil"].isoformat())))

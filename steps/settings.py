@@ -84,6 +84,7 @@ def set_statement(row: SettingRow, value: str | None) -> sql.Composed:
     name = sql.Identifier(row.name)
     if value is None:
         return sql.SQL("{} RESET {}").format(target, name)
+    literal: sql.Composable
     if row.name in LIST_SETTINGS:
         literal = sql.SQL(", ").join(sql.Literal(v) for v in split_list_value(value))
     else:

@@ -74,19 +74,22 @@ def _verify_database(src: Endpoint, dst: Endpoint, name: str, jobs: int) -> dict
             "sequences": len(s_seqs), "problems": problems}
 
 
-def _inventory(ep: Endpoint, name: str, jobs: int) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+Name = tuple[str, ...]
+
+
+def _inventory(ep: Endpoint, name: str, jobs: int) -> tuple[dict[Name, int], dict[Name, int]]:
     with connection(ep, name) as conn:
-        tables = [tuple(r) for r in conn.execute(_TABLES).fetchall()]
-        sequences = {tuple(r): _next_value(conn, r) for r in conn.execute(_SEQUENCES).fetchall()}
+        tables: list[Name] = [tuple(r) for r in conn.execute(_TABLES).fetchall()]
+        sequences: dict[Name, int] = {tuple(r): _next_value(conn, tuple(r)) for r in conn.execute(_SEQUENCES).fetchall()}
     chunks = [tables[i::jobs] for i in range(max(1, jobs))]
-    counts: dict[tuple[str, str], int] = {}
+    counts: dict[Name, int] = {}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for part in pool.map(lambda c: _count(ep, name, c), chunks):
             counts.update(part)
-    return counts, sequences  # type: ignore[return-value]
+    return counts, sequences
 
 
-def _count(ep: Endpoint, name: str, tables: list[tuple[str, ...]]) -> dict[tuple[str, ...], int]:
+def _count(ep: Endpoint, name: str, tables: list[Name]) -> dict[Name, int]:
     if not tables:
         return {}
     with connection(ep, name) as conn:
@@ -97,7 +100,7 @@ def _count(ep: Endpoint, name: str, tables: list[tuple[str, ...]]) -> dict[tuple
         }
 
 
-def _next_value(conn: psycopg.Connection[Any], seq: tuple[str, str]) -> int:
+def _next_value(conn: psycopg.Connection[Any], seq: Name) -> int:
     """The value nextval() would return next, which is what 'not behind' must compare."""
     row = conn.execute(
         sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(*seq))
