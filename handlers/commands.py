@@ -11,14 +11,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from handlers import views
-from handlers.parse import USAGE, Approve, PlanCmd, Reject, ServerCmd, Status, parse
+from handlers.parse import USAGE, Approve, FreezeCmd, PlanCmd, Reject, ServerCmd, Status, parse
 from handlers.reply import Reply, server_listing
 from state import actions
 from state.actions import Outcome, Policy
 from state.config import Config
 from state.errors import NotAuthorized, PgmoveError, Refused, UsageError
 from state.machine import TERMINAL, State
-from state.models import ApprovalAction, Migration, Plan
+from state.models import ApprovalAction, FreezeMode, FreezeOptions, Migration, Plan
 from state.store import Enqueue, Store
 
 log = logging.getLogger("pgmove.handlers")
@@ -157,15 +157,18 @@ def cmd_history(deps: Deps, actor: str, command: ServerCmd) -> Reply:
     return Reply(ok=True, kind="info", verb="history", migration=m, events=events, text=views.history_text(m, events))
 
 
-def cmd_freeze(deps: Deps, actor: str, command: ServerCmd) -> Reply:
+def cmd_freeze(deps: Deps, actor: str, command: FreezeCmd) -> Reply:
     server, now = _known(deps.config, command.server), deps.clock()
+    options = FreezeOptions(mode=FreezeMode(command.mode), grace_seconds=command.grace_seconds)
 
     def decide(current: Migration | None) -> Outcome:
         if current is None or current.state == State.ABORTED:
             current = actions.standalone_freeze_record(f"mig-{secrets.token_hex(4)}", server, actor, now)
         elif current.state == State.CUT_OVER:
             raise Refused(f"{server} was cut over to {current.target}; it is frozen already and stays so.")
-        return actions.request_approval(current, ApprovalAction.FREEZE, actor, now, deps.policy)
+        out = actions.request_approval(current, ApprovalAction.FREEZE, actor, now, deps.policy)
+        out.migration.freeze_options = options  # part of what the approver sees and approves
+        return out
 
     return _accepted(deps.store.update_server(server, decide, deps.enqueue), "freeze")
 

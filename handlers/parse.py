@@ -16,7 +16,7 @@ USAGE: dict[str, str] = {
     "servers": "servers",
     "plan": "plan <source> <target> [--databases a,b] [--jobs N]",
     "status": "status [<server>]",
-    "freeze": "freeze <server>",
+    "freeze": "freeze <server> [--mode read-only|no-connect] [--grace 30s]",
     "approve": "approve <server> [<request id>]",
     "reject": "reject <server> [reason]",
     "unfreeze": "unfreeze <server>",
@@ -26,7 +26,7 @@ USAGE: dict[str, str] = {
     "history": "history <server>",
     "retry": "retry <server>",
 }
-_SERVER_VERBS = ("freeze", "unfreeze", "verify", "cutover", "abort", "history", "retry")
+_SERVER_VERBS = ("unfreeze", "verify", "cutover", "abort", "history", "retry")
 _DATABASE = re.compile(r"^[^\x00-\x1f\x7f]{1,63}$")
 MAX_TEXT = 2000
 
@@ -54,8 +54,15 @@ class Status(BaseModel):
 
 
 class ServerCmd(BaseModel):
-    verb: Literal["freeze", "unfreeze", "verify", "cutover", "abort", "history", "retry"]
+    verb: Literal["unfreeze", "verify", "cutover", "abort", "history", "retry"]
     server: str
+
+
+class FreezeCmd(BaseModel):
+    verb: Literal["freeze"] = "freeze"
+    server: str
+    mode: Literal["read-only", "no-connect"] = "read-only"
+    grace_seconds: float | None = Field(default=None, ge=0, le=3600)
 
 
 class Approve(BaseModel):
@@ -70,7 +77,7 @@ class Reject(BaseModel):
     reason: str | None = Field(default=None, max_length=500)
 
 
-AnyCommand = Help | Servers | PlanCmd | Status | ServerCmd | Approve | Reject
+AnyCommand = Help | Servers | PlanCmd | Status | ServerCmd | FreezeCmd | Approve | Reject
 
 
 def parse(text: str) -> AnyCommand:
@@ -118,6 +125,13 @@ def _build(verb: str, args: list[str], options: dict[str, str]) -> AnyCommand:
     if verb == "status":
         _arity(verb, args, 0, 1)
         return Status(server=_server(args[0], verb) if args else None)
+    if verb == "freeze":
+        _arity(verb, args, 1, 1)
+        mode = options.get("mode", "read-only")
+        if mode not in ("read-only", "no-connect"):
+            raise UsageError(f"--mode is read-only or no-connect, not {_show(mode)}. Usage: `/pgmove {USAGE[verb]}`")
+        grace = _duration(options["grace"], "grace", verb) if "grace" in options else None
+        return FreezeCmd(server=args[0], mode=mode, grace_seconds=grace)  # type: ignore[arg-type]
     if verb == "approve":
         _arity(verb, args, 1, 2)
         if len(args) == 2 and not re.fullmatch(r"[0-9a-f]{8}", args[1]):
@@ -132,7 +146,7 @@ def _build(verb: str, args: list[str], options: dict[str, str]) -> AnyCommand:
     return ServerCmd(verb=verb, server=_server(args[0], verb))  # type: ignore[arg-type]
 
 
-_OPTIONS: dict[str, set[str]] = {"plan": {"databases", "jobs"}}
+_OPTIONS: dict[str, set[str]] = {"plan": {"databases", "jobs"}, "freeze": {"mode", "grace"}}
 
 
 def _split_options(verb: str, words: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -168,6 +182,15 @@ def _int_option(options: dict[str, str], name: str, verb: str, default: int) -> 
     if not value.isdigit() or not 1 <= int(value) <= 64:
         raise UsageError(f"--{name} takes a whole number from 1 to 64, not {_show(value)}. Usage: `/pgmove {USAGE[verb]}`")
     return int(value)
+
+
+def _duration(value: str, name: str, verb: str) -> float:
+    match = re.fullmatch(r"(\d{1,4})(s|m)?", value.strip().lower())
+    seconds = int(match.group(1)) * (60 if match.group(2) == "m" else 1) if match else -1
+    if not 0 <= seconds <= 3600:
+        raise UsageError(f"--{name} takes a duration up to an hour, like 30s or 2m, not {_show(value)}. "
+                         f"Usage: `/pgmove {USAGE[verb]}`")
+    return float(seconds)
 
 
 def _arity(verb: str, args: list[str], low: int, high: int) -> None:

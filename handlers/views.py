@@ -53,9 +53,12 @@ def approval_text(m: Migration) -> str:
     plan = m.plan
     dbs = ", ".join(plan.databases) if plan.databases else "all databases"
     size = f", {m.preflight.total_bytes / 1e6:.1f} MB" if m.preflight else ""
+    how = f"method {plan.method}, {plan.jobs} jobs" if m.target else "no copy (freeze only)"
+    if a.action.value == "freeze":
+        grace = m.freeze_options.grace_seconds
+        how += f", {m.freeze_options.mode.value} freeze" + (f", {grace:g}s grace" if grace is not None else "")
     return (f"{a.action.value.capitalize()} of {title(m)} requested by <@{a.requester}> (request {a.id}): {dbs}{size}, "
-            f"method {plan.method}, {plan.jobs} jobs. Another approver must approve before {a.expires_at:%H:%M} UTC: "
-            f"`/pgmove approve {m.source}`.")
+            f"{how}. Another approver must approve before {a.expires_at:%H:%M} UTC: `/pgmove approve {m.source}`.")
 
 
 def status_text(m: Migration) -> str:

@@ -86,12 +86,36 @@ class SettingRow(Record):
     value: str | None = None  # None: the setting was absent
 
 
+class FreezeMode(StrEnum):
+    READ_ONLY = "read-only"  # reads keep working, every write fails
+    NO_CONNECT = "no-connect"  # the app's roles cannot log in at all
+
+
+class AclRow(Record):
+    """The privileges of one object before the freeze (None: the built-in default), for exact restore."""
+
+    database: str
+    kind: str  # "sequence" or "function"
+    name: str  # regclass / regprocedure text, valid on any server with the same schema
+    acl: str | None
+
+
 class FreezeSnapshot(Record):
     """What the freeze is about to change, recorded before the change so unfreeze is exact."""
 
     taken_at: datetime
     databases: list[str]
     settings: list[SettingRow] = Field(default_factory=list)
+    mode: FreezeMode = FreezeMode.READ_ONLY
+    pgmove_role: str = ""  # the only session the guards let through
+    logins: list[str] = Field(default_factory=list)  # roles that could log in; no-connect turns exactly these off
+    acls: list[AclRow] = Field(default_factory=list)
+    label: str = ""  # what the error messages say the maintenance is
+
+
+class FreezeOptions(Record):
+    mode: FreezeMode = FreezeMode.READ_ONLY
+    grace_seconds: float | None = None  # None: the configured default
 
 
 class Approval(Record):
@@ -151,6 +175,8 @@ class Migration(Record):
     lease: Lease | None = None
     failure: Failure | None = None
     freeze: FreezeSnapshot | None = None
+    freeze_options: FreezeOptions = Field(default_factory=FreezeOptions)
+    quiet_baseline: dict[str, str] | None = None  # per-database write fingerprint taken when the freeze held
     aborting: bool = False
     created_target_databases: list[str] = Field(default_factory=list)
     verification: dict[str, Any] | None = None

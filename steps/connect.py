@@ -16,8 +16,11 @@ from state.errors import ConnectionFailed
 # A step reports what it is doing through this: (message, structured data).
 Progress = Callable[..., None]
 
-# pgmove's own sessions must be able to write even while the server is frozen (to unfreeze it).
-OWN_SESSION_OPTIONS = "-c default_transaction_read_only=off -c statement_timeout=0 -c lock_timeout=30s"
+# pgmove's own sessions must be able to write even while the server is frozen (to unfreeze it), and
+# see only pg_catalog on the search path so regclass/regprocedure text is always schema-qualified.
+OWN_SESSION_OPTIONS = (
+    "-c default_transaction_read_only=off -c statement_timeout=0 -c lock_timeout=30s -c search_path=pg_catalog"
+)
 APPLICATION_NAME = "pgmove"
 
 

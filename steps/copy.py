@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from psycopg import sql
 
 from state.errors import StepFailed
 from state.models import FreezeSnapshot
+from steps import guards
 from steps.catalog import DatabaseDefinition, database_definition
 from steps.connect import Endpoint, Progress, connection, describe
 from steps.roles import copy_roles
@@ -44,7 +46,7 @@ def run(
     """Copy everything; `will_create(db)` must persist the name before the database is created on the target."""
     started = time.monotonic()
     with connection(job.src) as src, connection(job.dst) as dst:
-        roles = copy_roles(src, dst)
+        roles = copy_roles(src, dst, set(job.snapshot.logins) if job.snapshot else set())
         progress(f"roles: {len(roles['created'])} created, {len(roles['kept'])} already on {job.dst.name}", roles=roles)
         settings = before_freeze(read_settings(src), job.snapshot)
         definitions = [database_definition(src, name) for name in job.databases]
@@ -61,6 +63,8 @@ def run(
         with connection(job.dst) as dst:
             _apply_database_properties(job.src, dst, definition, settings)
         with connection(job.dst, definition.name) as conn:
+            if job.snapshot is not None:  # the dump carries the freeze's revoked privileges: put the originals back
+                guards.restore_acls(conn, [a for a in job.snapshot.acls if a.database == definition.name])
             conn.execute("ANALYZE")
         seconds = round(time.monotonic() - t0, 2)
         done.append({"database": definition.name, "seconds": seconds})
@@ -111,13 +115,26 @@ def _dump_and_restore(job: CopyJob, name: str, progress: Progress, should_stop: 
             job.src.tool_env(dict(os.environ)), should_stop=should_stop,
         )
         progress(f"{name}: dump finished, restoring with {jobs} jobs", database=name)
+        listing = os.path.join(staging, "restore.list")
+        _write_restore_list(job, archive, listing)
         run_tool(
             [job.toolset.path("pg_restore"), f"--jobs={jobs}", "--exit-on-error", "--no-password",
-             f"--dbname={job.dst.conninfo(name)}", archive],
+             f"--use-list={listing}", f"--dbname={job.dst.conninfo(name)}", archive],
             job.dst.tool_env(dict(os.environ)), should_stop=should_stop,
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_restore_list(job: CopyJob, archive: str, listing: str) -> None:
+    """The archive's table of contents minus the freeze's guards: nothing of the freeze reaches the target."""
+    done = subprocess.run([job.toolset.path("pg_restore"), "--list", archive], capture_output=True, text=True,
+                          env=job.dst.tool_env(dict(os.environ)), check=False)
+    if done.returncode != 0:
+        raise StepFailed(f"pg_restore could not read the dump of {archive}: {done.stderr.strip()[-300:]}")
+    kept = [line for line in done.stdout.splitlines() if not guards.RESTORE_EXCLUDE.match(line)]
+    with open(listing, "w") as out:
+        out.write("\n".join(kept) + "\n")
 
 
 def _apply_database_properties(

@@ -42,8 +42,12 @@ def memberships(conn: psycopg.Connection[Any]) -> set[tuple[str, str, bool]]:
     return {(role, member, bool(admin)) for role, member, admin in rows}
 
 
-def copy_roles(src: psycopg.Connection[Any], dst: psycopg.Connection[Any]) -> dict[str, list[str]]:
+def copy_roles(
+    src: psycopg.Connection[Any], dst: psycopg.Connection[Any], logins_before_freeze: set[str]
+) -> dict[str, list[str]]:
     """Create on the target every source role it lacks, then the memberships it lacks.
+
+    `logins_before_freeze` are roles a no-connect freeze turned NOLOGIN: they get LOGIN back on the target.
 
     A role that already exists on the target is kept as it is: it may be the very role pgmove logs in
     with there, and overwriting its password would lock us (or the target's admins) out.
@@ -55,6 +59,8 @@ def copy_roles(src: psycopg.Connection[Any], dst: psycopg.Connection[Any]) -> di
         if name in existing:
             kept.append(name)
             continue
+        if name in logins_before_freeze:
+            role["rolcanlogin"] = True
         dst.execute(_create_role(role))
         if role["shobj_description"]:
             dst.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(sql.Identifier(name), sql.Literal(role["shobj_description"])))

@@ -11,11 +11,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from state.actions import Outcome, fail_step, finish_step, start_step, step_due, with_changes
-from state.errors import PgmoveError, Refused
+from state.errors import PgmoveError, Refused, StepFailed
 from state.machine import Event
 from state.models import AuditEvent, EventKind, Migration, StepName
-from steps import copy, cutover, freeze, preflight, verify
-from steps.catalog import selected
+from steps import copy, cutover, freeze, preflight, quiet, verify
+from steps.catalog import list_databases, selected
+from steps.connect import Endpoint, connection
 from steps.tools import choose_toolset
 from worker.runtime import Runtime
 
@@ -184,19 +185,29 @@ class PlanProblems(PgmoveError):
 
 def _freeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     src = rt.endpoint(m.source)
+    options = m.freeze_options
     if m.freeze is None:
         # Recorded before anything changes, and never re-taken: a retried freeze must not mistake
         # half-frozen settings for the originals.
-        m = ctx.record("recorded the settings the freeze will change", freeze=freeze.capture(src))
+        label = (f"{m.source} is frozen for its move to {m.target} (pgmove {m.id})" if m.target
+                 else f"{m.source} is frozen for maintenance (pgmove {m.id})")
+        m = ctx.record("recorded the settings, logins and privileges the freeze will change",
+                       freeze=freeze.capture(src, options.mode, label))
     assert m.freeze is not None
-    result = freeze.apply(src, m.freeze, rt.config.freeze_grace_seconds, ctx.progress)
+    grace = options.grace_seconds if options.grace_seconds is not None else rt.config.freeze_grace_seconds
+    result = freeze.apply(src, m.freeze, grace, ctx.progress)
+    baseline = quiet.fingerprint(src, m.freeze.databases)
     ended = len(result["sessions_ended"])
-    return Event.FROZEN, f"{m.source} frozen: {len(result['databases'])} databases read-only, {ended} session(s) ended", result, {}
+    message = (f"{m.source} frozen ({options.mode.value}): {len(result['databases'])} databases, "
+               f"{result['guarded_tables']} tables guarded, {ended} session(s) ended")
+    return Event.FROZEN, message, result, {"quiet_baseline": baseline}
 
 
 def _copy(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     src, dst = rt.endpoint(m.source), rt.endpoint(_target(m))
-    databases = _databases(m)
+    _prove_quiet(m, src, ctx, "since the freeze took hold")
+    with connection(src) as conn:
+        databases = [d.name for d in selected(list_databases(conn), m.plan.databases)]  # re-read: one may be new
     majors = _majors(m)
     toolset = choose_toolset(majors[0], majors[1], rt.config.tool_dirs)
     if toolset is None:
@@ -210,7 +221,24 @@ def _copy(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
 
     job = copy.CopyJob(src, dst, databases, m.plan.jobs, toolset, m.freeze, rt.config.work_dir, m.created_target_databases)
     result = copy.run(job, ctx.progress, will_create, ctx.should_stop)
+    current = rt.store.get(m.id)
+    _prove_quiet(current or m, src, ctx, "during the copy")
+    result["databases_copied"] = databases
     return Event.COPIED, f"copied {len(databases)} databases to {dst.name} in {result['seconds']:.1f}s", result, {}
+
+
+def _prove_quiet(m: Migration, src: Endpoint, ctx: StepContext, when: str) -> None:
+    """Nothing may have written to the frozen source; if something did, stop and say where."""
+    if m.quiet_baseline is None:
+        return
+    now_seen = quiet.fingerprint(src, list(m.quiet_baseline))
+    moved = quiet.changed(m.quiet_baseline, now_seen)
+    if moved:
+        # The next attempt compares against what is there now: whatever wrote is then in its copy.
+        ctx.record("quiet check failed; new baseline recorded", quiet_baseline=now_seen)
+        raise StepFailed(f"something wrote to {m.source} {when} (in {', '.join(moved)}): the freeze was overridden, "
+                         "perhaps by a superuser. Find out who, then retry (the copy starts over) or unfreeze.")
+    ctx.progress(f"quiet check: no write on {m.source} {when} ({len(now_seen)} databases, counters and sequences unchanged)")
 
 
 def _verify(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
@@ -264,6 +292,10 @@ def _target(m: Migration) -> str:
 
 
 def _databases(m: Migration) -> list[str]:
+    """The databases the last copy moved (it re-reads the source), else the plan's."""
+    copied = m.last_step(StepName.COPY)
+    if copied is not None and copied.result.get("databases_copied"):
+        return list(copied.result["databases_copied"])
     if m.preflight is None:
         raise Refused("no preflight report: plan again")
     return [d.name for d in selected(m.preflight.databases, m.plan.databases)]

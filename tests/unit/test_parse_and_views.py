@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from handlers import views
-from handlers.parse import PlanCmd, ServerCmd, parse
+from handlers.parse import FreezeCmd, PlanCmd, ServerCmd, parse
 from state import actions
 from state.errors import UsageError
 from state.machine import State
@@ -21,9 +21,19 @@ def test_plan_with_options_in_both_spellings():
 
 
 def test_server_verbs_take_exactly_one_server():
-    assert parse("freeze prod-old") == ServerCmd(verb="freeze", server="prod-old")
+    assert parse("unfreeze prod-old") == ServerCmd(verb="unfreeze", server="prod-old")
     with pytest.raises(UsageError, match="needs more"):
-        parse("freeze")
+        parse("retry")
+
+
+def test_freeze_takes_a_mode_and_a_grace_period():
+    assert parse("freeze prod-old") == FreezeCmd(server="prod-old")
+    assert parse("freeze prod-old --mode no-connect --grace 2m") == FreezeCmd(
+        server="prod-old", mode="no-connect", grace_seconds=120)
+    with pytest.raises(UsageError, match="read-only or no-connect"):
+        parse("freeze prod-old --mode sleepy")
+    with pytest.raises(UsageError, match="duration up to an hour"):
+        parse("freeze prod-old --grace forever")
 
 
 def test_user_text_is_echoed_back_defanged():

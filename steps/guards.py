@@ -1,0 +1,142 @@
+"""The objects that make a frozen database refuse writes, and their exact removal.
+
+A read-only default is only a default: a session may `BEGIN READ WRITE`. So each database also gets
+a statement trigger on every table (DML and TRUNCATE), an event trigger (all DDL, including
+`ALTER TABLE ... DISABLE TRIGGER` and GRANT), and loses the privileges that write without a table
+(nextval on sequences, the large-object writers). Only pgmove's own session passes. Every name
+starts with pgmove_freeze so the copy can leave them all behind (RESTORE_EXCLUDE).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from state.models import AclRow
+
+SCHEMA = "_pgmove_freeze"
+TABLE_TRIGGER = "pgmove_freeze_guard"
+EVENT_TRIGGER = "pgmove_freeze_ddl"
+READ_ONLY_SQLSTATE = "25006"  # what a read-only transaction raises: clients already handle it
+LARGE_OBJECT_WRITERS = ("lo_creat", "lo_create", "lo_from_bytea", "lo_put", "lowrite", "lo_unlink", "lo_truncate",
+                        "lo_truncate64", "lo_import")
+
+# pg_restore -l lines of the guards: the schema, its functions, the table triggers, the event trigger.
+RESTORE_EXCLUDE = re.compile(
+    rf"^\d+; \d+ \d+ (SCHEMA - {SCHEMA} |FUNCTION {SCHEMA} |ACL {SCHEMA} |COMMENT {SCHEMA} "
+    rf"|TRIGGER \S+ .* {TABLE_TRIGGER} |EVENT TRIGGER - {EVENT_TRIGGER} )"
+)
+
+_TABLES = """
+    SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', %s)
+      AND n.nspname !~ '^pg_(toast|temp)' AND NOT EXISTS (
+        SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = %s)
+"""
+_SEQUENCES = """
+    SELECT c.oid::regclass::text, c.relacl::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_temp'
+"""
+_LO_FUNCTIONS = """
+    SELECT p.oid::regprocedure::text, p.proacl::text FROM pg_proc p
+    WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname = ANY(%s)
+"""
+
+
+def capture_acls(conn: psycopg.Connection[Any], database: str) -> list[AclRow]:
+    """Sequence and large-object-function privileges of one database, as they are now."""
+    rows = [AclRow(database=database, kind="sequence", name=n, acl=a) for n, a in conn.execute(_SEQUENCES).fetchall()]
+    rows += [AclRow(database=database, kind="function", name=n, acl=a)
+             for n, a in conn.execute(_LO_FUNCTIONS, (list(LARGE_OBJECT_WRITERS),)).fetchall()]
+    return rows
+
+
+def install_ddl_guard(conn: psycopg.Connection[Any], pgmove_role: str, label: str) -> None:
+    """The schema, the refusing functions and the DDL event trigger (first: it stops schema changes at once)."""
+    message = f"{label}: writes are refused until the maintenance ends (pgmove freeze)"
+    allowed, text = _literal(conn, pgmove_role), _literal(conn, message)
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+    for name, returns, done in (("refuse", "trigger", "RETURN NULL"), ("refuse_ddl", "event_trigger", "RETURN")):
+        body = (f"BEGIN IF session_user <> {allowed} THEN RAISE EXCEPTION USING ERRCODE = '{READ_ONLY_SQLSTATE}', "
+                f"MESSAGE = {text}, HINT = 'see the pgmove status in the team channel'; END IF; {done}; END")
+        conn.execute(sql.SQL("CREATE OR REPLACE FUNCTION {}.{}() RETURNS {} LANGUAGE plpgsql AS {}").format(
+            sql.Identifier(SCHEMA), sql.Identifier(name), sql.SQL(returns), sql.Literal(body)))
+    exists = conn.execute("SELECT 1 FROM pg_event_trigger WHERE evtname = %s", (EVENT_TRIGGER,)).fetchone()
+    if not exists:
+        conn.execute(sql.SQL("CREATE EVENT TRIGGER {} ON ddl_command_start EXECUTE FUNCTION {}.refuse_ddl()").format(
+            sql.Identifier(EVENT_TRIGGER), sql.Identifier(SCHEMA)))
+
+
+def install_write_guards(conn: psycopg.Connection[Any], acls: list[AclRow]) -> int:
+    """A statement trigger on every table that lacks one, and the privileges that write without a table revoked."""
+    tables = [r[0] for r in conn.execute(_TABLES, (SCHEMA, TABLE_TRIGGER)).fetchall()]
+    with conn.transaction():
+        for table in tables:
+            conn.execute(sql.SQL(
+                "CREATE TRIGGER {} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION {}.refuse()"
+            ).format(sql.Identifier(TABLE_TRIGGER), sql.SQL(table), sql.Identifier(SCHEMA)))
+        for row in acls:
+            _revoke_writers(conn, row)
+    return len(tables)
+
+
+def _revoke_writers(conn: psycopg.Connection[Any], row: AclRow) -> None:
+    # Revoke from the owner too: an owner's privileges are only a default it can lose (and the
+    # event trigger stops it from granting them back).
+    if row.kind == "sequence":
+        grantees = conn.execute(_SEQUENCE_GRANTEES, (row.name,)).fetchall()
+        privileges, what = sql.SQL("USAGE, UPDATE"), sql.SQL("SEQUENCE")
+    else:
+        grantees = conn.execute(_FUNCTION_GRANTEES, (row.name,)).fetchall()
+        privileges, what = sql.SQL("EXECUTE"), sql.SQL("FUNCTION")
+    targets = [sql.SQL("PUBLIC")] + [sql.Identifier(name) for (name,) in grantees]
+    conn.execute(sql.SQL("REVOKE {} ON {} {} FROM {}").format(privileges, what, sql.SQL(row.name), sql.SQL(", ").join(targets)))
+
+
+_SEQUENCE_GRANTEES = """
+    SELECT DISTINCT r.rolname FROM pg_class c
+    CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault('S', c.relowner))) a JOIN pg_roles r ON r.oid = a.grantee
+    WHERE c.oid = to_regclass(%s) ORDER BY 1
+"""
+_FUNCTION_GRANTEES = """
+    SELECT DISTINCT r.rolname FROM pg_proc p
+    CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a JOIN pg_roles r ON r.oid = a.grantee
+    WHERE p.oid = to_regprocedure(%s) ORDER BY 1
+"""
+
+
+def restore_acls(conn: psycopg.Connection[Any], acls: list[AclRow]) -> None:
+    """Put each recorded ACL back byte for byte, NULL (the built-in default) included.
+
+    GRANT and REVOKE cannot return an ACL to NULL, so the recorded value is written to the catalog
+    (superuser only; the value is one the server itself produced).
+    """
+    for row in acls:
+        if row.kind == "sequence":
+            conn.execute("UPDATE pg_catalog.pg_class SET relacl = %s::aclitem[] WHERE oid = to_regclass(%s)",
+                         (row.acl, row.name))
+        else:
+            conn.execute("UPDATE pg_catalog.pg_proc SET proacl = %s::aclitem[] WHERE oid = to_regprocedure(%s)",
+                         (row.acl, row.name))
+
+
+def remove_guards(conn: psycopg.Connection[Any]) -> int:
+    """Drop every guard object (safe to repeat); returns how many table triggers were removed."""
+    conn.execute(sql.SQL("DROP EVENT TRIGGER IF EXISTS {}").format(sql.Identifier(EVENT_TRIGGER)))
+    tables = [r[0] for r in conn.execute(
+        "SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = %s AND NOT tgisinternal", (TABLE_TRIGGER,)).fetchall()]
+    with conn.transaction():
+        for table in tables:
+            conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TABLE_TRIGGER), sql.SQL(table)))
+        conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}.refuse(), {}.refuse_ddl()").format(
+            sql.Identifier(SCHEMA), sql.Identifier(SCHEMA)))
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {}").format(sql.Identifier(SCHEMA)))
+    return len(tables)
+
+
+def _literal(conn: psycopg.Connection[Any], value: str) -> str:
+    return sql.Literal(value).as_string(conn)
