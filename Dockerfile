@@ -20,6 +20,7 @@ COPY state state
 COPY handlers handlers
 COPY steps steps
 COPY worker worker
+COPY bot bot
 COPY cli cli
 RUN pip install --no-cache-dir .
 

@@ -121,6 +121,36 @@ def worker(
     run_worker(ctx.obj.config(), burst=burst, worker_id=name)
 
 
+@app.command("bot")
+def bot(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option("--port", help="HTTP mode: where Slack's requests arrive (/slack/events)")] = 3000,
+    host: Annotated[str, typer.Option("--host")] = "0.0.0.0",
+) -> None:
+    """The Slack bot: Socket Mode when SLACK_APP_TOKEN is set, signed HTTP on --port otherwise."""
+    import signal
+    import threading
+
+    from bot.app import start
+    from bot.settings import SlackSettings
+
+    config = ctx.obj.config()
+    try:
+        settings = SlackSettings.from_env()
+    except PgmoveError as exc:
+        typer.echo(exc.message, err=True)
+        raise typer.Exit(EXIT_REFUSED) from None
+    logs.configure(ctx.obj.log_level, config.secrets() + settings.secrets())
+    store = Store.from_url(config.redis_url)
+    deps = Deps(config=config, store=store, enqueue=enqueuer(make_queue(store.redis, config.queue_name)))
+    running = start(deps, settings, port, host)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    running.shutdown()
+
+
 @app.command("demo")
 def demo(
     keep: Annotated[bool, typer.Option("--keep", help="leave the throwaway servers running")] = False,

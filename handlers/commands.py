@@ -187,7 +187,8 @@ def cmd_approve(deps: Deps, actor: str, command: Approve) -> Reply:
 
 def cmd_reject(deps: Deps, actor: str, command: Reject) -> Reply:
     now = deps.clock()
-    out = _on_server(deps, command.server, lambda m: actions.decide(m, actor, False, now, deps.policy, None, command.reason))
+    out = _on_server(deps, command.server,
+                     lambda m: actions.decide(m, actor, False, now, deps.policy, command.request_id, command.reason))
     return _accepted(out, "reject")
 
 

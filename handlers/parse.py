@@ -18,7 +18,7 @@ USAGE: dict[str, str] = {
     "status": "status [<server>]",
     "freeze": "freeze <server> [--mode read-only|no-connect] [--grace 30s]",
     "approve": "approve <server> [<request id>]",
-    "reject": "reject <server> [reason]",
+    "reject": "reject <server> [--request <id>] [reason]",
     "unfreeze": "unfreeze <server>",
     "verify": "verify <server>",
     "cutover": "cutover <server>",
@@ -74,6 +74,7 @@ class Approve(BaseModel):
 class Reject(BaseModel):
     verb: Literal["reject"] = "reject"
     server: str
+    request_id: str | None = None
     reason: str | None = Field(default=None, max_length=500)
 
 
@@ -140,7 +141,12 @@ def _build(verb: str, args: list[str], options: dict[str, str]) -> AnyCommand:
     if verb == "reject":
         if not args:
             _arity(verb, args, 1, 1)
-        return Reject(server=_server(args[0], verb), reason=" ".join(args[1:]) or None)
+        rest, request_id = args[1:], None
+        if rest[:1] == ["--request"]:  # the rest is free text: only this leading option is read
+            if len(rest) < 2 or not re.fullmatch(r"[0-9a-f]{8}", rest[1]):
+                raise UsageError(f"--request takes a request id. Usage: `/pgmove {USAGE[verb]}`")
+            rest, request_id = rest[2:], rest[1]
+        return Reject(server=_server(args[0], verb), request_id=request_id, reason=" ".join(rest) or None)
     assert verb in _SERVER_VERBS
     _arity(verb, args, 1, 1)
     return ServerCmd(verb=verb, server=_server(args[0], verb))  # type: ignore[arg-type]

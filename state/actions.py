@@ -113,7 +113,8 @@ def decide(
         raise Refused(f"There is no pending request for {m.source} to decide.")
     if approve and actor == a.requester:
         raise Refused(f"You requested this {a.action}; a second person must approve it (two-person rule).")
-    if actor not in policy.approvers:
+    withdrawing = not approve and actor == a.requester  # taking back your own request only makes things safer
+    if actor not in policy.approvers and not withdrawing:
         raise Refused(f"<@{actor}> is not a configured approver; ask one of: " + ", ".join(f"<@{u}>" for u in sorted(policy.approvers)))
     if now >= a.expires_at:
         raise Refused(f"The {a.action} request expired at {a.expires_at:%H:%M} UTC; request it again.")

@@ -42,6 +42,9 @@ class Keys:
     def idempotency(self, key: str) -> str:
         return f"{self.prefix}:idempotency:{key}"
 
+    def chat(self, migration_id: str) -> str:
+        return f"{self.prefix}:migration:{migration_id}:chat"
+
     @property
     def index(self) -> str:
         return f"{self.prefix}:migrations"
@@ -162,6 +165,19 @@ class Store:
         event = AuditEvent.model_validate_json(fields[b"e"])
         event.id = _text(stream_id)
         return event
+
+    # -- where a chat edge keeps its own references (message ids, its stream cursor) ---------------
+
+    def chat_ref(self, migration_id: str, name: str) -> str | None:
+        raw = self.redis.hget(self.keys.chat(migration_id), name)
+        return _text(raw) if raw else None
+
+    def set_chat_ref(self, migration_id: str, name: str, value: str, only_if_missing: bool = False) -> bool:
+        key = self.keys.chat(migration_id)
+        if only_if_missing:
+            return bool(self.redis.hsetnx(key, name, value))
+        self.redis.hset(key, name, value)
+        return True
 
     # -- per-server lock with a lease ------------------------------------------------------------
 

@@ -70,8 +70,10 @@ def _verify_database(src: Endpoint, dst: Endpoint, name: str, jobs: int) -> dict
             problems.append(f"{name}: sequence {_q(seq)} is missing on the target")
         elif d_seqs[seq] < value:
             problems.append(f"{name}: sequence {_q(seq)} is behind on the target ({d_seqs[seq]} < {value})")
+    counts = [{"table": _q(t), "source_rows": s_tables.get(t), "target_rows": d_tables.get(t)}
+              for t in sorted(set(s_tables) | set(d_tables))]
     return {"database": name, "tables": len(s_tables), "rows": sum(s_tables.values()),
-            "sequences": len(s_seqs), "problems": problems}
+            "sequences": len(s_seqs), "problems": problems, "table_counts": counts}
 
 
 Name = tuple[str, ...]

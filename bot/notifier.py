@@ -1,0 +1,144 @@
+"""Turns each migration's event stream into Slack: one status message updated in place, details in its
+thread, approval messages whose buttons become the decision. The bot is the only Slack speaker.
+
+Where it got to is kept in Redis (message ids, the stream cursor), so a restarted bot resumes exactly:
+it posts what it had not posted and nothing twice.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from handlers import blocks, views
+from state.config import Config
+from state.machine import Event, State
+from state.models import Approval, ApprovalAction, AuditEvent, Decision, EventKind, Migration
+from state.store import Store
+
+log = logging.getLogger("pgmove.notifier")
+
+STATUS, CURSOR, CHANNEL = "status_ts", "cursor", "channel"
+
+
+class Notifier:
+    def __init__(self, store: Store, client: WebClient, config: Config) -> None:
+        self.store, self.client, self.config = store, client, config
+        self.default_channel = config.access.channels[0] if config.access.channels else None
+
+    def run_forever(self, stop: threading.Event, every: float = 0.3) -> None:
+        while not stop.is_set():
+            try:
+                self.sync_all()
+            except Exception:  # Slack or Redis down for a moment: the cursor makes the next pass pick up
+                log.warning("notifier pass failed; retrying", exc_info=True)
+                stop.wait(2.0)
+            stop.wait(every)
+
+    def sync_all(self) -> None:
+        for m in self.store.migrations(limit=50):
+            self.sync(m.id)
+
+    def sync(self, migration_id: str) -> None:
+        m = self.store.get(migration_id)
+        channel = self.store.chat_ref(migration_id, CHANNEL) or self.default_channel
+        if m is None or channel is None:
+            return
+        cursor = self.store.chat_ref(migration_id, CURSOR) or "-"
+        events = self.store.events(migration_id, after=cursor)
+        status_ts = self.store.chat_ref(migration_id, STATUS)
+        if status_ts is None:
+            text, message = blocks.status_message(m, events[0] if events else None)
+            status_ts = self._post(channel, text, message)
+            self.store.set_chat_ref(migration_id, STATUS, status_ts)
+        pending: list[AuditEvent] = []
+        for event in events:
+            pending.append(event)
+            if event.kind in (EventKind.TRANSITION, EventKind.DECISION):
+                self._thread_lines(channel, status_ts, pending)
+                pending = []
+                self._on_milestone(m, channel, status_ts, event)
+                self.store.set_chat_ref(migration_id, CURSOR, event.id or cursor)
+        if pending:
+            self._thread_lines(channel, status_ts, pending)
+            self.store.set_chat_ref(migration_id, CURSOR, pending[-1].id or cursor)
+        self._expire(m, channel)
+
+    def _on_milestone(self, m: Migration, channel: str, status_ts: str, event: AuditEvent) -> None:
+        if event.kind == EventKind.TRANSITION:
+            text, message = blocks.status_message(m, event)
+            self._update(channel, status_ts, text, message)
+        if event.to_state in (State.AWAITING_FREEZE_APPROVAL, State.AWAITING_CUTOVER_APPROVAL):
+            self._post_approval(m, channel, event)
+        if event.kind == EventKind.DECISION or event.event in (Event.REPLANNED.value, Event.UNFREEZE_REQUESTED.value):
+            self._refresh_approvals(m, channel)
+        if event.event in (Event.VERIFY_PASSED.value, Event.VERIFY_FAILED.value):
+            (text, message), full = blocks.verification_message(m)
+            self._post(channel, text, message, thread_ts=status_ts)
+            if full is not None:
+                self._attach(channel, status_ts, f"verification-{m.id}.txt", full, "Full verification report")
+        if event.event == Event.CUT_OVER.value:
+            text, message = blocks.final_report(m)
+            self._post(channel, text, message, thread_ts=status_ts)
+            self._post(channel, text, message)
+
+    def _post_approval(self, m: Migration, channel: str, event: AuditEvent) -> None:
+        approval = self._approval_at(m, event)
+        if approval is None or self.store.chat_ref(m.id, f"approval:{approval.id}"):
+            return
+        text, message = blocks.approval_message(m, approval, self.config.access.approvers, datetime.now(UTC))
+        ts = self._post(channel, text, message)
+        self.store.set_chat_ref(m.id, f"approval:{approval.id}", ts)
+
+    def _refresh_approvals(self, m: Migration, channel: str) -> None:
+        """Replace the buttons of a decided (or voided) request with the decision."""
+        if m.approval is None:
+            return
+        ts = self.store.chat_ref(m.id, f"approval:{m.approval.id}")
+        if ts and m.approval.decision != Decision.PENDING and not self.store.chat_ref(m.id, f"decided:{m.approval.id}"):
+            text, message = blocks.approval_message(m, m.approval, self.config.access.approvers, datetime.now(UTC))
+            self._update(channel, ts, text, message)
+            self.store.set_chat_ref(m.id, f"decided:{m.approval.id}", m.approval.decision.value)
+
+    def _expire(self, m: Migration, channel: str) -> None:
+        a = m.approval
+        if a is None or a.decision != Decision.PENDING or datetime.now(UTC) < a.expires_at:
+            return
+        ts = self.store.chat_ref(m.id, f"approval:{a.id}")
+        if ts and self.store.set_chat_ref(m.id, f"decided:{a.id}", "expired", only_if_missing=True):
+            text, message = blocks.approval_message(m, a, self.config.access.approvers, datetime.now(UTC))
+            self._update(channel, ts, text, message)
+
+    @staticmethod
+    def _approval_at(m: Migration, event: AuditEvent) -> Approval | None:
+        """The request this event opened. After downtime only the latest request of that kind is posted."""
+        want = ApprovalAction.FREEZE if event.to_state == State.AWAITING_FREEZE_APPROVAL else ApprovalAction.CUTOVER
+        return m.approval if m.approval is not None and m.approval.action == want else None
+
+    # -- Slack calls (retries on 429 happen inside the client) --------------------------------------
+
+    def _thread_lines(self, channel: str, thread_ts: str, events: Iterable[AuditEvent]) -> None:
+        text = "\n".join(views.event_line(e) for e in events)
+        if text:
+            for piece, message in blocks.text_messages(text):
+                self._post(channel, piece, message, thread_ts=thread_ts)
+
+    def _post(self, channel: str, text: str, message: list[dict], thread_ts: str | None = None) -> str:  # type: ignore[type-arg]
+        response = self.client.chat_postMessage(channel=channel, text=text, blocks=message, thread_ts=thread_ts)
+        return str(response["ts"])
+
+    def _update(self, channel: str, ts: str, text: str, message: list[dict]) -> None:  # type: ignore[type-arg]
+        try:
+            self.client.chat_update(channel=channel, ts=ts, text=text, blocks=message)
+        except SlackApiError as exc:
+            log.warning("could not update message %s: %s", ts, exc.response.get("error"))
+
+    def _attach(self, channel: str, thread_ts: str, filename: str, content: str, title: str) -> None:
+        self.client.files_upload_v2(channel=channel, thread_ts=thread_ts, file=io.BytesIO(content.encode()),
+                                    filename=filename, title=title, initial_comment=title)

@@ -1,0 +1,189 @@
+"""Block Kit for Slack, built with slack_sdk's models from migrations and events. Pure: no I/O.
+
+Every builder keeps within Slack's limits by construction (50 blocks, 3000 characters per text):
+long content is split into several messages, or handed back as a report to attach as a file.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ConfirmObject,
+    ContextBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
+
+from handlers import views
+from state.machine import State
+from state.models import Approval, AuditEvent, Decision, Migration, StepStatus
+
+MAX_TEXT = 2900  # under Slack's 3000, with room for the marker of a split
+MAX_BLOCKS = 45
+APPROVE, REJECT = "pgmove_approve", "pgmove_reject"
+Message = tuple[str, list[dict[str, Any]]]  # (fallback text, blocks)
+
+_STATE_ICON = {
+    State.VERIFIED: ":white_check_mark:", State.CUT_OVER: ":tada:", State.FAILED: ":x:",
+    State.VERIFY_FAILED: ":warning:", State.ABORTED: ":leftwards_arrow_with_hook:",
+    State.AWAITING_FREEZE_APPROVAL: ":raising_hand:", State.AWAITING_CUTOVER_APPROVAL: ":raising_hand:",
+}
+
+
+def chunks(text: str, limit: int = MAX_TEXT) -> list[str]:
+    """Split on line ends into pieces Slack accepts; a single over-long line is cut hard."""
+    pieces, current = [], ""
+    for line in text.splitlines():
+        while len(line) > limit:
+            pieces.append(line[:limit])
+            line = line[limit:]
+        if len(current) + len(line) + 1 > limit:
+            pieces.append(current)
+            current = ""
+        current += ("\n" if current else "") + line
+    if current or not pieces:
+        pieces.append(current or " ")
+    return pieces
+
+
+def _md(text: str) -> SectionBlock:
+    return SectionBlock(text=MarkdownTextObject(text=text[:MAX_TEXT]))
+
+
+def _dump(blocks: list[Block]) -> list[dict[str, Any]]:
+    return [b.to_dict() for b in blocks[:MAX_BLOCKS]]
+
+
+def text_messages(text: str) -> list[Message]:
+    """Plain text as one or more messages of one section each."""
+    return [(piece, _dump([_md(piece)])) for piece in chunks(text)]
+
+
+def status_message(m: Migration, as_of: AuditEvent | None = None) -> Message:
+    """The one status message of a migration, as it stood at event `as_of` (so each update shows its state)."""
+    state = as_of.to_state if as_of is not None and as_of.to_state is not None else m.state
+    at = as_of.at if as_of is not None else m.updated_at
+    shown = m.model_copy(update={"state": state})
+    icon = _STATE_ICON.get(state, ":hourglass_flowing_sand:")
+    headline = f"{icon} *{views.title(m)}* is *{state.value.replace('_', ' ')}*"
+    lines = [headline, views.next_hint(shown)]
+    if state == State.FAILED and m.failure:
+        lines.append(f"failed in {m.failure.step}: {m.failure.reason}")
+    steps = []
+    for step in m.steps:
+        if step.started_at > at:
+            break
+        finished = step.finished_at is not None and step.finished_at <= at
+        mark = {StepStatus.DONE: ":white_check_mark:", StepStatus.FAILED: ":x:"}.get(step.status, ":arrows_counterclockwise:")
+        took = f" {(step.finished_at - step.started_at).total_seconds():.1f}s" if finished and step.finished_at else ""
+        steps.append(f"{mark if finished else ':arrows_counterclockwise:'} {step.name.value}{took}")
+    blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text=f"pgmove {m.id}"[:150])), _md("\n".join(lines)[:MAX_TEXT])]
+    if steps:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text="  ".join(steps)[:MAX_TEXT])]))
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"updated {at:%H:%M:%S} UTC · details in the thread")]))
+    return f"{views.title(m)}: {state.value}", _dump(blocks)
+
+
+def approval_message(m: Migration, approval: Approval, approvers: list[str], now: datetime) -> Message:
+    """The request with its buttons while pending; the decision (who, when) once decided or expired."""
+    action = approval.action.value
+    who = ", ".join(f"<@{u}>" for u in approvers if u != approval.requester) or "no other approver is configured"
+    dbs = (", ".join(f"{d.name} ({d.size_bytes / 1e6:.1f} MB)" for d in m.preflight.databases)
+           if m.preflight else ", ".join(m.plan.databases or []) or "all databases")
+    if action == "freeze":
+        effect = (f"Writes to *{m.source}* stop (a {m.freeze_options.mode.value} freeze) and stay stopped until cutover "
+                  "or unfreeze" + (f"; then the copy to *{m.target}* by {m.plan.method}, {m.plan.jobs} jobs, and its "
+                                   "verification run." if m.target else ". No copy: this is a freeze only."))
+    else:
+        effect = (f"*{m.target}* becomes the app's server; *{m.source}* stays frozen for good. "
+                  "This is the point of no return.")
+    text = (f"*{action.capitalize()} of {views.title(m)}* requested by <@{approval.requester}>\n{effect}\n"
+            f"Databases: {dbs}\nMay approve: {who} (not the requester), before {approval.expires_at:%H:%M} UTC.")
+    blocks: list[Block] = [_md(text[:MAX_TEXT])]
+    decided = _decision_line(approval, now)
+    if decided is None:
+        value = f"{m.id}:{approval.id}"
+        blocks.append(ActionsBlock(block_id="approval", elements=[
+            ButtonElement(text=PlainTextObject(text=f"Approve {action}"), action_id=APPROVE, value=value, style="primary",
+                          confirm=ConfirmObject(title=f"Approve the {action}?", text=f"{effect[:250]}",
+                                                confirm="Approve", deny="Cancel")),
+            ButtonElement(text=PlainTextObject(text="Reject"), action_id=REJECT, value=value, style="danger"),
+        ]))
+    else:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=decided)]))
+    return f"{action} of {views.title(m)} requested by {approval.requester}", _dump(blocks)
+
+
+def _decision_line(a: Approval, now: datetime) -> str | None:
+    when = f"{a.decided_at:%H:%M:%S} UTC" if a.decided_at else ""
+    if a.decision == Decision.APPROVED:
+        return f":white_check_mark: Approved by <@{a.approver}> at {when}"
+    if a.decision == Decision.REJECTED:
+        return f":no_entry: Rejected by <@{a.approver}> at {when}" + (f": {a.reason}" if a.reason else "")
+    if a.decision == Decision.VOIDED:
+        return f":heavy_multiplication_x: Void: {a.reason or 'superseded'}"
+    if now >= a.expires_at:
+        return f":hourglass: Expired at {a.expires_at:%H:%M} UTC with no decision; request it again."
+    return None
+
+
+def verification_message(m: Migration) -> tuple[Message, str | None]:
+    """The summary for the approver, and the full report to attach when the summary cannot hold it all."""
+    v = m.verification or {}
+    problems: list[str] = v.get("problems", [])
+    ok = v.get("ok", False)
+    head = (f":white_check_mark: *Verified*: {v.get('tables', 0)} tables, {v.get('rows', 0):,} rows compared "
+            f"in {v.get('seconds', 0):.1f}s, all equal." if ok else
+            f":warning: *Verification failed*: {len(problems)} difference(s) in {v.get('tables', 0)} tables "
+            f"({v.get('rows', 0):,} rows compared). Cutover is blocked.")
+    per_db = [f"• {d['database']}: {d['tables']} tables, {d['rows']:,} rows"
+              + (f", {len(d['problems'])} difference(s)" if d.get("problems") else ", equal")
+              for d in v.get("databases", [])]
+    shown = problems[:10]
+    blocks: list[Block] = [_md(head)]
+    for piece in chunks("\n".join(per_db))[:20]:
+        if piece.strip():
+            blocks.append(_md(piece))
+    if shown:
+        blocks.append(_md("*First differences:*\n" + "\n".join(f"• {p}" for p in shown)))
+    full = full_verification_report(head.replace("*", ""), v)
+    if full is not None:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(
+            text=f"Every table with its row counts on both sides, and all {len(problems)} difference(s): attached below.")]))
+    return (head.replace("*", ""), _dump(blocks)), full
+
+
+def full_verification_report(headline: str, v: dict[str, Any]) -> str | None:
+    """Everything verification compared, one line per table: the file beside the summary."""
+    lines = [headline, ""]
+    for d in v.get("databases", []):
+        lines.append(f"== {d['database']}: {d['tables']} tables, {d['rows']:,} rows")
+        for t in d.get("table_counts", []):
+            mark = "ok  " if t["source_rows"] == t["target_rows"] else "DIFF"
+            lines.append(f"  {mark} {t['table']}: source {t['source_rows']}, target {t['target_rows']}")
+        lines += [f"  - {p}" for p in d.get("problems", [])]
+    lines += ["", "All differences:"] + [f"- {p}" for p in v.get("problems", [])] or ["- none"]
+    return "\n".join(lines) if v.get("databases") or v.get("problems") else None
+
+
+def final_report(m: Migration) -> Message:
+    lines = [f":tada: *{views.title(m)}: cut over.* {m.target} serves the app; {m.source} stays frozen."]
+    for step in m.steps:
+        if step.status == StepStatus.DONE and step.finished_at:
+            lines.append(f"• {step.name.value}: {(step.finished_at - step.started_at).total_seconds():.1f}s, {step.message}")
+    frozen = next((s for s in m.steps if s.name.value == "freeze" and s.finished_at), None)
+    done = m.last_step(m.steps[-1].name) if m.steps else None
+    if frozen and done and done.finished_at and frozen.finished_at:
+        lines.append(f"Writes were frozen for {(done.finished_at - frozen.started_at).total_seconds():.0f}s in all.")
+    return "cut over: " + views.title(m), _dump([_md(piece) for piece in chunks("\n".join(lines))])
+
+
+def reply_message(text: str) -> Message:
+    return text_messages(text)[0]

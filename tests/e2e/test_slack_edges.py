@@ -1,0 +1,196 @@
+"""What Slack's edges throw at the bot: bad signatures, retries, double clicks, 429s, restarts, huge reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.parse
+from datetime import UTC, datetime
+
+import pytest
+
+from handlers import blocks
+from state.machine import Event, State
+from state.models import AuditEvent, EventKind, Plan
+from tests.e2e.conftest import SIGNING_SECRET, wait_until
+from tests.fakeslack.driver import sign
+from tests.fakeslack.limits import MAX_BLOCKS, MAX_SECTION_TEXT, check_blocks
+from tests.integration.helpers import snapshot
+
+pytestmark = pytest.mark.slow
+
+
+def _url(world) -> str:  # type: ignore[no-untyped-def]
+    import tomllib
+
+    return tomllib.loads(world.pgmove.config_path.read_text())["redis_url"]
+
+
+def test_unsigned_wrongly_signed_and_stale_requests_get_401_and_change_nothing(http_world):  # type: ignore[no-untyped-def]
+    """Only Slack can drive the bot: a bad or replayed signature is refused before any handler runs."""
+    body = urllib.parse.urlencode({"command": "/pgmove", "text": "plan prod-old prod-new", "user_id": "U_ALICE",
+                                   "channel_id": "C_DBMIG", "trigger_id": "t-1", "response_url": "http://127.0.0.1:9/x"}).encode()
+    before = snapshot(_url(http_world))
+    form = "application/x-www-form-urlencoded"
+    cases = {
+        "unsigned": {},
+        "wrong secret": sign("not-the-secret", body),
+        "tampered body": sign(SIGNING_SECRET, body + b"&text=x"),
+        "stale": sign(SIGNING_SECRET, body, timestamp=int(time.time()) - 301),
+    }
+    for name, headers in cases.items():
+        status, _ = http_world.driver.post(body, headers, form)
+        assert status == 401, name
+    time.sleep(1)
+    assert snapshot(_url(http_world)) == before
+    assert not http_world.slack.messages and not http_world.slack.ephemerals
+    status, _ = http_world.driver.post(body, sign(SIGNING_SECRET, body), form)  # the same body, signed: accepted
+    assert status == 200
+
+
+def test_a_retried_command_and_a_double_click_each_cause_one_transition(http_world):  # type: ignore[no-untyped-def]
+    """Slack's retry of a slash command (same trigger) and two clicks on Approve: one effect each."""
+    w = http_world
+    w.pgmove.start_worker()
+    w.driver.command("U_ALICE", "plan prod-old prod-new")
+    w.wait_state("ready")
+    first = w.driver.command("U_ALICE", "freeze prod-old")
+    w.driver.command("U_ALICE", "freeze prod-old", retry_of=first)
+    request = w.message_with("Approve freeze")
+    w.driver.click("U_BOB", request, "pgmove_approve")
+    w.driver.click("U_BOB", request, "pgmove_approve")
+    w.wait_state("verified")
+    m = w.store.active_for("prod-old")
+    events = w.store.events(m.id)
+    assert len([e for e in events if e.event == Event.FREEZE_REQUESTED]) == 1
+    assert len([e for e in events if e.event == Event.APPROVED]) == 1
+    assert len([x for x in w.slack.channel_messages("C_DBMIG") if "Approve freeze" in x.all_text()
+                or "Approved by" in x.all_text()]) == 1
+    second_click = wait_until(lambda: w.slack.ephemerals_for("U_BOB"), 10, "bob told his second click did nothing")
+    assert "already approved" in second_click[-1].text
+
+
+def test_the_status_survives_a_bot_killed_and_restarted_mid_migration(http_world):  # type: ignore[no-untyped-def]
+    """No update lost, none posted twice: the notifier resumes from its cursor in Redis."""
+    w = http_world
+    w.pgmove.start_worker()
+    w.driver.command("U_ALICE", "plan prod-old prod-new")
+    w.wait_state("ready")
+    w.driver.command("U_ALICE", "freeze prod-old")
+    request = w.message_with("Approve freeze")
+    w.driver.click("U_BOB", request, "pgmove_approve")
+    w.wait_state("freezing", "frozen", "copying", "verifying", "verified")
+    os.killpg(w.pgmove.bots[-1].pid, signal.SIGKILL)
+    w.pgmove.bots[-1].wait()
+    w.wait_state("verified")  # the migration went on without the bot
+    w.start_bot()
+    m = w.store.active_for("prod-old")
+    status = w.message_with(f"pgmove {m.id}")
+    wait_until(lambda: any("Verified" in x.all_text() for x in w.slack.thread(status.ts)), 30, "the summary after restart")
+    time.sleep(1.5)  # a few more notifier passes: nothing may be posted twice
+    thread_text = "\n".join(x.text for x in w.slack.thread(status.ts))
+    for event in w.store.events(m.id):
+        line = event.message
+        assert thread_text.count(line) >= 1, f"lost: {line}"
+    for event in w.store.events(m.id):
+        if event.kind == EventKind.TRANSITION:
+            assert thread_text.count(f"{event.at:%H:%M:%S} {event.actor}: {event.message}") == 1, f"twice: {event.message}"
+    assert len([x for x in w.slack.channel_messages("C_DBMIG") if f"pgmove {m.id}" in x.all_text()]) == 1
+    assert w.slack.find(status.ts).text.endswith("verified")
+
+
+def test_every_update_arrives_in_order_when_every_second_call_is_rate_limited(redis_server):  # type: ignore[no-untyped-def]
+    """429 with Retry-After: the client waits and retries; order is kept because one notifier posts in sequence."""
+    from bot.app import web_client
+    from bot.notifier import Notifier
+    from bot.settings import SlackSettings
+    from tests.fakeslack.server import FakeSlack
+    from tests.integration.helpers import make_deps
+
+    slack = FakeSlack().start()
+    try:
+        slack.rate_limit_every = 2
+        deps = make_deps(redis_server.url)
+        m = _migration_with_events(deps.store, 12)
+        notifier = Notifier(deps.store, web_client(SlackSettings("xoxb-test", "s", None, slack.api_url)), deps.config)
+        notifier.sync(m.id)
+        statuses = slack.channel_messages("C_DBMIG")
+        assert len(statuses) == 1
+        thread = "\n".join(x.text for x in slack.thread(statuses[0].ts))
+        positions = [thread.index(f"step {i} of 12") for i in range(12)]
+        assert positions == sorted(positions), "thread lines out of order"
+        shown = [e["text"] for e in statuses[0].edits] + [statuses[0].text]
+        assert [s.split(": ")[-1] for s in shown][-1] == "ready"
+        assert slack.throttled >= 3, "the stand-in never rate-limited: the test proves nothing"
+        assert slack.errors == []
+    finally:
+        slack.stop()
+
+
+def test_a_verification_summary_of_500_tables_with_3_differences_fits_and_loses_nothing(redis_server):  # type: ignore[no-untyped-def]
+    """The summary stays within Slack's limits and names all 3 differences; the full report is attached."""
+    from bot.app import web_client
+    from bot.notifier import Notifier
+    from bot.settings import SlackSettings
+    from tests.fakeslack.server import FakeSlack
+    from tests.integration.helpers import make_deps
+
+    tables = [{"table": f"public.t{i:03d}", "source_rows": i, "target_rows": i} for i in range(500)]
+    problems = ["big: public.t007 has 7 rows on the source, 6 on the target",
+                "big: public.t250 has 250 rows on the source, 251 on the target",
+                "big: sequence public.s499 is behind on the target (10 < 12)"]
+    verification = {"ok": False, "problems": problems, "tables": 500, "rows": sum(range(500)), "seconds": 3.2,
+                    "databases": [{"database": "big", "tables": 500, "rows": sum(range(500)), "problems": problems,
+                                   "table_counts": tables}]}
+    (text, summary), full = blocks.verification_message(_fake_migration(verification))
+    check_blocks(summary)
+    assert len(summary) <= MAX_BLOCKS and all(len(b.get("text", {}).get("text", "")) <= MAX_SECTION_TEXT for b in summary)
+    for p in problems:
+        assert p in json.dumps(summary)
+    assert full is not None and all(t["table"] in full for t in tables)
+
+    slack = FakeSlack().start()
+    try:
+        deps = make_deps(redis_server.url)
+        m = _migration_with_events(deps.store, 0, verification=verification)
+        Notifier(deps.store, web_client(SlackSettings("xoxb-test", "s", None, slack.api_url)), deps.config).sync(m.id)
+        assert slack.errors == []
+        status = slack.channel_messages("C_DBMIG")[0]
+        files = [f for x in slack.thread(status.ts) for f in x.files]
+        assert files and all(t["table"] in files[0]["content"] for t in tables)
+    finally:
+        slack.stop()
+
+
+def _fake_migration(verification):  # type: ignore[no-untyped-def]
+    from state import actions
+
+    m = actions.new_migration("mig-big", Plan(source="prod-old", target="prod-new"), "U_ALICE", datetime.now(UTC)).migration
+    m.verification = verification
+    return m
+
+
+def _migration_with_events(store, n: int, verification=None):  # type: ignore[no-untyped-def]
+    """A migration record with n progress events and one transition, written straight to the store."""
+    from state import actions
+
+    now = datetime.now(UTC)
+    out = actions.new_migration("mig-edge", Plan(source="prod-old", target="prod-new"), "U_ALICE", now)
+    store.update_server("prod-old", lambda _cur: out)
+    for i in range(n):
+        store.append_event("mig-edge", AuditEvent(kind=EventKind.PROGRESS, at=now, actor="worker", message=f"step {i} of 12"))
+
+    def ready(cur):  # type: ignore[no-untyped-def]
+        moved = actions.step_transition(cur, Event.PREFLIGHT_OK, now, "preflight ok", "w")
+        if verification is not None:
+            moved = actions.step_transition(moved.migration, Event.REPLANNED, now, "x", "w")
+            moved.migration.state = State.VERIFYING
+            moved.migration.verification = verification
+            moved.events = [AuditEvent(kind=EventKind.TRANSITION, at=now, actor="w", message="verification failed",
+                                       event=Event.VERIFY_FAILED, from_state=State.VERIFYING, to_state=State.VERIFY_FAILED)]
+            moved.migration.state = State.VERIFY_FAILED
+        return moved
+
+    return store.update("mig-edge", ready).migration
