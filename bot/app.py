@@ -1,4 +1,9 @@
-"""Builds the Bolt app and serves it: Socket Mode when an app token is set, signed HTTP otherwise."""
+"""The bot's edge: Bolt verifies, persists and acks; cli/botproc.py composes it with the responder process.
+
+Slack gives 3 seconds for an ack. In one Python process the ack path competes for the interpreter
+with everything else the bot does; so the edge does nothing but persist and ack, and the work runs
+in a second process that reads the same Redis inbox.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +20,8 @@ from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
 from bot.listeners import actions, commands
-from bot.notifier import Notifier
 from bot.settings import SlackSettings
-from handlers.commands import Deps
+from state.store import Store
 
 log = logging.getLogger("pgmove.bot")
 
@@ -28,33 +32,18 @@ def web_client(settings: SlackSettings) -> WebClient:
                      retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=20), ConnectionErrorRetryHandler(max_retry_count=3)])
 
 
-def build_app(deps: Deps, settings: SlackSettings) -> App:
-    app = App(client=web_client(settings), signing_secret=settings.signing_secret, process_before_response=False,
+def build_app(store: Store, settings: SlackSettings) -> App:
+    # The listeners only persist and ack, so they can run inline in the request's own thread.
+    app = App(client=web_client(settings), signing_secret=settings.signing_secret, process_before_response=True,
               request_verification_enabled=True, ignoring_self_events_enabled=True)
-    commands.register(app, deps)
-    actions.register(app, deps)
+    commands.register(app, store)
+    actions.register(app, store)
     return app
-
-
-@dataclass
-class RunningBot:
-    app: App
-    notifier: Notifier
-    stop: threading.Event
-    server: WSGIServer | None = None
-    socket: SocketModeHandler | None = None
-
-    def shutdown(self) -> None:
-        self.stop.set()
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-        if self.socket is not None:
-            self.socket.close()  # type: ignore[no-untyped-call]
 
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True  # one slow request never delays another's ack
+    request_queue_size = 1024  # the stdlib's 5 resets connections when Slack sends a burst
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -62,20 +51,28 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug(format, *args)
 
 
-def start(deps: Deps, settings: SlackSettings, port: int = 3000, host: str = "0.0.0.0") -> RunningBot:
-    """Start serving and notifying in background threads; the caller decides how long to live."""
-    app = build_app(deps, settings)
-    stop = threading.Event()
-    notifier = Notifier(deps.store, web_client(settings), deps.config)
-    threading.Thread(target=notifier.run_forever, args=(stop,), name="notifier", daemon=True).start()
-    running = RunningBot(app, notifier, stop)
+@dataclass
+class Edge:
+    server: WSGIServer | None = None
+    socket: SocketModeHandler | None = None
+
+    def shutdown(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        if self.socket is not None:
+            self.socket.close()  # type: ignore[no-untyped-call]
+
+
+def start_edge(store: Store, settings: SlackSettings, port: int, host: str) -> Edge:
+    app = build_app(store, settings)
+    store.warm_up(32)  # each ack does one LPUSH: have the connections ready before Slack's first burst
     if settings.app_token:
-        running.socket = SocketModeHandler(app, settings.app_token)
-        running.socket.connect()  # type: ignore[no-untyped-call]
+        handler = SocketModeHandler(app, settings.app_token)
+        handler.connect()  # type: ignore[no-untyped-call]
         log.info("connected to Slack over Socket Mode")
-    else:
-        running.server = make_server(host, port, SlackRequestHandler(app), server_class=_ThreadingWSGIServer,
-                                     handler_class=_QuietHandler)
-        threading.Thread(target=running.server.serve_forever, name="http", daemon=True).start()
-        log.info("serving Slack requests on http://%s:%s/slack/events", host, running.server.server_port)
-    return running
+        return Edge(socket=handler)
+    server = make_server(host, port, SlackRequestHandler(app), server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    log.info("serving Slack requests on http://%s:%s/slack/events", host, server.server_port)
+    return Edge(server=server)

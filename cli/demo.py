@@ -1,4 +1,6 @@
-"""`pgmove demo`: the whole flow on throwaway local servers, alice and bob in a simulated channel."""
+"""`pgmove demo`: the whole flow on throwaway local servers: a live writer on the source, a worker, the
+Slack bot against the local Slack stand-in, alice and bob in #db-migrations. Exit 0 on success.
+"""
 
 from __future__ import annotations
 
@@ -8,42 +10,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 from cli.sampledata import Secrets, seed_source, seed_target
-from cli.sandbox import PgCluster, RedisServer, postgres_bin_dir, temp_base
-from handlers import views
-from handlers.commands import Deps, handle
-from state.config import Config
+from cli.sandbox import PgCluster, RedisServer, free_port, postgres_bin_dir, temp_base
 from state.store import Store
-from worker.queue import enqueuer, make_queue
 
-PEOPLE = {"U_ALICE": "alice", "U_BOB": "bob"}
-
-
-class Channel:
-    """Prints the conversation as a person in #db-migrations would read it, and keeps a transcript."""
-
-    def __init__(self, transcript: Path) -> None:
-        self.transcript = transcript
-        self.lines: list[str] = []
-
-    def say(self, who: str, text: str, only_for: str | None = None) -> None:
-        prefix = f"[only {only_for} sees this] " if only_for else ""
-        block = [f"{who:>8} | {prefix}{text.splitlines()[0]}"] + [f"{'':>8} | {line}" for line in text.splitlines()[1:]]
-        for line in block:
-            print(line, flush=True)
-        self.lines += block
-
-    def thread(self, text: str) -> None:
-        line = f"{'':>8} |   └ {text}"
-        print(line, flush=True)
-        self.lines.append(line)
-
-    def save(self) -> None:
-        self.transcript.write_text("\n".join(self.lines) + "\n")
+REPO = Path(__file__).resolve().parents[1]
+SIGNING_SECRET = "demo-signing-secret"
 
 
 class LiveWriter(threading.Thread):
@@ -72,94 +50,136 @@ class LiveWriter(threading.Thread):
 
 
 def run_demo(keep: bool = False) -> int:
+    if str(REPO) not in sys.path:  # the Slack stand-in lives with the tests; the demo runs from a checkout
+        sys.path.insert(0, str(REPO))
+    from tests.fakeslack.driver import Driver
+    from tests.fakeslack.server import FakeSlack
+    from tests.fakeslack.transcript import as_html, as_text
+
     base = temp_base("pgmove-demo-")
-    channel = Channel(Path.cwd() / "demo-transcript.txt")
     servers: list[PgCluster] = []
+    processes: list[subprocess.Popen[bytes]] = []
     redis_server = RedisServer(base / "redis")
-    worker: subprocess.Popen[bytes] | None = None
+    slack = FakeSlack()
     writer: LiveWriter | None = None
     try:
-        print("Starting throwaway servers: PostgreSQL source and target, Redis ...", flush=True)
+        say("starting throwaway PostgreSQL servers (prod-old with Pagila, prod-new), Redis and a local Slack ...")
         pw = Secrets()
-        bin_dir = postgres_bin_dir()
-        source = PgCluster(base / "src", bin_dir, pw.superuser, "prod-old").init().start()
+        source = PgCluster(base / "src", postgres_bin_dir(), pw.superuser, "prod-old").init().start()
         servers.append(source)
-        target = PgCluster(base / "dst", bin_dir, pw.superuser, "prod-new").init().start()
+        target = PgCluster(base / "dst", postgres_bin_dir(), pw.superuser, "prod-new").init().start()
         servers.append(target)
         seed_source(source, pw)
         seed_target(target, pw)
         redis_server.start()
-        config_path = base / "pgmove.toml"
-        config_path.write_text(_config(redis_server.url, source, target))
-        env = {**os.environ, "PGMOVE_PROD_OLD_PASSWORD": pw.source_pgmove, "PGMOVE_PROD_NEW_PASSWORD": pw.target_pgmove}
-        os.environ.update({k: env[k] for k in ("PGMOVE_PROD_OLD_PASSWORD", "PGMOVE_PROD_NEW_PASSWORD")})
-        log = open(base / "worker.log", "ab")  # noqa: SIM115
-        worker = subprocess.Popen([sys.executable, "-m", "cli", "--config", str(config_path), "--log-level", "INFO", "worker"],
-                                  env=env, stdout=log, stderr=log, cwd=Path(__file__).resolve().parents[1])
-        from state.config import load_config
-
-        config: Config = load_config(config_path)
-        store = Store.from_url(config.redis_url)
-        deps = Deps(config=config, store=store, enqueue=enqueuer(make_queue(store.redis, config.queue_name)))
+        slack.start()
+        config = base / "pgmove.toml"
+        config.write_text(_config(redis_server.url, source, target))
+        port = free_port()
+        env = {**os.environ, "PGMOVE_PROD_OLD_PASSWORD": pw.source_pgmove, "PGMOVE_PROD_NEW_PASSWORD": pw.target_pgmove,
+               "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": slack.api_url}
+        env.pop("SLACK_APP_TOKEN", None)
+        for args, log in ((["worker"], "worker.log"), (["bot", "--port", str(port), "--host", "127.0.0.1"], "bot.log")):
+            processes.append(subprocess.Popen([sys.executable, "-m", "cli", "--config", str(config), "--log-level", "INFO", *args],
+                                              env=env, cwd=REPO, stdout=open(base / log, "ab"), stderr=subprocess.STDOUT))  # noqa: SIM115
+        store = Store.from_url(redis_server.url)
+        drive = Driver(slack, SIGNING_SECRET, bot_url=f"http://127.0.0.1:{port}/slack/events")
+        _wait(lambda: _listening(port), 30, "the bot")
         writer = LiveWriter(source.tcp_dsn("app", "appdb"), pw.app)
         writer.start()
-        print(f"Source {source.tcp_dsn('pgmove')} (Pagila, appdb with a live writer, read-only archive)")
-        print(f"Target {target.tcp_dsn('pgmove')}; worker log {base / 'worker.log'}\n", flush=True)
-        print("#db-migrations\n", flush=True)
+        say(f"logs: {base}/worker.log, {base}/bot.log; the app keeps inserting into prod-old's appdb\n")
 
-        ok = _play(channel, deps, store)
+        ok = _play(drive, slack, store)
         writer.stop.set()
         writer.join()
         with psycopg.connect(target.admin_dsn("appdb")) as conn:
             on_target = {r[0] for r in conn.execute("SELECT id FROM orders WHERE customer = 'live'").fetchall()}
         lost = set(writer.acked) - on_target
-        summary = (f"live writer: {len(writer.acked)} inserts acknowledged by prod-old, {len(lost)} missing on prod-new; "
-                   f"{writer.refused} refused while frozen")
-        channel.say("demo", summary)
-        channel.save()
-        print(f"\nTranscript: {channel.transcript}")
-        return 0 if ok and not lost else 1
+        time.sleep(1.0)  # let the notifier post the last report
+        transcript = as_text(slack, "C_DBMIG")
+        print(transcript)
+        Path("demo-transcript.txt").write_text(transcript)
+        Path("demo-transcript.html").write_text(as_html(slack, "C_DBMIG"))
+        say(f"the app's writer: {len(writer.acked)} inserts acknowledged by prod-old, {len(lost)} of them missing on "
+            f"prod-new; {writer.refused} refused while frozen")
+        if slack.errors:
+            say(f"Slack would have refused {len(slack.errors)} call(s): {slack.errors[:3]}")
+        say(f"transcript: {Path('demo-transcript.html').resolve()}")
+        success = ok and not lost and not slack.errors
+        say("demo " + ("succeeded" if success else "FAILED"))
+        return 0 if success else 1
     finally:
         if writer is not None:
             writer.stop.set()
-        if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=30)
-        if not keep:
+        for proc in processes:
+            proc.terminate()
+            proc.wait(timeout=30)
+        slack.stop()
+        if keep:
+            say(f"servers left running under {base}")
+        else:
             for cluster in servers:
                 cluster.stop()
             redis_server.stop()
             shutil.rmtree(base, ignore_errors=True)
-        else:
-            print(f"Servers left running under {base}")
 
 
-def _play(channel: Channel, deps: Deps, store: Store) -> bool:
-    from cli.main import wait_until_resting
+def _play(drive: Any, slack: Any, store: Store) -> bool:
+    def state() -> str | None:
+        m = store.active_for("prod-old")
+        return m.state.value if m else None
 
-    def command(user: str, text: str, wait: bool = False) -> bool:
-        channel.say(PEOPLE[user], f"/pgmove {text}")
-        reply = handle(deps, user, text, channel="C_DBMIG")
-        channel.say("pgmove", reply.text, only_for=None if reply.visibility == "channel" else PEOPLE[user])
-        if wait and reply.migration is not None:
-            cursor = store.events(reply.migration.id)[-1].id or "0-0"
-            m = wait_until_resting(store, reply.migration, 600, echo=False)
-            for event in store.events(reply.migration.id, after=cursor):
-                channel.thread(views.event_line(event))
-            if m is not None:
-                channel.say("pgmove", views.status_text(m))
-            return m is not None and m.state.value not in ("failed", "verify_failed")
-        return reply.ok
+    def until(*states: str) -> bool:
+        _wait(lambda: state() in (*states, "failed", "verify_failed"), 600, f"state {states}")
+        say(f"   ... prod-old is now {state()}")
+        return state() in states
 
-    steps = [
-        command("U_ALICE", "plan prod-old prod-new --jobs 2", wait=True),
-        command("U_ALICE", "freeze prod-old"),
-        not command("U_ALICE", "approve prod-old"),  # the two-person rule says no
-        command("U_BOB", "approve prod-old", wait=True),
-        command("U_ALICE", "cutover prod-old"),
-        command("U_BOB", "approve prod-old", wait=True),
-    ]
-    return all(steps)
+    def request(needle: str) -> Any:
+        return _wait(lambda: next((m for m in reversed(slack.channel_messages("C_DBMIG")) if needle in m.all_text()), None),
+                     30, needle)
+
+    say("alice plans the move")
+    drive.command("U_ALICE", "/pgmove plan prod-old prod-new --jobs 2")
+    if not until("ready"):
+        return False
+    _wait(lambda: any("pgmove mig-" in m.all_text() for m in slack.channel_messages("C_DBMIG")), 30, "the status message")
+    say("alice asks to freeze prod-old, then tries to approve her own request")
+    drive.command("U_ALICE", "/pgmove freeze prod-old")
+    freeze = request("Approve freeze")
+    drive.click("U_ALICE", freeze, "pgmove_approve")
+    _wait(lambda: slack.ephemerals_for("U_ALICE"), 10, "alice's refusal")
+    say("bob approves: freeze, copy, verification")
+    drive.click("U_BOB", freeze, "pgmove_approve")
+    if not until("verified"):
+        return False
+    say("alice asks for cutover; bob approves")
+    drive.command("U_ALICE", "/pgmove cutover prod-old")
+    drive.click("U_BOB", request("Approve cutover"), "pgmove_approve")
+    return until("cut_over")
+
+
+def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise TimeoutError(f"gave up waiting for {what}")
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def say(text: str) -> None:
+    print(f"[demo] {text}", flush=True)
 
 
 def _config(redis_url: str, source: PgCluster, target: PgCluster) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -131,8 +132,9 @@ def bot(
     import signal
     import threading
 
-    from bot.app import start
+    from bot.app import start_edge
     from bot.settings import SlackSettings
+    from cli.botproc import start_responder
 
     config = ctx.obj.config()
     try:
@@ -141,14 +143,19 @@ def bot(
         typer.echo(exc.message, err=True)
         raise typer.Exit(EXIT_REFUSED) from None
     logs.configure(ctx.obj.log_level, config.secrets() + settings.secrets())
-    store = Store.from_url(config.redis_url)
-    deps = Deps(config=config, store=store, enqueue=enqueuer(make_queue(store.redis, config.queue_name)))
-    running = start(deps, settings, port, host)
+    config_path = str(ctx.obj.config_path) if ctx.obj.config_path else None
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    done.wait()
-    running.shutdown()
+    responder = start_responder(config_path, ctx.obj.log_level)
+    edge = start_edge(Store.from_url(config.redis_url), settings, port, host)
+    while not done.wait(1.0):
+        if not responder.is_alive():  # the edge without a responder would ack and never answer
+            logging.getLogger("pgmove.bot").error("the responder process died (exit %s); restarting it", responder.exitcode)
+            responder = start_responder(config_path, ctx.obj.log_level)
+    edge.shutdown()
+    responder.terminate()
+    responder.join(10)
 
 
 @app.command("demo")

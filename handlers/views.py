@@ -39,6 +39,8 @@ def title(m: Migration) -> str:
 
 def accepted_text(verb: str, m: Migration, events: list[AuditEvent]) -> str:
     said = events[0].message if events else verb
+    if events and said.startswith(events[0].actor) and not events[0].actor.startswith("worker"):
+        said = f"<@{events[0].actor}>" + said[len(events[0].actor):]  # a mention in Slack, the id in a terminal
     lines = [f"{said}. [{m.id}: {m.state.value}]"]
     if m.approval and m.approval.decision == Decision.PENDING and verb in ("freeze", "cutover"):
         lines.append(approval_text(m))
@@ -96,8 +98,10 @@ def history_text(m: Migration, events: list[AuditEvent]) -> str:
 
 
 def event_line(e: AuditEvent) -> str:
+    """One line of the audit trail for people: who (unless the message says it), what, and the move."""
     move = f" ({e.from_state.value} -> {e.to_state.value})" if e.from_state and e.to_state and e.from_state != e.to_state else ""
-    return f"{e.at:%H:%M:%S} {e.actor}: {e.message}{move}"
+    who = "" if e.message.startswith(e.actor) else ("worker: " if e.actor.startswith("worker:") else f"{e.actor}: ")
+    return f"{e.at:%H:%M:%S} {who}{e.message}{move}"
 
 
 def servers_text(listing: list[dict[str, Any]]) -> str:

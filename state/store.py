@@ -42,6 +42,14 @@ class Keys:
     def idempotency(self, key: str) -> str:
         return f"{self.prefix}:idempotency:{key}"
 
+    @property
+    def chat_inbox(self) -> str:
+        return f"{self.prefix}:chat:inbox"
+
+    @property
+    def chat_inbox_taken(self) -> str:
+        return f"{self.prefix}:chat:inbox:taken"
+
     def chat(self, migration_id: str) -> str:
         return f"{self.prefix}:migration:{migration_id}:chat"
 
@@ -63,8 +71,18 @@ class Store:
         self._release = client.register_script(_RELEASE)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "pgmove") -> Store:
-        return cls(redis.Redis.from_url(url), prefix)
+    def from_url(cls, url: str, prefix: str = "pgmove", max_connections: int = 64) -> Store:
+        # A blocking pool: under a burst (Slack retries, 200 slash commands) a thread waits a moment for
+        # a connection instead of failing with "Too many connections" as redis-py's default pool does.
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=10)
+        return cls(redis.Redis(connection_pool=pool), prefix)
+
+    def warm_up(self, connections: int) -> None:
+        """Open pool connections ahead of a burst, so the first requests do not pay for TCP and HELLO."""
+        pool = self.redis.connection_pool
+        taken = [pool.get_connection() for _ in range(connections)]
+        for conn in taken:
+            pool.release(conn)
 
     # -- migrations -------------------------------------------------------------------------
 
@@ -178,6 +196,26 @@ class Store:
             return bool(self.redis.hsetnx(key, name, value))
         self.redis.hset(key, name, value)
         return True
+
+    # -- the chat inbox: requests a chat edge acked, waiting for the responder (a reliable queue) ----
+
+    def push_chat_request(self, payload: str) -> None:
+        self.redis.lpush(self.keys.chat_inbox, payload)
+
+    def take_chat_request(self, timeout_seconds: float) -> str | None:
+        """The oldest request, moved aside until done() so a responder that dies loses nothing."""
+        raw = self.redis.blmove(self.keys.chat_inbox, self.keys.chat_inbox_taken, int(max(1, timeout_seconds)), "RIGHT", "LEFT")
+        return _text(raw) if raw else None
+
+    def chat_request_done(self, payload: str) -> None:
+        self.redis.lrem(self.keys.chat_inbox_taken, 1, payload)
+
+    def requeue_taken_chat_requests(self) -> int:
+        """At responder start: requests a dead responder had taken go back in line."""
+        moved = 0
+        while self.redis.lmove(self.keys.chat_inbox_taken, self.keys.chat_inbox, "RIGHT", "RIGHT"):
+            moved += 1
+        return moved
 
     # -- per-server lock with a lease ------------------------------------------------------------
 

@@ -110,7 +110,8 @@ def _dump_and_restore(job: CopyJob, name: str, progress: Progress, should_stop: 
     jobs = str(max(1, job.jobs))
     try:
         run_tool(
-            [job.toolset.path("pg_dump"), "--format=directory", f"--jobs={jobs}", "--no-sync",
+            # No compression: the staging copy lives for minutes, and gzip would spend the CPU the copy needs.
+            [job.toolset.path("pg_dump"), "--format=directory", f"--jobs={jobs}", "--no-sync", "--compress=0",
              f"--file={archive}", f"--dbname={job.src.conninfo(name)}"],
             job.src.tool_env(dict(os.environ)), should_stop=should_stop,
         )

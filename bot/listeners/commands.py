@@ -1,27 +1,23 @@
-"""/pgmove: ack at once, then run the same handler as the CLI and answer through response_url."""
+"""/pgmove: persist the request, ack. Nothing else happens in the edge process (see bot/responder.py)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from slack_bolt import Ack, App, Respond
+from slack_bolt import Ack, App
 
-from handlers import blocks
-from handlers.commands import Deps, handle
+from state.store import Store
 
 
-def register(app: App, deps: Deps) -> None:
+def register(app: App, store: Store) -> None:
     @app.command("/pgmove")
-    def pgmove(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        ack()  # within Slack's 3 s, whatever comes next
-        user, channel = body.get("user_id", ""), body.get("channel_id", "")
-        # A retried delivery carries the same trigger_id: it gets the first one's effect, once.
-        key = f"slash:{body['trigger_id']}" if body.get("trigger_id") else None
-        reply = handle(deps, user, body.get("text", ""), channel=channel, request_key=key)
-        if reply.duplicate:
-            return
-        if reply.migration is not None:
-            deps.store.set_chat_ref(reply.migration.id, "channel", channel, only_if_missing=True)
-        for text, message_blocks in blocks.text_messages(reply.text):
-            respond(text=text, blocks=message_blocks, replace_original=False,
-                    response_type="in_channel" if reply.visibility == "channel" else "ephemeral")
+    def pgmove(ack: Ack, body: dict[str, Any]) -> None:
+        # Stored before the ack leaves: a request Slack saw acknowledged is never lost, even if the bot
+        # dies right after. An LPUSH is the only work done before answering Slack.
+        try:
+            store.push_chat_request(json.dumps({"kind": "command", "body": body}))
+        except Exception:
+            ack(response_type="ephemeral", text="pgmove cannot reach its store right now; nothing was done. Try again shortly.")
+            raise
+        ack()

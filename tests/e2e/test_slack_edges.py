@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from handlers import blocks
+from handlers import blocks, views
 from state.machine import Event, State
 from state.models import AuditEvent, EventKind, Plan
 from tests.e2e.conftest import SIGNING_SECRET, wait_until
@@ -96,7 +96,7 @@ def test_the_status_survives_a_bot_killed_and_restarted_mid_migration(http_world
         assert thread_text.count(line) >= 1, f"lost: {line}"
     for event in w.store.events(m.id):
         if event.kind == EventKind.TRANSITION:
-            assert thread_text.count(f"{event.at:%H:%M:%S} {event.actor}: {event.message}") == 1, f"twice: {event.message}"
+            assert thread_text.count(views.event_line(event)) == 1, f"twice or never: {event.message}"
     assert len([x for x in w.slack.channel_messages("C_DBMIG") if f"pgmove {m.id}" in x.all_text()]) == 1
     assert w.slack.find(status.ts).text.endswith("verified")
 

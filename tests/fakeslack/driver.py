@@ -34,6 +34,8 @@ class Driver:
     def command(self, user: str, text: str, channel: str | None = None, retry_of: dict[str, Any] | None = None) -> dict[str, Any]:
         """`/pgmove <text>` typed by `user`; returns the payload so a test can have Slack retry it."""
         channel = channel or self.channel
+        if retry_of is None:
+            self.slack.record_action(user, channel, f"/pgmove {text.removeprefix('/pgmove ').strip()}")
         payload = retry_of or {
             "token": "legacy", "team_id": TEAM, "channel_id": channel, "channel_name": "db-migrations",
             "user_id": user, "user_name": user.lower(), "command": "/pgmove", "text": text.removeprefix("/pgmove ").strip(),
@@ -52,6 +54,7 @@ class Driver:
     def click(self, user: str, message: Message, action_id: str) -> None:
         button = next(e for b in message.blocks or [] if b["type"] == "actions" for e in b["elements"]
                       if e["action_id"] == action_id)
+        self.slack.record_action(user, message.channel, f"clicked [{button['text']['text']}]")
         payload = {
             "type": "block_actions", "team": {"id": TEAM}, "user": {"id": user, "username": user.lower()},
             "api_app_id": "A_PGMOVE", "trigger_id": f"trigger-{next(_trigger)}",

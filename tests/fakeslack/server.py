@@ -48,6 +48,17 @@ class Ephemeral:
     channel: str
     text: str
     blocks: list[dict[str, Any]] | None
+    ts: str = ""
+
+
+@dataclass
+class UserAction:
+    """What a person did (typed a command, clicked a button): part of what the channel shows."""
+
+    ts: str
+    user: str
+    channel: str
+    text: str
 
 
 class FakeSlack:
@@ -56,6 +67,7 @@ class FakeSlack:
         self.lock = threading.RLock()
         self.messages: list[Message] = []
         self.ephemerals: list[Ephemeral] = []
+        self.actions: list[UserAction] = []
         self.calls: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []  # every call Slack would have refused, with why
         self.uploads: dict[str, dict[str, Any]] = {}
@@ -66,7 +78,7 @@ class FakeSlack:
         self._sockets: list[ServerConnection] = []
         self._acks: dict[str, threading.Event] = {}
         self.port = free_port()
-        self.http = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
+        self.http = _Server(("127.0.0.1", self.port), _handler(self))
         self.ws_port = free_port()
         self.ws = serve(self._socket_session, "127.0.0.1", self.ws_port)
         self._threads = [threading.Thread(target=self.http.serve_forever, daemon=True),
@@ -139,7 +151,7 @@ class FakeSlack:
     def _chat_postEphemeral(self, p: dict[str, Any]) -> dict[str, Any]:
         blocks = _json(p.get("blocks"))
         check_message(p.get("text"), blocks)
-        self.ephemerals.append(Ephemeral(_required(p, "user"), _required(p, "channel"), p.get("text") or "", blocks))
+        self.ephemerals.append(Ephemeral(_required(p, "user"), _required(p, "channel"), p.get("text") or "", blocks, self._ts()))
         return {"message_ts": self._ts()}
 
     def _files_getUploadURLExternal(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -172,7 +184,7 @@ class FakeSlack:
             if body.get("response_type") == "in_channel":
                 self.messages.append(Message(self._ts(), channel, BOT_USER, body.get("text") or "", blocks, via="response_url"))
             else:
-                self.ephemerals.append(Ephemeral(user, channel, body.get("text") or "", blocks))
+                self.ephemerals.append(Ephemeral(user, channel, body.get("text") or "", blocks, self._ts()))
 
     # -- Socket Mode --------------------------------------------------------------------------
 
@@ -205,6 +217,10 @@ class FakeSlack:
             raise AssertionError(f"the bot did not ack {kind} within {timeout}s")
         return time.monotonic() - started
 
+    def record_action(self, user: str, channel: str, text: str) -> None:
+        with self.lock:
+            self.actions.append(UserAction(self._ts(), user, channel, text))
+
     # -- reading the channel ------------------------------------------------------------------
 
     def find(self, ts: str) -> Message | None:
@@ -221,6 +237,11 @@ class FakeSlack:
 
     def _ts(self) -> str:
         return f"{1_790_000_000 + next(self._clock)}.000100"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # Slack takes bursts; the stdlib's 5 would reset connections
 
 
 def _json(value: Any) -> Any:

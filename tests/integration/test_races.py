@@ -104,3 +104,19 @@ def test_idempotency_keys_give_one_effect(redis_server):  # type: ignore[no-unty
     assert first.ok and again.ok and again.duplicate and not first.duplicate
     m = deps.store.active_for("prod-old")
     assert len([e for e in deps.store.events(m.id) if e.event == "freeze_requested"]) == 1
+
+
+def test_a_chat_request_taken_by_a_responder_that_died_goes_back_in_line(redis_server):  # type: ignore[no-untyped-def]
+    """Acked means persisted: the edge's request survives a responder killed between taking and finishing it."""
+    store = Store.from_url(redis_server.url)
+    store.push_chat_request('{"n": 1}')
+    store.push_chat_request('{"n": 2}')
+    taken = store.take_chat_request(1)
+    assert taken == '{"n": 1}'  # oldest first
+    # the responder dies here, before chat_request_done
+    assert store.requeue_taken_chat_requests() == 1
+    assert store.take_chat_request(1) == '{"n": 1}', "the abandoned (older) request goes first: order is kept"
+    assert store.take_chat_request(1) == '{"n": 2}'
+    store.chat_request_done('{"n": 1}')
+    store.chat_request_done('{"n": 2}')
+    assert store.requeue_taken_chat_requests() == 0 and store.take_chat_request(1) is None

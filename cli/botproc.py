@@ -1,0 +1,45 @@
+"""`pgmove bot` as two processes: the edge (bot.app) and the responder (bot.responder + bot.notifier).
+
+Slack gives 3 seconds for an ack. In one Python process the ack path competes for the interpreter
+with everything else the bot does; so the edge only persists and acks, and the work runs in a second
+process that reads the same Redis inbox.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+
+from bot.app import web_client
+from bot.notifier import Notifier
+from bot.responder import Responder
+from bot.settings import SlackSettings
+from cli import logs
+from handlers.commands import Deps
+from state.config import load_config
+from state.store import Store
+from worker.queue import enqueuer, make_queue
+
+
+def start_responder(config_path: str | None, log_level: str) -> multiprocessing.process.BaseProcess:
+    """Spawned, so it shares nothing but Redis with the edge."""
+    process = multiprocessing.get_context("spawn").Process(
+        target=responder_main, args=(config_path, log_level), name="pgmove-responder", daemon=True)
+    process.start()
+    return process
+
+
+def responder_main(config_path: str | None, log_level: str) -> None:
+    os.nice(10)  # the edge's acks are what Slack times; the responder's answers can wait a few ms
+    config = load_config(config_path)
+    settings = SlackSettings.from_env()
+    logs.configure(log_level, config.secrets() + settings.secrets())
+    store = Store.from_url(config.redis_url)
+    deps = Deps(config=config, store=store, enqueue=enqueuer(make_queue(store.redis, config.queue_name)))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    notifier = Notifier(store, web_client(settings), config)
+    threading.Thread(target=notifier.run_forever, args=(stop,), name="notifier", daemon=True).start()
+    Responder(deps).run_forever(stop)
