@@ -194,3 +194,69 @@ def _migration_with_events(store, n: int, verification=None):  # type: ignore[no
         return moved
 
     return store.update("mig-edge", ready).migration
+
+
+def test_an_expired_request_says_so_and_loses_its_buttons(redis_server):  # type: ignore[no-untyped-def]
+    """Nobody decided in time: the approval message shows it expired, and nothing can be clicked."""
+    from datetime import timedelta
+
+    from bot.app import web_client
+    from bot.notifier import Notifier
+    from bot.settings import SlackSettings
+    from handlers.commands import handle
+    from tests.fakeslack.server import FakeSlack
+    from tests.integration.helpers import Clock, make_deps, preflight_passes
+
+    slack = FakeSlack().start()
+    try:
+        clock = Clock()
+        clock.now = datetime.now(UTC) - timedelta(minutes=29, seconds=59)  # the request expires a second from now
+        deps = make_deps(redis_server.url, clock)
+        handle(deps, "U_ALICE", "plan prod-old prod-new")
+        preflight_passes(deps.store)
+        assert handle(deps, "U_ALICE", "freeze prod-old").ok
+        m = deps.store.active_for("prod-old")
+        notifier = Notifier(deps.store, web_client(SlackSettings("xoxb-test", "s", None, slack.api_url)), deps.config)
+        notifier.sync(m.id)
+        request = next(x for x in slack.channel_messages("C_DBMIG") if "Approve freeze" in x.all_text())
+        time.sleep(1.2)
+        notifier.sync(m.id)
+        expired = slack.find(request.ts)
+        assert "Expired at" in expired.all_text() and '"actions"' not in expired.all_text()
+        assert slack.errors == []
+    finally:
+        slack.stop()
+
+
+def test_a_stalled_slack_delays_the_channel_but_loses_nothing(redis_server):  # type: ignore[no-untyped-def]
+    """Calls that time out are retried on the next pass, from the cursor: every update still arrives, in order."""
+    from slack_sdk import WebClient
+
+    from bot.notifier import Notifier
+    from tests.fakeslack.server import FakeSlack
+    from tests.integration.helpers import make_deps
+
+    slack = FakeSlack().start()
+    try:
+        deps = make_deps(redis_server.url)
+        m = _migration_with_events(deps.store, 12)
+        notifier = Notifier(deps.store, WebClient(token="xoxb-test", base_url=slack.api_url, timeout=0.5), deps.config)
+        slack.stall_calls, slack.stall_seconds = 2, 1.0
+        passes = 0
+        while True:
+            passes += 1
+            try:
+                notifier.sync(m.id)
+                break
+            except Exception:
+                assert passes < 10
+        assert passes > 1, "no call timed out: the test proves nothing"
+        time.sleep(1.2)  # let the stalled calls land, as a slow Slack would apply them late
+        statuses = slack.channel_messages("C_DBMIG")
+        thread = "\n".join(x.text for s_ in statuses for x in slack.thread(s_.ts))
+        for i in range(12):
+            assert f"step {i} of 12" in thread, f"lost step {i}"
+        firsts = [thread.index(f"step {i} of 12") for i in range(12)]
+        assert firsts == sorted(firsts)
+    finally:
+        slack.stop()

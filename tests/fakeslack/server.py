@@ -73,6 +73,7 @@ class FakeSlack:
         self.uploads: dict[str, dict[str, Any]] = {}
         self.rate_limit_every = 0  # N > 0: every Nth Web API call gets 429
         self.throttled = 0
+        self.stall_calls, self.stall_seconds = 0, 0.0  # the next N calls answer only after a delay
         self._counter = itertools.count(1)
         self._clock = itertools.count(1)
         self._sockets: list[ServerConnection] = []
@@ -100,6 +101,12 @@ class FakeSlack:
     # -- Web API ----------------------------------------------------------------------------
 
     def call(self, method: str, params: dict[str, Any], token: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+        with self.lock:
+            stall = self.stall_calls > 0
+            self.stall_calls -= 1 if stall else 0
+        if stall:
+            # Like a slow Slack: the caller may give up, while the call still takes effect afterwards.
+            time.sleep(self.stall_seconds)
         with self.lock:
             n = next(self._counter)
             self.calls.append({"method": method, "params": params, "at": time.time()})
