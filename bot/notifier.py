@@ -46,12 +46,14 @@ class Notifier:
             self.sync(m.id)
 
     def sync(self, migration_id: str) -> None:
+        cursor = self.store.chat_ref(migration_id, CURSOR) or "-"
+        events = self.store.events(migration_id, after=cursor)
+        # Read the record after its events: a transition writes both in one transaction, so this record
+        # is at least as new as every event just read (read before, it could miss the approval an event announces).
         m = self.store.get(migration_id)
         channel = self.store.chat_ref(migration_id, CHANNEL) or self.default_channel
         if m is None or channel is None:
             return
-        cursor = self.store.chat_ref(migration_id, CURSOR) or "-"
-        events = self.store.events(migration_id, after=cursor)
         status_ts = self.store.chat_ref(migration_id, STATUS)
         if status_ts is None:
             text, message = blocks.status_message(m, events[0] if events else None)

@@ -260,3 +260,36 @@ def test_a_stalled_slack_delays_the_channel_but_loses_nothing(redis_server):  # 
         assert firsts == sorted(firsts)
     finally:
         slack.stop()
+
+
+def test_a_request_committed_while_the_notifier_reads_still_gets_its_approval_message(redis_server):  # type: ignore[no-untyped-def]
+    """Regression: the notifier once read the record before the events, so a request committed in between
+    was announced by an event the stale record knew nothing of, and its approval message was never posted."""
+    from bot.app import web_client
+    from bot.notifier import Notifier
+    from bot.settings import SlackSettings
+    from handlers.commands import handle
+    from tests.fakeslack.server import FakeSlack
+    from tests.integration.helpers import make_deps, preflight_passes
+
+    slack = FakeSlack().start()
+    try:
+        deps = make_deps(redis_server.url)
+        handle(deps, "U_ALICE", "plan prod-old prod-new")
+        preflight_passes(deps.store)
+        m = deps.store.active_for("prod-old")
+        notifier = Notifier(deps.store, web_client(SlackSettings("xoxb-test", "s", None, slack.api_url)), deps.config)
+        notifier.sync(m.id)
+        real_events = deps.store.events
+
+        def events_with_a_commit_in_between(*args, **kwargs):  # type: ignore[no-untyped-def]
+            deps.store.events = real_events
+            assert handle(deps, "U_ALICE", "freeze prod-old").ok  # lands between the notifier's two reads
+            return real_events(*args, **kwargs)
+
+        deps.store.events = events_with_a_commit_in_between
+        notifier.sync(m.id)
+        notifier.sync(m.id)
+        assert any("Approve freeze" in x.all_text() for x in slack.channel_messages("C_DBMIG"))
+    finally:
+        slack.stop()
