@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from handlers import views
-from handlers.parse import USAGE, Approve, FreezeCmd, PlanCmd, Reject, ServerCmd, Status, parse
+from handlers.parse import USAGE, Approve, FreezeCmd, PlanCmd, Reject, ServerCmd, Status, VerifyCmd, parse
 from handlers.reply import Reply, server_listing
 from state import actions
 from state.actions import Outcome, Policy
@@ -202,9 +202,9 @@ def cmd_abort(deps: Deps, actor: str, command: ServerCmd) -> Reply:
     return _accepted(_on_server(deps, command.server, lambda m: actions.request_unfreeze(m, actor, now, abort=True)), "abort")
 
 
-def cmd_verify(deps: Deps, actor: str, command: ServerCmd) -> Reply:
+def cmd_verify(deps: Deps, actor: str, command: VerifyCmd) -> Reply:
     now = deps.clock()
-    return _accepted(_on_server(deps, command.server, lambda m: actions.request_verify(m, actor, now)), "verify")
+    return _accepted(_on_server(deps, command.server, lambda m: actions.request_verify(m, actor, now, command.quick)), "verify")
 
 
 def cmd_retry(deps: Deps, actor: str, command: ServerCmd) -> Reply:

@@ -20,13 +20,13 @@ USAGE: dict[str, str] = {
     "approve": "approve <server> [<request id>]",
     "reject": "reject <server> [--request <id>] [reason]",
     "unfreeze": "unfreeze <server>",
-    "verify": "verify <server>",
+    "verify": "verify <server> [--quick]",
     "cutover": "cutover <server>",
     "abort": "abort <server>",
     "history": "history <server>",
     "retry": "retry <server>",
 }
-_SERVER_VERBS = ("unfreeze", "verify", "cutover", "abort", "history", "retry")
+_SERVER_VERBS = ("unfreeze", "cutover", "abort", "history", "retry")
 _DATABASE = re.compile(r"^[^\x00-\x1f\x7f]{1,63}$")
 MAX_TEXT = 2000
 
@@ -54,8 +54,14 @@ class Status(BaseModel):
 
 
 class ServerCmd(BaseModel):
-    verb: Literal["unfreeze", "verify", "cutover", "abort", "history", "retry"]
+    verb: Literal["unfreeze", "cutover", "abort", "history", "retry"]
     server: str
+
+
+class VerifyCmd(BaseModel):
+    verb: Literal["verify"] = "verify"
+    server: str
+    quick: bool = False
 
 
 class FreezeCmd(BaseModel):
@@ -78,7 +84,7 @@ class Reject(BaseModel):
     reason: str | None = Field(default=None, max_length=500)
 
 
-AnyCommand = Help | Servers | PlanCmd | Status | ServerCmd | FreezeCmd | Approve | Reject
+AnyCommand = Help | Servers | PlanCmd | Status | ServerCmd | FreezeCmd | VerifyCmd | Approve | Reject
 
 
 def parse(text: str) -> AnyCommand:
@@ -133,6 +139,11 @@ def _build(verb: str, args: list[str], options: dict[str, str]) -> AnyCommand:
             raise UsageError(f"--mode is read-only or no-connect, not {_show(mode)}. Usage: `/pgmove {USAGE[verb]}`")
         grace = _duration(options["grace"], "grace", verb) if "grace" in options else None
         return FreezeCmd(server=args[0], mode=mode, grace_seconds=grace)  # type: ignore[arg-type]
+    if verb == "verify":
+        quick = "--quick" in args
+        args = [a for a in args if a != "--quick"]
+        _arity(verb, args, 1, 1)
+        return VerifyCmd(server=args[0], quick=quick)
     if verb == "approve":
         _arity(verb, args, 1, 2)
         if len(args) == 2 and not re.fullmatch(r"[0-9a-f]{8}", args[1]):
@@ -153,6 +164,7 @@ def _build(verb: str, args: list[str], options: dict[str, str]) -> AnyCommand:
 
 
 _OPTIONS: dict[str, set[str]] = {"plan": {"databases", "jobs"}, "freeze": {"mode", "grace"}}
+_FLAGS: dict[str, set[str]] = {"verify": {"quick"}}  # options that take no value
 
 
 def _split_options(verb: str, words: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -162,10 +174,12 @@ def _split_options(verb: str, words: list[str]) -> tuple[list[str], dict[str, st
     i = 0
     while i < len(words):
         word = words[i]
-        if word.startswith("--") and verb != "reject":
+        if word.startswith("--") and word[2:] in _FLAGS.get(verb, set()):
+            positional.append(word)
+        elif word.startswith("--") and verb != "reject":
             name, eq, value = word[2:].partition("=")
             if name not in allowed:
-                known = ", ".join(f"--{o}" for o in sorted(allowed)) or "no options"
+                known = ", ".join(f"--{o}" for o in sorted(allowed | _FLAGS.get(verb, set()))) or "no options"
                 raise UsageError(f"{_show(word)} is not an option of {verb} (it takes {known}). Usage: `/pgmove {USAGE[verb]}`")
             if not eq:
                 if i + 1 >= len(words):

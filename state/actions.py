@@ -78,6 +78,8 @@ def replan(m: Migration, plan: Plan, actor: str, now: datetime) -> Outcome:
 
 def request_approval(m: Migration, action: ApprovalAction, actor: str, now: datetime, policy: Policy) -> Outcome:
     event = Event.FREEZE_REQUESTED if action == ApprovalAction.FREEZE else Event.CUTOVER_REQUESTED
+    if action == ApprovalAction.CUTOVER and m.state == State.VERIFIED and (m.verification or {}).get("mode") == "quick":
+        raise Refused(f"The last verification was a quick one; cutover needs a full one: `/pgmove verify {m.source}`.")
     if action == ApprovalAction.CUTOVER and m.state == State.VERIFY_FAILED:
         reasons = "; ".join((m.verification or {}).get("problems", [])[:5]) or "see the verification report"
         raise Refused(f"Cutover refused: the last verification failed ({reasons}). Fix, re-copy or `/pgmove verify {m.source}`.")
@@ -134,8 +136,10 @@ def decide(
     return out
 
 
-def request_verify(m: Migration, actor: str, now: datetime) -> Outcome:
-    out = _transition(m, Event.VERIFY_REQUESTED, actor, now, f"{actor} asked for a new verification")
+def request_verify(m: Migration, actor: str, now: datetime, quick: bool = False) -> Outcome:
+    kind = "quick" if quick else "full"
+    out = _transition(m, Event.VERIFY_REQUESTED, actor, now, f"{actor} asked for a new {kind} verification")
+    out.migration.verify_quick = quick
     out.enqueue = True
     return out
 

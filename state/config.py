@@ -57,6 +57,14 @@ def dsn_params(dsn: str) -> dict[str, str]:
     return {k: v[1:-1].replace("\\'", "'") if v.startswith("'") else v for k, v in pairs}
 
 
+class FreshnessCheck(_Section):
+    """Verification compares max(column) of this table on both sides (e.g. the newest created_at)."""
+
+    database: str
+    table: str  # schema.table
+    column: str
+
+
 class Config(_Section):
     redis_url: str = "redis://127.0.0.1:6379/0"
     access: Access = Field(default_factory=Access)
@@ -67,6 +75,7 @@ class Config(_Section):
     work_dir: str | None = None  # where dumps are staged; the system temp dir when unset
     tool_dirs: list[str] = Field(default_factory=list)  # extra places to look for pg_dump & co.
     queue_name: str = "pgmove"
+    freshness: list[FreshnessCheck] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check_servers(self) -> Config:

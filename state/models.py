@@ -176,7 +176,8 @@ class Migration(Record):
     failure: Failure | None = None
     freeze: FreezeSnapshot | None = None
     freeze_options: FreezeOptions = Field(default_factory=FreezeOptions)
-    quiet_baseline: dict[str, str] | None = None  # per-database write fingerprint taken when the freeze held
+    quiet_baseline: dict[str, str] | None = None
+    verify_quick: bool = False  # the next verification is the quick one (asked for with verify --quick)  # per-database write fingerprint taken when the freeze held
     aborting: bool = False
     created_target_databases: list[str] = Field(default_factory=list)
     verification: dict[str, Any] | None = None

@@ -1,7 +1,10 @@
-"""Verification, first version: every database, table and role present, exact row counts, sequences not behind."""
+"""Verification: inventory, exact row counts, content checksums by key range, sequences, freshness, and
+a write as the app role on the target (rolled back). Both servers are read in parallel, largest first.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -9,113 +12,171 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from state.errors import StepFailed
 from state.models import FreezeSnapshot
-from steps.connect import Endpoint, Progress, connection
+from steps import checksum, inventory
+from steps.connect import Endpoint, Progress, connect, connection
+from steps.cutover import smoke_test
 from steps.settings import before_freeze, read_settings
 
 _TABLES = """
-    SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind IN ('r', 'm') AND c.relispopulated
+    SELECT n.nspname, c.relname, c.relpages FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'm') AND c.relispopulated AND c.relpersistence <> 't'
       AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'
-    ORDER BY 1, 2
+    ORDER BY c.relpages DESC, 1, 2
 """
 _SEQUENCES = """
     SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2
 """
+QUICK_SAMPLE = 8  # quick mode hashes one chunk in eight (counts stay exact)
+
+
+class Connections:
+    """One connection per worker thread, per server and database: checksums run many small queries."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+        self.all: list[psycopg.Connection[Any]] = []
+        self.lock = threading.Lock()
+
+    def get(self, ep: Endpoint, db: str) -> psycopg.Connection[Any]:
+        cache = self.local.__dict__.setdefault("cache", {})
+        key = (ep.name, db)
+        if key not in cache:
+            conn = connect(ep, db)
+            conn.execute("SET default_transaction_read_only = on")
+            cache[key] = conn
+            with self.lock:
+                self.all.append(conn)
+        return cache[key]  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        for conn in self.all:
+            conn.close()
 
 
 def run(
-    src: Endpoint, dst: Endpoint, databases: list[str], snapshot: FreezeSnapshot | None, progress: Progress, jobs: int = 2
+    src: Endpoint, dst: Endpoint, databases: list[str], snapshot: FreezeSnapshot | None, progress: Progress,
+    jobs: int = 2, quick: bool = False, freshness: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     started = time.monotonic()
     problems: list[str] = []
-    per_db: list[dict[str, Any]] = []
+    notes: list[str] = []
     with connection(src) as s, connection(dst) as d:
-        problems += _compare_roles(s, d)
-        problems += _compare_settings(s, d, snapshot, set(databases))
+        problems += _compare_roles(s, d) + _compare_settings(s, d, snapshot, set(databases))
         present = {r[0] for r in d.execute("SELECT datname FROM pg_database").fetchall()}
-    for name in databases:
-        if name not in present:
-            problems.append(f"database {name} is missing on {dst.name}")
-            continue
-        result = _verify_database(src, dst, name, jobs)
-        per_db.append(result)
-        problems += result["problems"]
-        progress(f"{name}: {result['tables']} tables, {result['rows']} rows compared, "
-                 f"{len(result['problems'])} difference(s)", database=name, rows=result["rows"])
+        same_major = int(s.info.server_version) // 10000 == int(d.info.server_version) // 10000
+    per_db = []
+    pool = Connections()
+    try:
+        with ThreadPoolExecutor(max_workers=max(2, 2 * jobs)) as executor:
+            for name in databases:
+                if name not in present:
+                    problems.append(f"database {name} is missing on {dst.name}")
+                    continue
+                result = _verify_database(src, dst, name, executor, pool, same_major, quick, progress)
+                result["problems"] += _freshness(src, dst, name, [f for f in freshness or [] if f.get("database") == name])
+                per_db.append(result)
+                problems += result["problems"]
+                notes += result.pop("notes")
+                progress(f"{name}: {result['tables']} tables, {result['rows']:,} rows compared, "
+                         f"{len(result['problems'])} difference(s)", database=name, rows=result["rows"])
+    finally:
+        pool.close()
+    try:
+        smoke = smoke_test(dst, databases, progress)
+    except StepFailed as exc:
+        smoke, problems = [], [*problems, f"write test on the target: {exc.message}"]
     return {
-        "ok": not problems, "problems": problems, "databases": per_db,
-        "tables": sum(r["tables"] for r in per_db), "rows": sum(r["rows"] for r in per_db),
-        "seconds": round(time.monotonic() - started, 2),
+        "ok": not problems, "mode": "quick" if quick else "full", "problems": problems, "notes": notes,
+        "databases": per_db, "tables": sum(r["tables"] for r in per_db), "rows": sum(r["rows"] for r in per_db),
+        "smoke": smoke, "seconds": round(time.monotonic() - started, 2),
     }
 
 
-def _verify_database(src: Endpoint, dst: Endpoint, name: str, jobs: int) -> dict[str, Any]:
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        left = pool.submit(_inventory, src, name, jobs)
-        right = pool.submit(_inventory, dst, name, jobs)
-        s_tables, s_seqs = left.result()
-        d_tables, d_seqs = right.result()
+def _verify_database(src: Endpoint, dst: Endpoint, name: str, executor: ThreadPoolExecutor, pool: Connections,
+                     same_major: bool, quick: bool, progress: Progress) -> dict[str, Any]:
+    with connection(src, name) as s, connection(dst, name) as d:
+        inv_problems, notes = inventory.compare(name, inventory.inventory(s), inventory.inventory(d), same_major)
+        tables = [(r[0], r[1]) for r in s.execute(_TABLES).fetchall()]
+        target_tables = {(r[0], r[1]) for r in d.execute(_TABLES).fetchall()}
+        plans = [checksum.plan_table(s, schema, table) for schema, table in tables if (schema, table) in target_tables]
+        problems = inv_problems + _compare_sequences(s, d, name)
+    sample = QUICK_SAMPLE if quick else 1
+    futures = {}
+    for plan in plans:  # largest first: the long tables start while the small ones fill the gaps
+        for side, ep in (("source", src), ("target", dst)):
+            with pool.lock:
+                conn = connect(ep, name)
+            try:
+                pieces = checksum.segments(conn, plan)
+            finally:
+                conn.close()
+            futures[(plan.label, side)] = [executor.submit(_sums, pool, ep, name, plan, piece, sample) for piece in pieces]
+    counts = []
+    last_report = time.monotonic()
+    for plan in plans:
+        left = checksum.merged([f.result() for f in futures[(plan.label, "source")]])
+        right = checksum.merged([f.result() for f in futures[(plan.label, "target")]])
+        problems += [f"{name}: {p}" for p in checksum.differences(plan, left, right)]
+        counts.append({"table": plan.label, "source_rows": left.rows, "target_rows": right.rows})
+        if time.monotonic() - last_report >= 5:
+            progress(f"{name}: {len(counts)}/{len(plans)} tables compared", database=name, done=len(counts), total=len(plans))
+            last_report = time.monotonic()
+    return {"database": name, "tables": len(plans), "rows": sum(c["source_rows"] for c in counts),
+            "problems": problems, "notes": notes, "table_counts": counts}
+
+
+def _sums(pool: Connections, ep: Endpoint, db: str, plan: checksum.TablePlan, piece: tuple[int, int] | None,
+          sample: int) -> dict[int, tuple[int, int]]:
+    return checksum.sums(pool.get(ep, db), plan, piece, sample)
+
+
+def _compare_sequences(s: psycopg.Connection[Any], d: psycopg.Connection[Any], name: str) -> list[str]:
+    source, target = _sequences(s), _sequences(d)
     problems = []
-    for table in sorted(set(s_tables) - set(d_tables)):
-        problems.append(f"{name}: table {_q(table)} is missing on the target")
-    for table in sorted(set(d_tables) - set(s_tables)):
-        problems.append(f"{name}: table {_q(table)} exists only on the target")
-    for table in sorted(set(s_tables) & set(d_tables)):
-        if s_tables[table] != d_tables[table]:
-            problems.append(f"{name}: {_q(table)} has {s_tables[table]} rows on the source, {d_tables[table]} on the target")
-    for seq, value in sorted(s_seqs.items()):
-        if seq not in d_seqs:
-            problems.append(f"{name}: sequence {_q(seq)} is missing on the target")
-        elif d_seqs[seq] < value:
-            problems.append(f"{name}: sequence {_q(seq)} is behind on the target ({d_seqs[seq]} < {value})")
-    counts = [{"table": _q(t), "source_rows": s_tables.get(t), "target_rows": d_tables.get(t)}
-              for t in sorted(set(s_tables) | set(d_tables))]
-    return {"database": name, "tables": len(s_tables), "rows": sum(s_tables.values()),
-            "sequences": len(s_seqs), "problems": problems, "table_counts": counts}
+    for seq, value in sorted(source.items()):
+        if seq in target and target[seq] < value:
+            problems.append(f"{name}: sequence {'.'.join(seq)} is behind on the target (next {target[seq]} < {value})")
+    return problems
 
 
-Name = tuple[str, ...]
-
-
-def _inventory(ep: Endpoint, name: str, jobs: int) -> tuple[dict[Name, int], dict[Name, int]]:
-    with connection(ep, name) as conn:
-        tables: list[Name] = [tuple(r) for r in conn.execute(_TABLES).fetchall()]
-        sequences: dict[Name, int] = {tuple(r): _next_value(conn, tuple(r)) for r in conn.execute(_SEQUENCES).fetchall()}
-    chunks = [tables[i::jobs] for i in range(max(1, jobs))]
-    counts: dict[Name, int] = {}
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for part in pool.map(lambda c: _count(ep, name, c), chunks):
-            counts.update(part)
-    return counts, sequences
-
-
-def _count(ep: Endpoint, name: str, tables: list[Name]) -> dict[Name, int]:
-    if not tables:
-        return {}
-    with connection(ep, name) as conn:
-        conn.execute("SET default_transaction_read_only = on")
-        return {
-            t: int(conn.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(*t))).fetchone()[0])  # type: ignore[index]
-            for t in tables
-        }
-
-
-def _next_value(conn: psycopg.Connection[Any], seq: Name) -> int:
+def _sequences(conn: psycopg.Connection[Any]) -> dict[tuple[str, str], int]:
     """The value nextval() would return next, which is what 'not behind' must compare."""
-    row = conn.execute(
-        sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(*seq))
-    ).fetchone()
-    assert row is not None
-    last_value, is_called = row
-    return int(last_value) + (1 if is_called else 0)
+    found = {}
+    for schema, name in conn.execute(_SEQUENCES).fetchall():
+        row = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(schema, name))).fetchone()
+        if row is not None:
+            found[(schema, name)] = int(row[0]) + (1 if row[1] else 0)
+    return found
+
+
+def _freshness(src: Endpoint, dst: Endpoint, name: str, checks: list[dict[str, str]]) -> list[str]:
+    problems = []
+    for check in checks:
+        schema, _, table = check["table"].rpartition(".")
+        query = sql.SQL("SELECT max({})::text FROM {}").format(sql.Identifier(check["column"]),
+                                                               sql.Identifier(schema or "public", table))
+        with connection(src, name) as s, connection(dst, name) as d:
+            left, right = s.execute(query).fetchone()[0], d.execute(query).fetchone()[0]  # type: ignore[index]
+        if left != right:
+            problems.append(f"{name}: freshness of {check['table']}.{check['column']}: max is {left} on the source, "
+                            f"{right} on the target")
+    return problems
 
 
 def _compare_roles(s: psycopg.Connection[Any], d: psycopg.Connection[Any]) -> list[str]:
-    query = "SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_'"
-    missing = {r[0] for r in s.execute(query).fetchall()} - {r[0] for r in d.execute(query).fetchall()}
-    return [f"role {r} is missing on the target" for r in sorted(missing)]
+    roles = "SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_'"
+    members = """SELECT r.rolname || ' in ' || g.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member
+                 JOIN pg_roles g ON g.oid = m.roleid WHERE g.rolname !~ '^pg_'"""
+    problems = [f"role {r} is missing on the target" for r in sorted(_set(s, roles) - _set(d, roles))]
+    problems += [f"membership {m} is missing on the target" for m in sorted(_set(s, members) - _set(d, members))]
+    return problems
+
+
+def _set(conn: psycopg.Connection[Any], query: str) -> set[str]:
+    return {r[0] for r in conn.execute(query).fetchall()}
 
 
 def _compare_settings(
@@ -133,7 +194,3 @@ def _compare_settings(
             where = " ".join(filter(None, [f"database {k[0]}" if k[0] else None, f"role {k[1]}" if k[1] else None])) or "server-wide"
             problems.append(f"setting {k[2]} ({where}) is {actual.get(k)!r} on the target, {expected.get(k)!r} before the freeze")
     return problems
-
-
-def _q(name: tuple[str, ...]) -> str:
-    return ".".join(name)

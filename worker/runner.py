@@ -242,12 +242,14 @@ def _prove_quiet(m: Migration, src: Endpoint, ctx: StepContext, when: str) -> No
 
 
 def _verify(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
-    result = verify.run(rt.endpoint(m.source), rt.endpoint(_target(m)), _databases(m), m.freeze, ctx.progress, m.plan.jobs)
+    freshness = [f.model_dump() for f in rt.config.freshness]
+    result = verify.run(rt.endpoint(m.source), rt.endpoint(_target(m)), _databases(m), m.freeze, ctx.progress,
+                        m.plan.jobs, quick=m.verify_quick, freshness=freshness)
     if result["ok"]:
-        message = f"verified: {result['tables']} tables, {result['rows']} rows, all equal"
-        return Event.VERIFY_PASSED, message, result, {"verification": result}
-    message = f"verification found {len(result['problems'])} difference(s)"
-    return Event.VERIFY_FAILED, message, result, {"verification": result}
+        message = f"verified ({result['mode']}): {result['tables']} tables, {result['rows']} rows, all equal"
+        return Event.VERIFY_PASSED, message, result, {"verification": result, "verify_quick": False}
+    message = f"verification ({result['mode']}) found {len(result['problems'])} difference(s)"
+    return Event.VERIFY_FAILED, message, result, {"verification": result, "verify_quick": False}
 
 
 def _cutover(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
@@ -255,7 +257,7 @@ def _cutover(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     cfg = rt.config.servers[target]
     extra = {"PGMOVE_SOURCE": m.source, "PGMOVE_TARGET": target, "PGMOVE_MIGRATION": m.id}
     secret_env = {s.password_env for s in rt.config.servers.values() if s.password_env}
-    result = cutover.run(rt.endpoint(target), _databases(m), m.freeze, cfg.cutover_hook, cfg.cutover_hook_timeout,
+    result = cutover.run(rt.endpoint(target), _databases(m), cfg.cutover_hook, cfg.cutover_hook_timeout,
                          extra, secret_env, ctx.progress)
     return Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen", result, {}
 

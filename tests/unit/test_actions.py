@@ -117,3 +117,14 @@ def test_a_standalone_freeze_has_nothing_to_copy():
     assert actions.step_due(m) == StepName.FREEZE
     m.state = State.FROZEN
     assert actions.step_due(m) is None
+
+
+def test_cutover_needs_a_full_verification_not_a_quick_one():
+    """A quick verification samples content; the point of no return needs every row compared."""
+    m = ready()
+    m.state = State.VERIFIED
+    m.verification = {"ok": True, "mode": "quick"}
+    with pytest.raises(Refused, match="full one"):
+        actions.request_approval(m, ApprovalAction.CUTOVER, "alice", NOW, POLICY)
+    m.verification = {"ok": True, "mode": "full"}
+    assert actions.request_approval(m, ApprovalAction.CUTOVER, "alice", NOW, POLICY).migration.state == State.AWAITING_CUTOVER_APPROVAL

@@ -49,3 +49,12 @@ def test_every_state_has_a_next_hint_and_a_status_text():
         m.state = state
         assert views.next_hint(m)
         assert m.source in views.status_text(m)
+
+
+def test_verify_takes_quick_as_a_flag():
+    from handlers.parse import VerifyCmd
+
+    assert parse("verify prod-old --quick") == VerifyCmd(server="prod-old", quick=True)
+    assert parse("verify prod-old") == VerifyCmd(server="prod-old")
+    with pytest.raises(UsageError, match="not an option of verify"):
+        parse("verify prod-old --fast")

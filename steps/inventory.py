@@ -1,0 +1,80 @@
+"""Object inventory of one database, source against target: what exists and how it is defined.
+
+The freeze's own objects (schema, triggers, event trigger) are left out: the source carries them while
+frozen and the target must not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from steps import guards
+
+_USER = "n.nspname NOT IN ('pg_catalog', 'information_schema', %(freeze)s) AND n.nspname !~ '^pg_(toast|temp)'"
+
+_QUERIES: dict[str, str] = {
+    "schema": "SELECT n.nspname FROM pg_namespace n WHERE {user}",
+    "column": """
+        SELECT n.nspname || '.' || c.relname || '.' || a.attname,
+               format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0 AND NOT a.attisdropped AND {user}""",
+    "table": """SELECT n.nspname || '.' || c.relname, c.relkind::text FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {user}""",
+    "index": """
+        SELECT n.nspname || '.' || c.relname, pg_get_indexdef(i.indexrelid) || CASE WHEN i.indisvalid THEN ''
+               ELSE ' (INVALID)' END
+        FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE {user}""",
+    "constraint": """
+        SELECT n.nspname || '.' || coalesce(r.relname || '.', '') || k.conname,
+               pg_get_constraintdef(k.oid) || CASE WHEN k.convalidated THEN '' ELSE ' (NOT VALID)' END
+        FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace LEFT JOIN pg_class r ON r.oid = k.conrelid
+        WHERE {user}""",
+    "function": """SELECT p.oid::regprocedure::text, p.prokind::text FROM pg_proc p
+                    JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {user}""",
+    "trigger": """
+        SELECT n.nspname || '.' || c.relname || '.' || t.tgname, t.tgenabled::text FROM pg_trigger t
+        JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE NOT t.tgisinternal AND t.tgname <> %(guard)s AND {user}""",
+    "event trigger": "SELECT evtname, evtevent FROM pg_event_trigger WHERE evtname <> %(ddl_guard)s",
+    "extension": "SELECT extname, extversion FROM pg_extension",
+}
+# The same "user objects only" predicate in every query, composed rather than pasted.
+QUERIES: dict[str, sql.Composed] = {kind: sql.SQL(q).format(user=sql.SQL(_USER)) for kind, q in _QUERIES.items()}
+_PARAMS = {"freeze": guards.SCHEMA, "guard": guards.TABLE_TRIGGER, "ddl_guard": guards.EVENT_TRIGGER}
+
+
+def inventory(conn: psycopg.Connection[Any]) -> dict[str, dict[str, str]]:
+    found: dict[str, dict[str, str]] = {}
+    for kind, query in QUERIES.items():
+        rows = conn.execute(query, _PARAMS).fetchall()
+        found[kind] = {str(r[0]): (str(r[1]) if len(r) > 1 else "") for r in rows}
+    return found
+
+
+def compare(database: str, source: dict[str, dict[str, str]], target: dict[str, dict[str, str]],
+            same_major: bool) -> tuple[list[str], list[str]]:
+    """(problems, notes). Across major versions, definitions that the server prints differently are not compared."""
+    problems, notes = [], []
+    for kind in QUERIES:
+        s, d = source.get(kind, {}), target.get(kind, {})
+        for name in sorted(set(s) - set(d)):
+            problems.append(f"{database}: {kind} {name} is missing on the target")
+        for name in sorted(set(d) - set(s)):
+            problems.append(f"{database}: {kind} {name} exists only on the target")
+        for name in sorted(set(s) & set(d)):
+            if s[name] == d[name]:
+                continue
+            if d[name].endswith("(INVALID)"):
+                problems.append(f"{database}: {kind} {name} is invalid on the target")
+            elif kind == "extension":
+                notes.append(f"{database}: extension {name} is {s[name]} on the source, {d[name]} on the target")
+            elif kind in ("index", "constraint") and not same_major:
+                notes.append(f"{database}: {kind} {name} is printed differently by the target's version")
+            else:
+                problems.append(f"{database}: {kind} {name} differs: {s[name]!r} on the source, {d[name]!r} on the target")
+    return problems, notes
