@@ -23,9 +23,9 @@ import psycopg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cli.demo import _config, _listening, _wait  # noqa: E402
+from cli.demo import _config, _listening  # noqa: E402
 from cli.sampledata import Secrets, seed_source, seed_target  # noqa: E402
-from cli.sandbox import PgCluster, RedisServer, free_port, postgres_bin_dir, temp_base  # noqa: E402
+from cli.sandbox import PgCluster, RedisServer, free_port, postgres_bin_dir, temp_base, wait_until  # noqa: E402
 from state.store import Store  # noqa: E402
 from tests.fakeslack.driver import Driver, sign  # noqa: E402
 from tests.fakeslack.server import FakeSlack  # noqa: E402
@@ -101,11 +101,11 @@ def main() -> None:
         for extra in (["worker"], ["bot", "--port", str(port), "--host", "127.0.0.1"]):
             procs.append(subprocess.Popen([sys.executable, "-m", "cli", "--config", str(config), *extra], env=env, cwd=REPO,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        _wait(lambda: _listening(port), 30, "the bot")
+        wait_until(lambda: _listening(port), 30, "the bot")
         store = Store.from_url(redis_server.url)
         drive = Driver(slack, SECRET, bot_url=f"http://127.0.0.1:{port}/slack/events")
         drive.command("U_ALICE", "plan prod-old prod-new")
-        _wait(lambda: (m := store.active_for("prod-old")) and m.state.value == "ready", 60, "ready")
+        wait_until(lambda: (m := store.active_for("prod-old")) and m.state.value == "ready", 60, "ready")
         if args.no_copy:
             acks = burst_from_own_process(port, [_signed_command(slack, i) for i in range(args.commands)])
             acks = sorted(a * 1000 for a in acks)
@@ -114,10 +114,10 @@ def main() -> None:
             print(f"ack latency ms: p50 {q[49]:.1f}  p95 {q[94]:.1f}  p99 {q[98]:.1f}  max {acks[-1]:.1f}")
             return
         drive.command("U_ALICE", "freeze prod-old")
-        request = _wait(lambda: next((m for m in slack.channel_messages("C_DBMIG") if "Approve freeze" in m.all_text()), None),
+        request = wait_until(lambda: next((m for m in slack.channel_messages("C_DBMIG") if "Approve freeze" in m.all_text()), None),
                         30, "the approval request")
         drive.click("U_BOB", request, "pgmove_approve")
-        _wait(lambda: store.active_for("prod-old").state.value == "copying", 60, "the copy")
+        wait_until(lambda: store.active_for("prod-old").state.value == "copying", 60, "the copy")
 
         rounds = []
         for n in range(args.bursts):

@@ -10,14 +10,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from cli.sampledata import Secrets, seed_source, seed_target
-from cli.sandbox import PgCluster, RedisServer, free_port, postgres_bin_dir, temp_base
+from cli.sandbox import PgCluster, RedisServer, free_port, postgres_bin_dir, temp_base, wait_until
 from state.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +83,7 @@ def run_demo(keep: bool = False) -> int:
                                               env=env, cwd=REPO, stdout=open(base / log, "ab"), stderr=subprocess.STDOUT))  # noqa: SIM115
         store = Store.from_url(redis_server.url)
         drive = Driver(slack, SIGNING_SECRET, bot_url=f"http://127.0.0.1:{port}/slack/events")
-        _wait(lambda: _listening(port), 30, "the bot")
+        wait_until(lambda: _listening(port), 30, "the bot")
         writer = LiveWriter(source.tcp_dsn("app", "appdb"), pw.app)
         writer.start()
         say(f"logs: {base}/worker.log, {base}/bot.log; the app keeps inserting into prod-old's appdb\n")
@@ -130,24 +129,24 @@ def _play(drive: Any, slack: Any, store: Store) -> bool:
         return m.state.value if m else None
 
     def until(*states: str) -> bool:
-        _wait(lambda: state() in (*states, "failed", "verify_failed"), 600, f"state {states}")
+        wait_until(lambda: state() in (*states, "failed", "verify_failed"), 600, f"state {states}")
         say(f"   ... prod-old is now {state()}")
         return state() in states
 
     def request(needle: str) -> Any:
-        return _wait(lambda: next((m for m in reversed(slack.channel_messages("C_DBMIG")) if needle in m.all_text()), None),
+        return wait_until(lambda: next((m for m in reversed(slack.channel_messages("C_DBMIG")) if needle in m.all_text()), None),
                      30, needle)
 
     say("alice plans the move")
     drive.command("U_ALICE", "/pgmove plan prod-old prod-new --jobs 2")
     if not until("ready"):
         return False
-    _wait(lambda: any("pgmove mig-" in m.all_text() for m in slack.channel_messages("C_DBMIG")), 30, "the status message")
+    wait_until(lambda: any("pgmove mig-" in m.all_text() for m in slack.channel_messages("C_DBMIG")), 30, "the status message")
     say("alice asks to freeze prod-old, then tries to approve her own request")
     drive.command("U_ALICE", "/pgmove freeze prod-old")
     freeze = request("Approve freeze")
     drive.click("U_ALICE", freeze, "pgmove_approve")
-    _wait(lambda: slack.ephemerals_for("U_ALICE"), 10, "alice's refusal")
+    wait_until(lambda: slack.ephemerals_for("U_ALICE"), 10, "alice's refusal")
     say("bob approves: freeze, copy, verification")
     drive.click("U_BOB", freeze, "pgmove_approve")
     if not until("verified"):
@@ -156,16 +155,6 @@ def _play(drive: Any, slack: Any, store: Store) -> bool:
     drive.command("U_ALICE", "/pgmove cutover prod-old")
     drive.click("U_BOB", request("Approve cutover"), "pgmove_approve")
     return until("cut_over")
-
-
-def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(f"gave up waiting for {what}")
 
 
 def _listening(port: int) -> bool:

@@ -13,8 +13,20 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 SANDBOX_USER = os.environ.get("PGMOVE_SANDBOX_USER", "postgres")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
+    """Poll until `predicate` returns something truthy, and return it; TimeoutError names what never came."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def free_port() -> int:

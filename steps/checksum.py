@@ -1,14 +1,15 @@
 """Content checksums that do not depend on physical row order, pinned to key ranges.
 
-Each row hashes as hashtextextended(row::text, 0); sums are order-independent and additive, so one
-pass per table (GROUP BY chunk) gives per-chunk sums, and a large table can be read in ctid segments
-(TID range scans, PG 14+) in parallel whose partial sums simply add up. Chunks: ranges of an integer
-primary key, hash buckets of any other key, the whole table when there is none.
+Each row hashes as hashtextextended(row::text, 0); sums are order-independent and additive, so a
+large table can be read in ctid segments (TID range scans, PG 14+) in parallel whose partial sums
+simply add up. The first pass sums whole tables (the floor of the work); only a table whose totals
+differ gets a second pass grouped by chunk, to pin the difference: ranges of an integer primary key,
+hash buckets of any other key, the whole table when there is none.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -30,7 +31,15 @@ class TablePlan:
     key: list[str]  # primary key columns, [] when there is none
     key_type: str | None
     low: int | None = None  # integer keys: the first range starts here
-    width: int | None = None  # integer keys: values per range
+    high: int | None = None
+    width: int | None = None  # integer keys: values per range, set by sized()
+
+    def sized(self, rows: int) -> TablePlan:
+        """Ranges of about CHUNK_ROWS rows each, from a row count (exact after the first pass)."""
+        if self.low is None or self.high is None:
+            return self
+        chunks = max(1, min(1000, rows // CHUNK_ROWS + 1))
+        return replace(self, width=max(1, (self.high - self.low) // chunks + 1))
 
     @property
     def label(self) -> str:
@@ -80,12 +89,12 @@ def plan_table(conn: psycopg.Connection[Any], schema: str, name: str) -> TablePl
     ).fetchall()
     columns = [k[0] for k in key]
     if len(key) == 1 and key[0][1] in _INTEGER_TYPES:
-        low, high, rows = conn.execute(sql.SQL("SELECT min({c}), max({c}), count(*) FROM ONLY {t}").format(
+        # From the key's index: cheap. How many rows, and so how wide a range, is known after the first pass.
+        low, high = conn.execute(sql.SQL("SELECT min({c}), max({c}) FROM ONLY {t}").format(
             c=sql.Identifier(columns[0]), t=rel)).fetchone()  # type: ignore[misc]
         if low is not None:
-            chunks = max(1, min(1000, rows // CHUNK_ROWS + 1))
-            width = max(1, (high - low) // chunks + 1)
-            return TablePlan(schema, name, columns, key[0][1], int(low), int(width))
+            estimate = conn.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (rel.as_string(conn),)).fetchone()
+            return TablePlan(schema, name, columns, key[0][1], int(low), int(high)).sized(int(estimate[0]) if estimate else 0)
     return TablePlan(schema, name, columns, key[0][1] if key else None)
 
 
@@ -100,8 +109,11 @@ def segments(conn: psycopg.Connection[Any], plan: TablePlan) -> list[tuple[int, 
     return [(start, start + SEGMENT_PAGES) for start in range(0, int(pages) + 1, SEGMENT_PAGES)]
 
 
-def sums(conn: psycopg.Connection[Any], plan: TablePlan, segment: tuple[int, int] | None, sample: int = 1) -> dict[int, tuple[int, int]]:
-    """Rows and hash sum per chunk for one segment. sample > 1 hashes only every sample-th chunk (quick mode)."""
+def sums(conn: psycopg.Connection[Any], plan: TablePlan, segment: tuple[int, int] | None, sample: int = 1,
+         by_chunk: bool = True) -> dict[int, tuple[int, int]]:
+    """Rows and hash sum per chunk for one segment (or, by_chunk=False, for the whole segment as chunk 0:
+    the cheapest pass, the floor of the work). sample > 1 hashes only every sample-th chunk (quick mode)."""
+    chunk: sql.Composable = plan.chunk_expr() if by_chunk or sample > 1 else sql.SQL("0")
     row_hash: sql.Composable = sql.SQL("hashtextextended(t::text, 0)")
     if sample > 1:
         row_hash = sql.SQL("CASE WHEN {c} % {s} = 0 THEN {h} ELSE 0 END").format(c=plan.chunk_expr(), s=sql.Literal(sample), h=row_hash)
@@ -110,8 +122,13 @@ def sums(conn: psycopg.Connection[Any], plan: TablePlan, segment: tuple[int, int
         where = sql.SQL(" WHERE t.ctid >= {}::tid AND t.ctid < {}::tid").format(
             sql.Literal(f"({segment[0]},0)"), sql.Literal(f"({segment[1]},0)"))
     query = sql.SQL("SELECT {c} AS chunk, count(*), coalesce(sum({h}), 0) FROM ONLY {t} AS t{w} GROUP BY 1").format(
-        c=plan.chunk_expr(), h=row_hash, t=sql.Identifier(plan.schema, plan.name), w=where)
+        c=chunk, h=row_hash, t=sql.Identifier(plan.schema, plan.name), w=where)
     return {int(chunk): (int(rows), int(total)) for chunk, rows, total in conn.execute(query).fetchall()}
+
+
+def totals(parts: TableSums) -> tuple[int, int]:
+    rows = sum(r for r, _ in parts.chunks.values())
+    return rows, sum(h for _, h in parts.chunks.values())
 
 
 def differences(plan: TablePlan, source: TableSums, target: TableSums) -> list[str]:

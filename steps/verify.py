@@ -71,11 +71,16 @@ def run(
     pool = Connections()
     try:
         with ThreadPoolExecutor(max_workers=max(2, 2 * jobs)) as executor:
+            # Every database's work is queued first, so the pool never idles at the tail of one database.
+            started_dbs = []
             for name in databases:
                 if name not in present:
                     problems.append(f"database {name} is missing on {dst.name}")
                     continue
-                result = _verify_database(src, dst, name, executor, pool, same_major, quick, progress)
+                started_dbs.append(_start_database(src, dst, name, executor, pool, same_major, quick))
+            for pending in started_dbs:
+                result = _finish_database(pending, progress)
+                name = result["database"]
                 result["problems"] += _freshness(src, dst, name, [f for f in freshness or [] if f.get("database") == name])
                 per_db.append(result)
                 problems += result["problems"]
@@ -95,42 +100,59 @@ def run(
     }
 
 
-def _verify_database(src: Endpoint, dst: Endpoint, name: str, executor: ThreadPoolExecutor, pool: Connections,
-                     same_major: bool, quick: bool, progress: Progress) -> dict[str, Any]:
+def _start_database(src: Endpoint, dst: Endpoint, name: str, executor: ThreadPoolExecutor, pool: Connections,
+                    same_major: bool, quick: bool) -> dict[str, Any]:
+    sample = QUICK_SAMPLE if quick else 1
+    futures = {}
     with connection(src, name) as s, connection(dst, name) as d:
-        inv_problems, notes = inventory.compare(name, inventory.inventory(s), inventory.inventory(d), same_major)
         tables = [(r[0], r[1]) for r in s.execute(_TABLES).fetchall()]
         target_tables = {(r[0], r[1]) for r in d.execute(_TABLES).fetchall()}
         plans = [checksum.plan_table(s, schema, table) for schema, table in tables if (schema, table) in target_tables]
+        for plan in plans:  # largest first: the long tables start while the small ones fill the gaps
+            for side, ep, conn in (("source", src, s), ("target", dst, d)):
+                futures[(plan.label, side)] = [executor.submit(_sums, pool, ep, name, plan, piece, sample, quick)
+                                               for piece in checksum.segments(conn, plan)]
+        # The catalog work runs while the executor hashes.
+        inv_problems, notes = inventory.compare(name, inventory.inventory(s), inventory.inventory(d), same_major)
         problems = inv_problems + _compare_sequences(s, d, name)
-    sample = QUICK_SAMPLE if quick else 1
-    futures = {}
-    for plan in plans:  # largest first: the long tables start while the small ones fill the gaps
-        for side, ep in (("source", src), ("target", dst)):
-            with pool.lock:
-                conn = connect(ep, name)
-            try:
-                pieces = checksum.segments(conn, plan)
-            finally:
-                conn.close()
-            futures[(plan.label, side)] = [executor.submit(_sums, pool, ep, name, plan, piece, sample) for piece in pieces]
+    return {"database": name, "plans": plans, "futures": futures, "problems": problems, "notes": notes,
+            "endpoints": (src, dst), "pool": pool, "executor": executor}
+
+
+def _finish_database(pending: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    name, plans, futures, problems = pending["database"], pending["plans"], pending["futures"], pending["problems"]
     counts = []
     last_report = time.monotonic()
     for plan in plans:
         left = checksum.merged([f.result() for f in futures[(plan.label, "source")]])
         right = checksum.merged([f.result() for f in futures[(plan.label, "target")]])
+        if checksum.totals(left) != checksum.totals(right) and 0 in left.chunks and len(left.chunks) == 1:
+            plan = plan.sized(left.rows)
+            left, right = _pin(pending, plan)  # totals differ: a second pass by chunk says where
         problems += [f"{name}: {p}" for p in checksum.differences(plan, left, right)]
         counts.append({"table": plan.label, "source_rows": left.rows, "target_rows": right.rows})
         if time.monotonic() - last_report >= 5:
             progress(f"{name}: {len(counts)}/{len(plans)} tables compared", database=name, done=len(counts), total=len(plans))
             last_report = time.monotonic()
     return {"database": name, "tables": len(plans), "rows": sum(c["source_rows"] for c in counts),
-            "problems": problems, "notes": notes, "table_counts": counts}
+            "problems": problems, "notes": pending["notes"], "table_counts": counts}
 
 
 def _sums(pool: Connections, ep: Endpoint, db: str, plan: checksum.TablePlan, piece: tuple[int, int] | None,
-          sample: int) -> dict[int, tuple[int, int]]:
-    return checksum.sums(pool.get(ep, db), plan, piece, sample)
+          sample: int, by_chunk: bool) -> dict[int, tuple[int, int]]:
+    return checksum.sums(pool.get(ep, db), plan, piece, sample, by_chunk)
+
+
+def _pin(pending: dict[str, Any], plan: checksum.TablePlan) -> tuple[checksum.TableSums, checksum.TableSums]:
+    """Both sides again, grouped by chunk: only for tables whose totals differ."""
+    src, dst = pending["endpoints"]
+    sides = []
+    for ep in (src, dst):
+        conn = pending["pool"].get(ep, pending["database"])
+        sides.append(checksum.merged([pending["executor"].submit(_sums, pending["pool"], ep, pending["database"], plan,
+                                                                 piece, 1, True).result()
+                                      for piece in checksum.segments(conn, plan)]))
+    return sides[0], sides[1]
 
 
 def _compare_sequences(s: psycopg.Connection[Any], d: psycopg.Connection[Any], name: str) -> list[str]:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from cli.sandbox import free_port
+from cli.sandbox import free_port, wait_until
 from state.store import Store
 from tests.fakeslack.driver import Driver
 from tests.fakeslack.server import FakeSlack, Message
@@ -50,16 +49,6 @@ class SlackWorld:
     def message_with(self, needle: str, timeout: float = 30) -> Message:
         return wait_until(lambda: next((m for m in reversed(self.slack.channel_messages("C_DBMIG"))
                                         if needle in m.all_text()), None), timeout, f"a message with {needle!r}")
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def make_world(pgmove, mode: str) -> Iterator[SlackWorld]:  # type: ignore[no-untyped-def]

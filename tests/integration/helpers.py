@@ -26,8 +26,10 @@ CONFIG = {
 
 
 class Clock:
+    """Starts at the real time (the notifier judges expiry by the wall clock) and moves only when told."""
+
     def __init__(self) -> None:
-        self.now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+        self.now = datetime.now(UTC).replace(microsecond=0)
 
     def __call__(self) -> datetime:
         return self.now

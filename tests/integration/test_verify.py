@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+from datetime import UTC, datetime
 from collections.abc import Iterator
 
 import psycopg
@@ -109,3 +110,36 @@ def test_each_kind_of_difference_is_detected_and_named(pair, sandbox_root, what,
     text = "\n".join(result["problems"])
     for needle in expected:
         assert needle in text, f"{what}: {needle!r} not in\n{text}"
+
+
+def test_a_real_database_of_500_tables_with_3_differences_fits_slack_and_names_all_3(source, target, passwords):  # type: ignore[no-untyped-def]
+    """Real copy, real verification, three injected differences: the summary fits and names each; the report has all 500."""
+    from handlers import blocks
+    from state import actions
+    from state.models import Plan
+    from tests.fakeslack.limits import check_blocks
+
+    with psycopg.connect(source.admin_dsn(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE many")
+    with psycopg.connect(source.admin_dsn("many"), autocommit=True) as conn:
+        conn.execute("DO $$ BEGIN FOR i IN 1..500 LOOP EXECUTE format("
+                     "'CREATE TABLE t%s (id int PRIMARY KEY, v text); INSERT INTO t%s SELECT g, md5(g::text) "
+                     "FROM generate_series(1, 20) g', i, i); END LOOP; END $$")
+    src = Endpoint("prod-old", source.tcp_dsn("pgmove"), passwords.source_pgmove, ())
+    dst = Endpoint("prod-new", target.tcp_dsn("pgmove"), passwords.target_pgmove, ())
+    copy.run(copy.CopyJob(src, dst, ["many"], 2, choose_toolset(15, 15), None, None, []),
+             lambda *a, **k: None, lambda name: None, lambda: False)
+    with psycopg.connect(target.admin_dsn("many"), autocommit=True) as conn:
+        conn.execute("DELETE FROM t7 WHERE id = 3")
+        conn.execute("UPDATE t250 SET v = 'changed' WHERE id = 11")
+        conn.execute("INSERT INTO t499 VALUES (21, 'extra')")
+    result = verify.run(src, dst, ["many"], None, lambda *a, **k: None, jobs=2)
+    assert not result["ok"] and result["tables"] == 500
+    m = actions.new_migration("mig-500", Plan(source="prod-old", target="prod-new"), "U_ALICE", datetime.now(UTC)).migration
+    m.verification = result
+    (text, summary), full = blocks.verification_message(m)
+    check_blocks(summary)
+    shown = str(summary)
+    for table in ("public.t7", "public.t250", "public.t499"):
+        assert table in shown, f"{table} not named in the summary"
+    assert full is not None and all(f"public.t{i}:" in full for i in range(1, 501))
