@@ -121,11 +121,18 @@ def _start_database(src: Endpoint, dst: Endpoint, name: str, executor: ThreadPoo
 
 def _finish_database(pending: dict[str, Any], progress: Progress) -> dict[str, Any]:
     name, plans, futures, problems = pending["database"], pending["plans"], pending["futures"], pending["problems"]
-    counts = []
+    counts: list[dict[str, Any]] = []
     last_report = time.monotonic()
     for plan in plans:
-        left = checksum.merged([f.result() for f in futures[(plan.label, "source")]])
-        right = checksum.merged([f.result() for f in futures[(plan.label, "target")]])
+        parts: dict[str, list[dict[int, tuple[int, int]]]] = {"source": [], "target": []}
+        for side in ("source", "target"):
+            for n, future in enumerate(futures[(plan.label, side)], 1):
+                parts[side].append(future.result())
+                if time.monotonic() - last_report >= 5:  # a long table shows movement, segment by segment
+                    progress(f"{name}: {plan.label} {side} segment {n}/{len(futures[(plan.label, side)])}, "
+                             f"{len(counts)}/{len(plans)} tables done", database=name, table=plan.label)
+                    last_report = time.monotonic()
+        left, right = checksum.merged(parts["source"]), checksum.merged(parts["target"])
         if checksum.totals(left) != checksum.totals(right) and 0 in left.chunks and len(left.chunks) == 1:
             plan = plan.sized(left.rows)
             left, right = _pin(pending, plan)  # totals differ: a second pass by chunk says where

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 import shutil
-from datetime import UTC, datetime
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -58,7 +58,7 @@ def small_chunks(monkeypatch):  # type: ignore[no-untyped-def]
     monkeypatch.setattr(checksum, "CHUNK_ROWS", 500)  # several key ranges even in small tables
 
 
-def _verify_with(pair, sandbox_root, mutation: str | None, db: str = "appdb"):  # type: ignore[no-untyped-def]
+def _verify_with(pair, sandbox_root, mutation: str | None, db: str = "appdb", **options):  # type: ignore[no-untyped-def]
     source, perfect, src, dst = pair
     target = perfect.clone(sandbox_root / f"vcase{next(_n)}", "vcase").start()
     try:
@@ -66,7 +66,7 @@ def _verify_with(pair, sandbox_root, mutation: str | None, db: str = "appdb"):  
             with psycopg.connect(target.admin_dsn(db), autocommit=True) as conn:
                 conn.execute(mutation)
         dst_here = Endpoint(dst.name, target.tcp_dsn("pgmove"), dst.password, dst.app_roles)
-        return verify.run(src, dst_here, DATABASES, None, lambda *a, **k: None, jobs=2)
+        return verify.run(src, dst_here, DATABASES, None, lambda *a, **k: None, jobs=2, **options)
     finally:
         target.stop()
         shutil.rmtree(target.base, ignore_errors=True)
@@ -143,3 +143,18 @@ def test_a_real_database_of_500_tables_with_3_differences_fits_slack_and_names_a
     for table in ("public.t7", "public.t250", "public.t499"):
         assert table in shown, f"{table} not named in the summary"
     assert full is not None and all(f"public.t{i}:" in full for i in range(1, 501))
+
+
+def test_a_freshness_check_compares_the_newest_value(pair, sandbox_root):  # type: ignore[no-untyped-def]
+    """A configured freshness check names the table and both maxima when they differ."""
+    check = [{"database": "appdb", "table": "public.orders", "column": "created_at"}]
+    assert _verify_with(pair, sandbox_root, None, freshness=check)["ok"]
+    result = _verify_with(pair, sandbox_root, "UPDATE public.orders SET created_at = '2099-01-01' WHERE id = 2", freshness=check)
+    assert any("freshness of public.orders.created_at" in p for p in result["problems"]), result["problems"]
+
+
+def test_quick_mode_keeps_exact_counts_and_says_it_was_quick(pair, sandbox_root):  # type: ignore[no-untyped-def]
+    """Quick samples content but still counts every row: a deleted row is always found."""
+    assert _verify_with(pair, sandbox_root, None, quick=True)["mode"] == "quick"
+    result = _verify_with(pair, sandbox_root, "DELETE FROM public.wide WHERE id = 2999", quick=True)
+    assert any("public.wide" in p and "rows on the source" in p for p in result["problems"]), result["problems"]
