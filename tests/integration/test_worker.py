@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 
 import psycopg
 import pytest
 import redis
 
+from cli.sandbox import wait_until
 from state.models import EventKind
 from state.store import Store
 from worker.queue import JOB
@@ -16,14 +16,8 @@ from worker.queue import JOB
 pytestmark = pytest.mark.slow
 
 
-def wait_for(predicate, timeout=120, every=0.05):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
+def wait_for(predicate, timeout=120):  # type: ignore[no-untyped-def]
+    return wait_until(predicate, timeout, "the condition", every=0.05)
 
 
 def store_of(pgmove) -> Store:  # type: ignore[no-untyped-def]
