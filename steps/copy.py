@@ -7,6 +7,7 @@ the freeze reaches the target, while a database that was read-only by design sta
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -25,7 +26,7 @@ from steps.catalog import DatabaseDefinition, database_definition
 from steps.connect import Endpoint, Progress, connection, describe
 from steps.roles import copy_roles
 from steps.settings import before_freeze, read_settings, set_statement
-from steps.tools import ToolSet, run_tool
+from steps.tools import ToolSet, psql_path, run_tool
 
 
 @dataclass(frozen=True)
@@ -109,22 +110,59 @@ def _dump_and_restore(job: CopyJob, name: str, progress: Progress, should_stop: 
     archive = os.path.join(staging, "dump")
     jobs = str(max(1, job.jobs))
     try:
+        # No compression: the staging copy lives for minutes, and gzip would spend the CPU the copy needs.
+        # No statistics (pg_dump 18+ dumps them by default): ANALYZE rebuilds them on the target, from
+        # the target's own data and version, instead of restoring a source version's numbers.
+        no_stats = ["--no-statistics"] if job.toolset.major >= 18 else []
         run_tool(
-            # No compression: the staging copy lives for minutes, and gzip would spend the CPU the copy needs.
             [job.toolset.path("pg_dump"), "--format=directory", f"--jobs={jobs}", "--no-sync", "--compress=0",
-             f"--file={archive}", f"--dbname={job.src.conninfo(name)}"],
+             *no_stats, f"--file={archive}", f"--dbname={job.src.conninfo(name)}"],
             job.src.tool_env(dict(os.environ)), should_stop=should_stop,
         )
         progress(f"{name}: dump finished, restoring with {jobs} jobs", database=name)
         listing = os.path.join(staging, "restore.list")
         _write_restore_list(job, archive, listing)
-        run_tool(
-            [job.toolset.path("pg_restore"), f"--jobs={jobs}", "--exit-on-error", "--no-password",
-             f"--use-list={listing}", f"--dbname={job.dst.conninfo(name)}", archive],
-            job.dst.tool_env(dict(os.environ)), should_stop=should_stop,
-        )
+        env = job.dst.tool_env(dict(os.environ))
+        restore = [job.toolset.path("pg_restore"), "--exit-on-error", "--no-password", f"--use-list={listing}"]
+        # Pre-data (the schema) goes through a filter first: a source can carry column options its
+        # target does not know, and one unknown option would stop the whole restore.
+        pre_data = os.path.join(staging, "pre-data.sql")
+        run_tool([*restore, "--section=pre-data", f"--file={pre_data}", archive], env, should_stop=should_stop)
+        dropped = _keep_known_column_options(pre_data)
+        if dropped:
+            progress(f"{name}: column options the target does not know were left out: {', '.join(sorted(dropped))}",
+                     database=name, options=sorted(dropped))
+        run_tool([psql_path(job.toolset), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+                  f"--dbname={job.dst.conninfo(name)}", f"--file={pre_data}"], env, should_stop=should_stop)
+        run_tool([*restore, f"--jobs={jobs}", "--section=data", "--section=post-data",
+                  f"--dbname={job.dst.conninfo(name)}", archive], env, should_stop=should_stop)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+# The column options every supported PostgreSQL knows (ALTER TABLE ... ALTER COLUMN ... SET (...)).
+KNOWN_COLUMN_OPTIONS = frozenset({"n_distinct", "n_distinct_inherited"})
+_COLUMN_OPTIONS = re.compile(r"^(ALTER TABLE ONLY .+ ALTER COLUMN .+ SET \()(.*)(\);)$")
+
+
+def _keep_known_column_options(path: str) -> set[str]:
+    """Rewrite the pre-data script keeping only known column options; returns the names left out."""
+    dropped: set[str] = set()
+    kept_lines = []
+    with open(path) as script:
+        for line in script:
+            match = _COLUMN_OPTIONS.match(line.rstrip("\n"))
+            if match:
+                options = [o.strip() for o in match.group(2).split(",") if o.strip()]
+                known = [o for o in options if o.split("=", 1)[0].strip() in KNOWN_COLUMN_OPTIONS]
+                dropped |= {o.split("=", 1)[0].strip() for o in options} - KNOWN_COLUMN_OPTIONS
+                if not known:
+                    continue
+                line = f"{match.group(1)}{', '.join(known)}{match.group(3)}\n"
+            kept_lines.append(line)
+    with open(path, "w") as script:
+        script.writelines(kept_lines)
+    return dropped
 
 
 def _write_restore_list(job: CopyJob, archive: str, listing: str) -> None:

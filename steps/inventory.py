@@ -1,7 +1,8 @@
 """Object inventory of one database, source against target: what exists and how it is defined.
 
 The freeze's own objects (schema, triggers, event trigger) are left out: the source carries them while
-frozen and the target must not.
+frozen and the target must not. NOT NULL is compared as part of each column: PostgreSQL 18 also
+catalogs it as a constraint, older versions do not.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ _QUERIES: dict[str, str] = {
         SELECT n.nspname || '.' || coalesce(r.relname || '.', '') || k.conname,
                pg_get_constraintdef(k.oid) || CASE WHEN k.convalidated THEN '' ELSE ' (NOT VALID)' END
         FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace LEFT JOIN pg_class r ON r.oid = k.conrelid
-        WHERE {user}""",
+        WHERE k.contype <> 'n' AND {user}""",
     "function": """SELECT p.oid::regprocedure::text, p.prokind::text FROM pg_proc p
                     JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {user}""",
     "trigger": """

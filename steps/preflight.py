@@ -35,6 +35,7 @@ def run(
         return report
     with dst_conn:
         target_major = _inspect_target(dst_conn, dst, src, source_major, report)
+        _check_what_the_target_lacks(src, dst_conn, dst, report)
     toolset = choose_toolset(source_major, target_major, tool_dirs)
     if toolset is None:
         report.problems.append(f"no pg_dump/pg_restore of version {source_major} or newer was found; install "
@@ -87,6 +88,42 @@ def _inspect_target(
         report.problems.append(f"{dst.name} already has a database named {name}; drop or rename it there first.")
     _check_disk(conn, dst, report)
     return target_major
+
+
+# System collations (pg_catalog) that user columns, indexes or databases use; user-defined ones travel in the dump.
+_USED_COLLATIONS = """
+    SELECT DISTINCT c.collname FROM pg_collation c
+    WHERE c.collnamespace = 'pg_catalog'::regnamespace AND c.collname NOT IN ('default', 'C', 'POSIX', 'ucs_basic')
+      AND c.oid IN (SELECT a.attcollation FROM pg_attribute a JOIN pg_class r ON r.oid = a.attrelid
+                    WHERE r.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+                    UNION SELECT unnest(i.indcollation)::oid FROM pg_index i)
+"""
+
+
+def _check_what_the_target_lacks(src: Endpoint, dst_conn: psycopg.Connection[Any], dst: Endpoint,
+                                 report: PreflightReport) -> None:
+    """Extensions and collations the moved databases use but the target cannot provide: refused now,
+    named, rather than discovered halfway through a restore while the source is frozen."""
+    available = {r[0] for r in dst_conn.execute("SELECT name FROM pg_available_extensions").fetchall()}
+    collations = {r[0] for r in dst_conn.execute("SELECT collname FROM pg_collation").fetchall()}
+    target_has_icu = bool(dst_conn.execute("SELECT count(*) FROM pg_collation WHERE collprovider = 'i'").fetchone()[0])  # type: ignore[index]
+    major = server_major(dst_conn)
+    for db in report.databases:
+        with connection(src, db.name) as conn:
+            extensions = [r[0] for r in conn.execute("SELECT extname FROM pg_extension ORDER BY 1").fetchall()]
+            used = [r[0] for r in conn.execute(_USED_COLLATIONS).fetchall()]
+            icu_database = conn.execute("SELECT datlocprovider = 'i' FROM pg_database WHERE datname = current_database()"
+                                        ).fetchone()[0] if server_major(conn) >= 15 else False  # type: ignore[index]
+        for name in extensions:
+            if name not in available:
+                report.problems.append(f"{dst.name} cannot install extension {name}, which database {db.name} uses: "
+                                       f"install it there first (on Debian: the package providing it for PostgreSQL {major}).")
+        for name in used:
+            if name not in collations:
+                report.problems.append(f"{dst.name} lacks collation \"{name}\", which database {db.name} uses: a server "
+                                       "built with the same ICU/locale data is needed, or change those columns first.")
+        if icu_database and not target_has_icu:
+            report.problems.append(f"database {db.name} uses ICU as its locale provider, and {dst.name} has no ICU support.")
 
 
 def _check_superuser(conn: psycopg.Connection[Any], ep: Endpoint, report: PreflightReport) -> None:
