@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 
 import psycopg
+from psycopg import sql
 
 from cli.sampledata import PAGILA
 from cli.sandbox import PgCluster
@@ -18,7 +19,7 @@ DATABASES = ["bench", "docs", "pagila"]
 def build(cluster: PgCluster, scale: int = 50, doc_rows: int = 2_000_000) -> None:
     with psycopg.connect(cluster.admin_dsn(), autocommit=True) as conn:
         for db in DATABASES:
-            conn.execute(f"CREATE DATABASE {db}")  # noqa: S608 -- fixed names
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
     subprocess.run([str(cluster.bin_dir / "pgbench"), "-i", "-q", "-s", str(scale), "-I", "dtGvpf",
                     "-d", cluster.admin_dsn("bench")], check=True, capture_output=True)
     with psycopg.connect(cluster.admin_dsn("docs"), autocommit=True) as conn:

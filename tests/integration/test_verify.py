@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from cli.sandbox import PgCluster
 from steps import checksum, copy, verify
@@ -31,10 +32,10 @@ def _awkward(source: PgCluster) -> None:
             ('', 'NaN', '-Infinity', '{}', '[]', '', 0, 'infinity'),
             ('dup', 1e-300, 3.4e38, '{"quoted, comma",NULL}', '"s"', '\\x', -0.0, '1970-01-01+00'),
             ('dup', 1e-300, 3.4e38, '{"quoted, comma",NULL}', '"s"', '\\x', -0.0, '1970-01-01+00')""")
-        columns = ", ".join(f"c{i} varchar(40)" for i in range(30))
-        conn.execute(f"CREATE TABLE public.wide (id int PRIMARY KEY, {columns})")
-        values = ", ".join(f"'v{i}-' || g" for i in range(30))
-        conn.execute(f"INSERT INTO public.wide SELECT g, {values} FROM generate_series(1, 3000) g")  # noqa: S608
+        columns = sql.SQL(", ").join(sql.SQL("{} varchar(40)").format(sql.Identifier(f"c{i}")) for i in range(30))
+        conn.execute(sql.SQL("CREATE TABLE public.wide (id int PRIMARY KEY, {})").format(columns))
+        values = sql.SQL(", ").join(sql.SQL("{} || g").format(sql.Literal(f"v{i}-")) for i in range(30))
+        conn.execute(sql.SQL("INSERT INTO public.wide SELECT g, {} FROM generate_series(1, 3000) g").format(values))
         conn.execute("CREATE INDEX wide_c5 ON public.wide (c5)")
 
 
