@@ -183,7 +183,3 @@ def final_report(m: Migration) -> Message:
     if frozen and done and done.finished_at and frozen.finished_at:
         lines.append(f"Writes were frozen for {(done.finished_at - frozen.started_at).total_seconds():.0f}s in all.")
     return "cut over: " + views.title(m), _dump([_md(piece) for piece in chunks("\n".join(lines))])
-
-
-def reply_message(text: str) -> Message:
-    return text_messages(text)[0]
