@@ -83,14 +83,14 @@ def wait_until_resting(store: Store, m: Migration, timeout: float, echo: bool) -
     from worker.reaper import reap  # the waiting client also notices a dead worker
 
     deadline = time.monotonic() + timeout
-    cursor = store.events(m.id)[-1].id if store.events(m.id) else "0-0"
+    cursor = store.last_event_id(m.id) or "0-0"
     last_reap = 0.0
     while time.monotonic() < deadline:
         current = store.get(m.id)
         if current is not None and current.state in RESTING and step_due(current) is None:
             return current
-        for event in store.wait_events(m.id, cursor or "0-0", block_ms=500):
-            cursor = event.id
+        for event in store.wait_events(m.id, cursor, block_ms=500):
+            cursor = event.id or cursor
             if echo:
                 typer.echo(views.event_line(event), err=True)
         if time.monotonic() - last_reap > 2:

@@ -174,6 +174,10 @@ class Store:
         rows: Any = self.redis.xrange(self.keys.events(migration_id), min=start, count=count)
         return [self._event(stream_id, fields) for stream_id, fields in rows]
 
+    def last_event_id(self, migration_id: str) -> str | None:
+        rows: Any = self.redis.xrevrange(self.keys.events(migration_id), count=1)
+        return _text(rows[0][0]) if rows else None
+
     def wait_events(self, migration_id: str, after: str, block_ms: int) -> list[AuditEvent]:
         reply: Any = self.redis.xread({self.keys.events(migration_id): after}, block=block_ms)
         return [self._event(stream_id, fields) for _, rows in reply for stream_id, fields in rows]

@@ -61,10 +61,12 @@ def force_state(store: Store, server: str, *events: Event) -> None:
 
 
 def snapshot(url: str) -> dict[str, Any]:
-    """Every key and value in Redis: 'changes nothing' is checked against this."""
+    """Every key and value in Redis, whatever its type: 'changes nothing' is checked against this, and the
+    leak test searches it (a refusal that enqueued a job or set a chat reference must show)."""
     client = redis.Redis.from_url(url)
-    out: dict[str, Any] = {}
-    for key in client.scan_iter():
-        kind = client.type(key).decode()
-        out[key.decode()] = client.get(key) if kind == "string" else client.xrange(key) if kind == "stream" else kind
-    return out
+    readers = {
+        "string": client.get, "stream": client.xrange, "hash": client.hgetall, "set": client.smembers,
+        "list": lambda key: client.lrange(key, 0, -1), "zset": lambda key: client.zrange(key, 0, -1, withscores=True),
+    }
+    return {key.decode(errors="replace"): readers.get(client.type(key).decode(), lambda _key: None)(key)
+            for key in client.scan_iter()}
