@@ -72,7 +72,8 @@ class Config(_Section):
     approval_ttl_minutes: float = 30.0
     freeze_grace_seconds: float = 30.0
     lease_seconds: float = 30.0
-    work_dir: str | None = None  # where dumps are staged; the system temp dir when unset
+    work_dir: str | None = None  # where schema dumps are staged; the system temp dir when unset
+    split_table_mb: int = Field(default=256, ge=1)  # tables bigger than this are copied in ranges, concurrently
     tool_dirs: list[str] = Field(default_factory=list)  # extra places to look for pg_dump & co.
     queue_name: str = "pgmove"
     freshness: list[FreshnessCheck] = Field(default_factory=list)

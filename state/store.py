@@ -50,6 +50,9 @@ class Keys:
     def chat_inbox_taken(self) -> str:
         return f"{self.prefix}:chat:inbox:taken"
 
+    def checkpoints(self, migration_id: str) -> str:
+        return f"{self.prefix}:migration:{migration_id}:checkpoints"
+
     def chat(self, migration_id: str) -> str:
         return f"{self.prefix}:migration:{migration_id}:chat"
 
@@ -162,6 +165,19 @@ class Store:
             pipe.zadd(self.keys.index, {m.id: m.created_at.timestamp()})
         for event in events:
             pipe.xadd(self.keys.events(m.id), {"e": event.model_dump_json(exclude={"id"})})
+
+    # -- copy checkpoints: what a resumed copy may keep ---------------------------------------------
+
+    def checkpoints(self, migration_id: str) -> set[str]:
+        members: Any = self.redis.smembers(self.keys.checkpoints(migration_id))
+        return {_text(m) for m in members}
+
+    def add_checkpoint(self, migration_id: str, key: str) -> None:
+        self.redis.sadd(self.keys.checkpoints(migration_id), key)
+
+    def remove_checkpoints(self, migration_id: str, keys: set[str]) -> None:
+        if keys:
+            self.redis.srem(self.keys.checkpoints(migration_id), *keys)
 
     # -- event stream -----------------------------------------------------------------------
 

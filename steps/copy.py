@@ -1,32 +1,72 @@
-"""The offline copy: roles, then every database with its definition, data (pg_dump -Fd | pg_restore -j) and settings.
+"""The offline copy of the whole server: roles, then every database at once through one pool of jobs.
 
-Database and role settings come from the freeze snapshot, not the live (frozen) catalog, so nothing of
-the freeze reaches the target, while a database that was read-only by design stays read-only.
+Per database: its definition, then pre-data (pg_dump's schema, one transaction); then the data of all
+databases' tables streamed by COPY across the pool, largest first, very large tables in ctid ranges;
+each table's indexes and keys built as soon as its data is in, then ANALYZE; then the database's other
+post-data (foreign keys, triggers, ...), materialized views refreshed, and its ACL, comment and
+settings as they were before the freeze (from the snapshot: nothing of the freeze reaches the target).
+
+Resumable: every finished table is checkpointed, so a retried copy keeps what is done and copies the
+rest. A database whose schema was not complete, or whose post-data had started, starts over.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import shutil
-import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
 
 from state.errors import StepFailed
 from state.models import FreezeSnapshot
-from steps import guards
+from steps import guards, objects, schema, tables
 from steps.catalog import DatabaseDefinition, database_definition
-from steps.connect import Endpoint, Progress, connection, describe
+from steps.connect import Endpoint, Progress, connect, connection, describe
+from steps.copyprogress import Ticker
+from steps.dbprops import apply_database_properties, apply_role_settings, create_database
+from steps.pool import Pool
 from steps.roles import copy_roles
-from steps.settings import before_freeze, read_settings, set_statement
-from steps.tools import ToolSet, psql_path, run_tool
+from steps.settings import before_freeze, read_settings
+from steps.tools import ToolSet
+
+# A table bigger than this is copied in ctid ranges (about this size each), at most one per job.
+SPLIT_BYTES = 256 * 1024 * 1024
+DATA, AFTER_DATA, INDEX, FINISH = 3, 2, 1, 0  # pool priorities: finishing work first
+
+
+class Checkpoints(Protocol):
+    def done(self) -> set[str]: ...
+    def mark(self, key: str) -> None: ...
+    def forget(self, keys: set[str]) -> None: ...
+
+
+class MemoryCheckpoints:
+    """Checkpoints that live as long as the process: for a copy run outside a migration (benchmarks, tests)."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+
+    def done(self) -> set[str]:
+        return set(self.keys)
+
+    def mark(self, key: str) -> None:
+        self.keys.add(key)
+
+    def forget(self, keys: set[str]) -> None:
+        self.keys -= keys
+
+
+def checkpoint(database: str, what: str) -> str:
+    return json.dumps([database, what])
 
 
 @dataclass(frozen=True)
@@ -39,186 +79,269 @@ class CopyJob:
     snapshot: FreezeSnapshot | None
     work_dir: str | None
     created_before: list[str]  # target databases an earlier attempt of this migration created
+    split_bytes: int = SPLIT_BYTES
 
 
-def run(
-    job: CopyJob, progress: Progress, will_create: Callable[[str], None], should_stop: Callable[[], bool]
-) -> dict[str, Any]:
+@dataclass
+class _Database:
+    definition: DatabaseDefinition
+    schema: schema.Schema
+    tables: list[tables.Table]
+    pending: int = 0
+    stats: dict[str, float] = field(default_factory=lambda: {"tables": 0, "rows": 0, "bytes": 0})
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+
+def run(job: CopyJob, progress: Progress, will_create: Callable[[str], None], should_stop: Callable[[], bool],
+        checkpoints: Checkpoints | None = None) -> dict[str, Any]:
     """Copy everything; `will_create(db)` must persist the name before the database is created on the target."""
     started = time.monotonic()
-    with connection(job.src) as src, connection(job.dst) as dst:
-        roles = copy_roles(src, dst, set(job.snapshot.logins) if job.snapshot else set())
-        progress(f"roles: {len(roles['created'])} created, {len(roles['kept'])} already on {job.dst.name}", roles=roles)
-        settings = before_freeze(read_settings(src), job.snapshot)
-        definitions = [database_definition(src, name) for name in job.databases]
-        for definition in definitions:
-            _prepare_target_database(dst, definition, job, will_create, progress)
-    done = []
-    for index, definition in enumerate(definitions, 1):
-        if should_stop():
-            raise StepFailed("the copy was stopped because the migration moved on")
-        t0 = time.monotonic()
-        progress(f"copying database {definition.name} ({index}/{len(definitions)})", database=definition.name,
-                 index=index, total=len(definitions))
-        _dump_and_restore(job, definition.name, progress, should_stop)
-        with connection(job.dst) as dst:
-            _apply_database_properties(job.src, dst, definition, settings)
-        with connection(job.dst, definition.name) as conn:
-            if job.snapshot is not None:  # the dump carries the freeze's revoked privileges: put the originals back
-                guards.restore_acls(conn, [a for a in job.snapshot.acls if a.database == definition.name])
-            conn.execute("ANALYZE")
-        seconds = round(time.monotonic() - t0, 2)
-        done.append({"database": definition.name, "seconds": seconds})
-        progress(f"database {definition.name} copied in {seconds:.1f}s", database=definition.name, seconds=seconds)
-    _apply_role_settings(job.dst, settings, set(job.databases))
-    return {"roles": roles, "databases": done, "seconds": round(time.monotonic() - started, 2),
-            "tools": job.toolset.describe()}
-
-
-def _prepare_target_database(
-    dst: psycopg.Connection[Any], definition: DatabaseDefinition, job: CopyJob,
-    will_create: Callable[[str], None], progress: Progress,
-) -> None:
-    name = definition.name
-    exists = dst.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
-    if exists and name not in job.created_before:
-        raise StepFailed(f"{job.dst.name} already has a database named {name} that pgmove did not create; "
-                         "it is left untouched. Drop or rename it there, then retry.")
-    if exists:
-        # Ours from an earlier, interrupted attempt: a half-restored database must never pass as copied.
-        progress(f"dropping {name} on {job.dst.name}, left half-copied by an earlier attempt")
-        dst.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-    will_create(name)
-    dst.execute(_create_database(definition, int(dst.info.server_version) // 10000))
-
-
-def _create_database(d: DatabaseDefinition, target_major: int) -> sql.Composed:
-    parts = [
-        sql.SQL("TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
-            sql.Literal(d.encoding), sql.Literal(d.collate), sql.Literal(d.ctype)),
-        sql.SQL("OWNER {}").format(sql.Identifier(d.owner)),
-        sql.SQL("CONNECTION LIMIT {}").format(sql.Literal(d.connection_limit)),
-    ]
-    if d.locale_provider == "i" and d.icu_locale:
-        locale_kw = "LOCALE" if target_major >= 17 else "ICU_LOCALE"
-        parts.append(sql.SQL("LOCALE_PROVIDER icu {} {}").format(sql.SQL(locale_kw), sql.Literal(d.icu_locale)))
-    return sql.SQL("CREATE DATABASE {} WITH {}").format(sql.Identifier(d.name), sql.SQL(" ").join(parts))
-
-
-def _dump_and_restore(job: CopyJob, name: str, progress: Progress, should_stop: Callable[[], bool]) -> None:
     staging = tempfile.mkdtemp(prefix="pgmove-", dir=job.work_dir)
-    archive = os.path.join(staging, "dump")
-    jobs = str(max(1, job.jobs))
     try:
-        # No compression: the staging copy lives for minutes, and gzip would spend the CPU the copy needs.
-        # No statistics (pg_dump 18+ dumps them by default): ANALYZE rebuilds them on the target, from
-        # the target's own data and version, instead of restoring a source version's numbers.
-        no_stats = ["--no-statistics"] if job.toolset.major >= 18 else []
-        run_tool(
-            [job.toolset.path("pg_dump"), "--format=directory", f"--jobs={jobs}", "--no-sync", "--compress=0",
-             *no_stats, f"--file={archive}", f"--dbname={job.src.conninfo(name)}"],
-            job.src.tool_env(dict(os.environ)), should_stop=should_stop,
-        )
-        progress(f"{name}: dump finished, restoring with {jobs} jobs", database=name)
-        listing = os.path.join(staging, "restore.list")
-        _write_restore_list(job, archive, listing)
-        env = job.dst.tool_env(dict(os.environ))
-        restore = [job.toolset.path("pg_restore"), "--exit-on-error", "--no-password", f"--use-list={listing}"]
-        # Pre-data (the schema) goes through a filter first: a source can carry column options its
-        # target does not know, and one unknown option would stop the whole restore.
-        pre_data = os.path.join(staging, "pre-data.sql")
-        run_tool([*restore, "--section=pre-data", f"--file={pre_data}", archive], env, should_stop=should_stop)
-        dropped = _keep_known_column_options(pre_data)
-        if dropped:
-            progress(f"{name}: column options the target does not know were left out: {', '.join(sorted(dropped))}",
-                     database=name, options=sorted(dropped))
-        run_tool([psql_path(job.toolset), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
-                  f"--dbname={job.dst.conninfo(name)}", f"--file={pre_data}"], env, should_stop=should_stop)
-        run_tool([*restore, f"--jobs={jobs}", "--section=data", "--section=post-data",
-                  f"--dbname={job.dst.conninfo(name)}", archive], env, should_stop=should_stop)
+        return _Copy(job, progress, should_stop, checkpoints or MemoryCheckpoints(), staging).run(will_create, started)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-# The column options every supported PostgreSQL knows (ALTER TABLE ... ALTER COLUMN ... SET (...)).
-KNOWN_COLUMN_OPTIONS = frozenset({"n_distinct", "n_distinct_inherited"})
-_COLUMN_OPTIONS = re.compile(r"^(ALTER TABLE ONLY .+ ALTER COLUMN .+ SET \()(.*)(\);)$")
+class _Copy:
+    def __init__(self, job: CopyJob, progress: Progress, should_stop: Callable[[], bool], checkpoints: Checkpoints,
+                 staging: str) -> None:
+        self.job, self.progress, self.checkpoints, self.staging = job, progress, checkpoints, staging
+        self.pool = Pool(job.jobs, should_stop)
+        self.lock = threading.Lock()
+        self.local = threading.local()
+        self.done = checkpoints.done()
+        self.ticker = Ticker(progress)
+        self.same_major = False
+        self.finished: list[dict[str, Any]] = []
+        self.dropped_options: set[str] = set()
 
+    def run(self, will_create: Callable[[str], None], started: float) -> dict[str, Any]:
+        job = self.job
+        with connection(job.src) as src, connection(job.dst) as dst:
+            roles = copy_roles(src, dst, set(job.snapshot.logins) if job.snapshot else set())
+            self.progress(f"roles: {len(roles['created'])} created, {len(roles['kept'])} already on {job.dst.name}",
+                          roles=roles)
+            self.settings = before_freeze(read_settings(src), job.snapshot)
+            self.same_major = src.info.server_version // 10000 == dst.info.server_version // 10000
+            definitions = [database_definition(src, name) for name in job.databases]
+            databases = [self._prepare(src, dst, d, will_create) for d in definitions]
+        for db in databases:
+            self._plan(db)
+        with self.ticker:
+            try:
+                self.pool.run()
+            finally:
+                self._close_connections()
+        apply_role_settings(job.dst, self.settings, set(job.databases))
+        return {"roles": roles, "databases": self.finished, "seconds": round(time.monotonic() - started, 2),
+                "tools": job.toolset.describe(), "column_options_left_out": sorted(self.dropped_options),
+                "jobs": self.pool.workers}
 
-def _keep_known_column_options(path: str) -> set[str]:
-    """Rewrite the pre-data script keeping only known column options; returns the names left out."""
-    dropped: set[str] = set()
-    kept_lines = []
-    with open(path) as script:
-        for line in script:
-            match = _COLUMN_OPTIONS.match(line.rstrip("\n"))
-            if match:
-                options = [o.strip() for o in match.group(2).split(",") if o.strip()]
-                known = [o for o in options if o.split("=", 1)[0].strip() in KNOWN_COLUMN_OPTIONS]
-                dropped |= {o.split("=", 1)[0].strip() for o in options} - KNOWN_COLUMN_OPTIONS
-                if not known:
-                    continue
-                line = f"{match.group(1)}{', '.join(known)}{match.group(3)}\n"
-            kept_lines.append(line)
-    with open(path, "w") as script:
-        script.writelines(kept_lines)
-    return dropped
+    # -- per database, before the pool ----------------------------------------------------------
 
+    def _prepare(self, src: psycopg.Connection[Any], dst: psycopg.Connection[Any], d: DatabaseDefinition,
+                 will_create: Callable[[str], None]) -> _Database:
+        job, name = self.job, d.name
+        exists = dst.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+        if exists and name not in job.created_before:
+            raise StepFailed(f"{job.dst.name} already has a database named {name} that pgmove did not create; "
+                             "it is left untouched. Drop or rename it there, then retry.")
+        resumable = (checkpoint(name, "schema") in self.done and checkpoint(name, "post-data started") not in self.done)
+        if exists and not resumable:
+            # Ours from an earlier attempt, but with an incomplete schema or a half-run post-data: start it over.
+            self.progress(f"dropping {name} on {job.dst.name}, left incomplete by an earlier attempt")
+            dst.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        if not exists or not resumable:
+            self._forget(name)
+            will_create(name)
+            dst.execute(create_database(d, int(dst.info.server_version) // 10000))
+        archive = schema.dump(job.src, name, job.toolset, self.staging, self.pool.stopping)
+        with connection(job.src, name) as src_db:
+            loaded = schema.load(archive, job.toolset, src_db, job.dst.tool_env(dict(os.environ)))
+            db = _Database(d, loaded, tables.list_tables(src_db))
+        if exists and resumable:
+            kept = sum(1 for t in db.tables if checkpoint(name, f"table {t.oid}") in self.done)
+            self.progress(f"{name}: resuming, {kept} of {len(db.tables)} tables already copied", database=name)
+            return db
+        dropped = schema.restore_pre_data(loaded, job.toolset, job.dst, name, self.staging, self.pool.stopping)
+        if dropped:
+            self.dropped_options |= dropped
+            self.progress(f"{name}: column options the target does not know were left out: {', '.join(sorted(dropped))}",
+                          database=name, options=sorted(dropped))
+        self._mark(name, "schema")
+        self.progress(f"{name}: schema restored; {len(db.tables)} tables to copy", database=name, tables=len(db.tables))
+        return db
 
-def _write_restore_list(job: CopyJob, archive: str, listing: str) -> None:
-    """The archive's table of contents minus the freeze's guards: nothing of the freeze reaches the target."""
-    done = subprocess.run([job.toolset.path("pg_restore"), "--list", archive], capture_output=True, text=True,
-                          env=job.dst.tool_env(dict(os.environ)), check=False)
-    if done.returncode != 0:
-        raise StepFailed(f"pg_restore could not read the dump of {archive}: {done.stderr.strip()[-300:]}")
-    kept = [line for line in done.stdout.splitlines() if not guards.RESTORE_EXCLUDE.match(line)]
-    with open(listing, "w") as out:
-        out.write("\n".join(kept) + "\n")
+    def _forget(self, name: str) -> None:
+        mine = {key for key in self.done if json.loads(key)[0] == name}
+        if mine:
+            self.checkpoints.forget(mine)
+            self.done -= mine
 
-
-def _apply_database_properties(
-    src: Endpoint, dst: psycopg.Connection[Any], d: DatabaseDefinition, settings: list[Any]
-) -> None:
-    """ACL, comment and settings of the database, applied after its data (a read-only default would block the restore)."""
-    with connection(src) as conn:
-        acl = conn.execute(
-            """
-            SELECT a.privilege_type, coalesce(g.rolname, 'PUBLIC'), a.is_grantable
-            FROM pg_database d CROSS JOIN LATERAL aclexplode(d.datacl) a LEFT JOIN pg_roles g ON g.oid = a.grantee
-            WHERE d.datname = %s
-            """,
-            (d.name,),
-        ).fetchall()
-    db = sql.Identifier(d.name)
-    if acl:
-        dst.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
-        dst.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(db, sql.Identifier(d.owner)))
-        for privilege, grantee, grantable in acl:
-            who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
-            statement = sql.SQL("GRANT {} ON DATABASE {} TO {}").format(sql.SQL(privilege), db, who)
-            dst.execute(sql.SQL("{} WITH GRANT OPTION").format(statement) if grantable else statement)
-    if d.comment:
-        dst.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(db, sql.Literal(d.comment)))
-    for row in settings:
-        if row.database == d.name and row.role is None:
-            _execute_setting(dst, row)
-
-
-def _apply_role_settings(dst_ep: Endpoint, settings: list[Any], databases: set[str]) -> None:
-    with connection(dst_ep) as dst:
-        roles = {r[0] for r in dst.execute("SELECT rolname FROM pg_roles").fetchall()}
-        for row in settings:
-            if row.role is None and row.database is not None:
-                continue  # database-wide: applied with its database
-            if row.role is not None and row.role not in roles:
+    def _plan(self, db: _Database) -> None:
+        db.pending = len(db.tables) + 2  # each table, the sequences, the large objects
+        self.pool.submit((DATA, 0), f"{db.name} sequences", lambda: self._sequences(db))
+        self.pool.submit((DATA, 0), f"{db.name} large objects", lambda: self._large_objects(db))
+        for table in db.tables:
+            if checkpoint(db.name, f"table {table.oid}") in self.done:
+                self._table_done(db, table, resumed=True)
                 continue
-            if row.database is not None and row.database not in databases:
+            pieces = min(self.pool.workers, -(-table.size_bytes // self.job.split_bytes))
+            slices = tables.split(table, pieces)
+            if len(slices) == 1:
+                self.pool.submit((DATA, -table.size_bytes), f"{db.name}.{table.label}",
+                                 partial(self._copy, db, table, list(slices), slices[0], True))
                 continue
-            _execute_setting(dst, row)
+            self.pool.submit((DATA, -table.size_bytes), f"{db.name}.{table.label} empty",
+                             partial(self._empty_then_split, db, table, slices))
+
+    # -- pool tasks -------------------------------------------------------------------------------
+
+    def _empty_then_split(self, db: _Database, table: tables.Table, slices: list[tables.Slice]) -> None:
+        self._dst(db.name).execute(sql.SQL("TRUNCATE ONLY {}").format(table.ident))
+        waiting = list(slices)
+        for s in slices:
+            self.pool.submit((DATA, -s.table.size_bytes // len(slices)), f"{db.name}.{s.label}",
+                             partial(self._copy, db, table, waiting, s, False))
+
+    def _copy(self, db: _Database, table: tables.Table, waiting: list[tables.Slice], s: tables.Slice,
+              exclusive: bool) -> None:
+        moved = tables.Moved()
+        binary = self.same_major and table.builtin_types
+        with self.ticker.watch(db.name, s, moved):
+            tables.copy_slice(self.job.src, self._src(db.name), self._dst(db.name), db.name, s, binary, exclusive,
+                              self.job.toolset, moved, self.pool.stopping)
+        with self.lock:
+            waiting.remove(s)
+            db.stats["rows"] += moved.rows
+            db.stats["bytes"] += moved.bytes
+            if waiting:
+                return
+        self._mark(db.name, f"table {table.oid}")
+        self._table_done(db, table)
+
+    def _table_done(self, db: _Database, table: tables.Table, resumed: bool = False) -> None:
+        with self.lock:
+            db.stats["tables"] += 1
+        items = db.schema.table_items.get(table.oid, [])
+        left = [len(items)]
+
+        def analyze() -> None:
+            self._dst(db.name).execute(sql.SQL("ANALYZE {}").format(table.ident))
+            self._database_part_done(db)
+
+        def build(item: schema.TableItem) -> None:
+            self._build(db, table, item, resumed)
+            with self.lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                self.pool.submit((AFTER_DATA,), f"{db.name} analyze {table.label}", analyze)
+
+        if not items:
+            self.pool.submit((AFTER_DATA,), f"{db.name} analyze {table.label}", analyze)
+        for item in items:
+            self.pool.submit((INDEX, -table.size_bytes), f"{db.name} {item.name}", partial(build, item))
+
+    def _build(self, db: _Database, table: tables.Table, item: schema.TableItem, resumed: bool) -> None:
+        conn = self._dst(db.name)
+        if resumed and _exists(conn, table, item):
+            return  # built by the attempt that copied this table
+        try:
+            conn.execute(sql.SQL(item.sql))  # pg_dump's own text
+        except psycopg.Error as exc:
+            raise StepFailed(f"{db.name}: building {item.name} failed: {describe(exc)}") from None
+
+    def _sequences(self, db: _Database) -> None:
+        count = objects.copy_sequences(self._src(db.name), self._dst(db.name))
+        db.stats["sequences"] = count
+        self._database_part_done(db)
+
+    def _large_objects(self, db: _Database) -> None:
+        count, size = objects.copy_large_objects(self._src(db.name), self._dst(db.name))
+        db.stats["large_objects"] = count
+        db.stats["bytes"] += size
+        self._database_part_done(db)
+
+    def _database_part_done(self, db: _Database) -> None:
+        with self.lock:
+            db.pending -= 1
+            last = db.pending == 0
+        if last:
+            self.progress(f"{db.name}: data in ({int(db.stats['tables'])} tables, {int(db.stats['rows'])} rows, "
+                          f"{db.stats['bytes'] / 1e6:.1f} MB); finishing post-data", database=db.name)
+            self.pool.submit((FINISH,), f"{db.name} post-data", lambda: self._finish(db))
+
+    def _finish(self, db: _Database) -> None:
+        job, name = self.job, db.name
+        self._mark(name, "post-data started")
+        schema.restore_remainder(db.schema, job.toolset, job.dst, name, self.staging, job.jobs, self.pool.stopping)
+        with connection(job.src, name) as src:
+            matviews = objects.populated_matviews_in_order(src)
+        with connection(job.dst) as dst:
+            apply_database_properties(job.src, dst, db.definition, self.settings)
+        with connection(job.dst, name) as conn:
+            if job.snapshot is not None:  # the dump carries the freeze's revoked privileges: put the originals back
+                guards.restore_acls(conn, [a for a in job.snapshot.acls if a.database == name])
+            conn.execute("SET default_transaction_read_only = off")
+            objects.refresh(conn, matviews)
+            objects.analyze_parents_and_matviews(conn)
+        seconds = round(time.monotonic() - db.started, 2)
+        with self.lock:
+            self.finished.append({"database": name, "seconds": seconds, **{k: int(v) for k, v in db.stats.items()}})
+        self.progress(f"database {name} copied in {seconds:.1f}s", database=name, seconds=seconds)
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def _mark(self, database: str, what: str) -> None:
+        key = checkpoint(database, what)
+        self.checkpoints.mark(key)
+        with self.lock:
+            self.done.add(key)
+
+    def _src(self, database: str) -> psycopg.Connection[Any]:
+        return self._connection("src", self.job.src, database)
+
+    def _dst(self, database: str) -> psycopg.Connection[Any]:
+        return self._connection("dst", self.job.dst, database)
+
+    def _connection(self, side: str, endpoint: Endpoint, database: str) -> psycopg.Connection[Any]:
+        """One connection per job thread, server and database, reused across its tasks."""
+        cache: dict[tuple[str, str], psycopg.Connection[Any]] = self.local.__dict__.setdefault("conns", {})
+        conn = cache.get((side, database))
+        if conn is None or conn.closed:
+            conn = connect(endpoint, database)
+            if side == "dst":
+                _tune_for_bulk_load(conn)
+            cache[(side, database)] = conn
+            with self.lock:
+                self.__dict__.setdefault("_all_conns", []).append(conn)
+        return conn
+
+    def _close_connections(self) -> None:
+        for conn in self.__dict__.get("_all_conns", []):
+            conn.close()
 
 
-def _execute_setting(dst: psycopg.Connection[Any], row: Any) -> None:
-    try:
-        dst.execute(set_statement(row, row.value))
-    except psycopg.Error as exc:
-        raise StepFailed(f"could not apply setting {row.name} on the target: {describe(exc)}") from None
+def _exists(conn: psycopg.Connection[Any], table: tables.Table, item: schema.TableItem) -> bool:
+    if item.key.startswith(f"{schema.PG_CONSTRAINT}:"):
+        query = "SELECT 1 FROM pg_constraint WHERE conname = %s AND conrelid = to_regclass(%s)"
+    else:
+        query = ("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                 "WHERE c.relname = %s AND n.nspname = %s AND c.relkind IN ('i', 'I')")
+    args = (item.name, table.ident.as_string(conn)) if "conrelid" in query else (item.name, table.schema)
+    return conn.execute(query, args).fetchone() is not None
+
+
+def _tune_for_bulk_load(conn: psycopg.Connection[Any]) -> None:
+    """Session settings only, so they end with the session: nothing to reset on the target."""
+    conn.execute("SET synchronous_commit = off")
+    conn.execute("SELECT pg_catalog.set_config('search_path', '', false)")
+    current = conn.execute("SELECT setting::bigint * 1024 FROM pg_settings WHERE name = 'maintenance_work_mem'").fetchone()
+    if current and current[0] < 256 * 1024 * 1024:
+        conn.execute("SET maintenance_work_mem = '256MB'")

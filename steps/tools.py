@@ -104,6 +104,15 @@ def _die_with_parent() -> None:
         pass
 
 
+def spawn_tool(argv: Sequence[str], env: dict[str, str], stdout: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    """Start a client program that dies with the worker; its stderr is piped for the error message."""
+    try:
+        return subprocess.Popen(list(argv), env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE,
+                                preexec_fn=_die_with_parent)
+    except OSError as exc:
+        raise ToolFailed(f"Cannot start {Path(argv[0]).name}: {exc.strerror}", program=Path(argv[0]).name) from None
+
+
 def run_tool(
     argv: Sequence[str],
     env: dict[str, str],

@@ -219,12 +219,29 @@ def _copy(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
         if name not in created:
             ctx.record(f"creating database {name} on {dst.name}", created_target_databases=[*created, name])
 
-    job = copy.CopyJob(src, dst, databases, m.plan.jobs, toolset, m.freeze, rt.config.work_dir, m.created_target_databases)
-    result = copy.run(job, ctx.progress, will_create, ctx.should_stop)
+    job = copy.CopyJob(src, dst, databases, m.plan.jobs, toolset, m.freeze, rt.config.work_dir, m.created_target_databases,
+                       split_bytes=rt.config.split_table_mb * 1024 * 1024)
+    result = copy.run(job, ctx.progress, will_create, ctx.should_stop, CopyCheckpoints(rt, m.id))
     current = rt.store.get(m.id)
     _prove_quiet(current or m, src, ctx, "during the copy")
     result["databases_copied"] = databases
     return Event.COPIED, f"copied {len(databases)} databases to {dst.name} in {result['seconds']:.1f}s", result, {}
+
+
+class CopyCheckpoints:
+    """The copy's record of finished work, kept beside the migration so a retry resumes instead of restarting."""
+
+    def __init__(self, rt: Runtime, migration_id: str) -> None:
+        self.store, self.migration_id = rt.store, migration_id
+
+    def done(self) -> set[str]:
+        return self.store.checkpoints(self.migration_id)
+
+    def mark(self, key: str) -> None:
+        self.store.add_checkpoint(self.migration_id, key)
+
+    def forget(self, keys: set[str]) -> None:
+        self.store.remove_checkpoints(self.migration_id, keys)
 
 
 def _prove_quiet(m: Migration, src: Endpoint, ctx: StepContext, when: str) -> None:

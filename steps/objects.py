@@ -1,0 +1,119 @@
+"""The data that does not live in tables (sequence positions, large objects, materialized views) and
+the statistics of what ANALYZE on a plain table does not cover (partitioned and inheritance parents)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+LO_CHUNK = 1 << 20
+
+_SEQUENCES = """
+    SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'
+"""
+
+
+def copy_sequences(src: psycopg.Connection[Any], dst: psycopg.Connection[Any]) -> int:
+    """Every sequence's position, is_called included (nextval's next answer is the source's)."""
+    count = 0
+    for schema, name in src.execute(_SEQUENCES).fetchall():
+        ident = sql.Identifier(schema, name)
+        row = src.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(ident)).fetchone()
+        assert row is not None
+        dst.execute("SELECT pg_catalog.setval(%s::regclass, %s, %s)", (ident.as_string(dst), row[0], row[1]))
+        count += 1
+    return count
+
+
+_LARGE_OBJECTS = """
+    SELECT oid, pg_get_userbyid(lomowner), lomacl::text, obj_description(oid, 'pg_largeobject')
+    FROM pg_largeobject_metadata ORDER BY oid
+"""
+
+
+def copy_large_objects(src: psycopg.Connection[Any], dst: psycopg.Connection[Any]) -> tuple[int, int]:
+    """Each large object with its owner, ACL and comment, and its bytes a chunk at a time.
+
+    Done here rather than by pg_dump: a dump without its data section leaves large objects out
+    altogether from pg_dump 17 on, and the bytes must stream anyway.
+    """
+    objects, total = 0, 0
+    for oid, owner, acl, comment in src.execute(_LARGE_OBJECTS).fetchall():
+        with dst.transaction():
+            if dst.execute("SELECT 1 FROM pg_largeobject_metadata WHERE oid = %s", (oid,)).fetchone() is None:
+                dst.execute("SELECT pg_catalog.lo_create(%s)", (oid,))
+            dst.execute(sql.SQL("ALTER LARGE OBJECT {} OWNER TO {}").format(sql.Literal(oid), sql.Identifier(owner)))
+            # The ACL byte for byte, NULL included (GRANT cannot return it to NULL): the value is the source server's.
+            dst.execute("UPDATE pg_catalog.pg_largeobject_metadata SET lomacl = %s::aclitem[] WHERE oid = %s", (acl, oid))
+            dst.execute(sql.SQL("COMMENT ON LARGE OBJECT {} IS {}").format(sql.Literal(oid), sql.Literal(comment)))
+            dst.execute("SELECT pg_catalog.lo_truncate(pg_catalog.lo_open(%s, 131072), 0)", (oid,))  # INV_WRITE
+            offset = 0
+            while True:
+                row = src.execute("SELECT pg_catalog.lo_get(%s, %s, %s)", (oid, offset, LO_CHUNK)).fetchone()
+                data = row[0] if row else b""
+                if not data:
+                    break
+                dst.execute("SELECT pg_catalog.lo_put(%s, %s, %s)", (oid, offset, data))
+                offset += len(data)
+        objects += 1
+        total += offset
+    return objects, total
+
+
+_VIEW_DEPENDENCIES = """
+    SELECT DISTINCT v.oid, v.relkind, v.relispopulated, r.ev_class <> d.refobjid AND ref.relkind IN ('v', 'm'),
+           d.refobjid
+    FROM pg_class v JOIN pg_rewrite r ON r.ev_class = v.oid
+    JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_class'::regclass
+    JOIN pg_class ref ON ref.oid = d.refobjid
+    WHERE v.relkind IN ('v', 'm')
+"""
+
+
+def populated_matviews_in_order(src: psycopg.Connection[Any]) -> list[str]:
+    """The source's populated materialized views, each after every materialized view it reads (through views too)."""
+    kinds: dict[int, tuple[str, bool]] = {}
+    reads: dict[int, set[int]] = {}
+    for oid, kind, populated, is_view_ref, ref in src.execute(_VIEW_DEPENDENCIES).fetchall():
+        kinds[oid] = (kind, populated)
+        reads.setdefault(oid, set())
+        if is_view_ref:
+            reads[oid].add(ref)
+    ordered: list[int] = []
+    seen: set[int] = set()
+
+    def visit(oid: int) -> None:
+        if oid in seen:
+            return
+        seen.add(oid)
+        for ref in sorted(reads.get(oid, ())):
+            visit(ref)
+        if kinds.get(oid) == ("m", True):
+            ordered.append(oid)
+
+    for oid in sorted(kinds):
+        visit(oid)
+    names = dict(src.execute("SELECT oid, oid::regclass::text FROM pg_class WHERE oid = ANY(%s)", (ordered,)).fetchall())
+    return [names[oid] for oid in ordered]
+
+
+def refresh(dst: psycopg.Connection[Any], matviews: list[str]) -> None:
+    for name in matviews:
+        dst.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.SQL(name)))
+
+
+def analyze_parents_and_matviews(dst: psycopg.Connection[Any]) -> None:
+    """Plain tables were analyzed as they arrived; these need their own pass (autovacuum never does parents)."""
+    rows = dst.execute(
+        """
+        SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'
+          AND (c.relkind IN ('p', 'm') OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid))
+          AND (c.relkind <> 'm' OR c.relispopulated)
+        """
+    ).fetchall()
+    for (name,) in rows:
+        dst.execute(sql.SQL("ANALYZE {}").format(sql.SQL(name)))
