@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -25,12 +26,14 @@ from state.store import Store
 log = logging.getLogger("pgmove.notifier")
 
 STATUS, CURSOR, CHANNEL = "status_ts", "cursor", "channel"
+LIVE_EVERY = 5.0  # seconds between status-message edits for live progress (chat.update is rate limited)
 
 
 class Notifier:
     def __init__(self, store: Store, client: WebClient, config: Config) -> None:
         self.store, self.client, self.config = store, client, config
         self.default_channel = config.access.channels[0] if config.access.channels else None
+        self._live_shown: dict[str, float] = {}
 
     def run_forever(self, stop: threading.Event, every: float = 0.3) -> None:
         while not stop.is_set():
@@ -60,17 +63,33 @@ class Notifier:
             status_ts = self._post(channel, text, message)
             self.store.set_chat_ref(migration_id, STATUS, status_ts)
         pending: list[AuditEvent] = []
+        live: AuditEvent | None = None
         for event in events:
+            if event.data.get("tick"):
+                live = event  # live progress edits the status message; it would flood the thread
+                continue
             pending.append(event)
             if event.kind in (EventKind.TRANSITION, EventKind.DECISION):
+                live = None  # the status message now shows this milestone; older live lines are stale
                 self._thread_lines(channel, status_ts, pending)
                 pending = []
                 self._on_milestone(m, channel, status_ts, event)
                 self.store.set_chat_ref(migration_id, CURSOR, event.id or cursor)
         if pending:
             self._thread_lines(channel, status_ts, pending)
-            self.store.set_chat_ref(migration_id, CURSOR, pending[-1].id or cursor)
+        if events:
+            self.store.set_chat_ref(migration_id, CURSOR, events[-1].id or cursor)
+        if live is not None:
+            self._show_live(m, channel, status_ts, live)
         self._expire(m, channel)
+
+    def _show_live(self, m: Migration, channel: str, status_ts: str, event: AuditEvent) -> None:
+        now = time.monotonic()
+        if now - self._live_shown.get(m.id, 0.0) < LIVE_EVERY:
+            return
+        self._live_shown[m.id] = now
+        text, message = blocks.status_message(m, None, live=event.message)
+        self._update(channel, status_ts, text, message)
 
     def _on_milestone(self, m: Migration, channel: str, status_ts: str, event: AuditEvent) -> None:
         if event.kind == EventKind.TRANSITION:

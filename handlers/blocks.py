@@ -66,8 +66,9 @@ def text_messages(text: str) -> list[Message]:
     return [(piece, _dump([_md(piece)])) for piece in chunks(text)]
 
 
-def status_message(m: Migration, as_of: AuditEvent | None = None) -> Message:
-    """The one status message of a migration, as it stood at event `as_of` (so each update shows its state)."""
+def status_message(m: Migration, as_of: AuditEvent | None = None, live: str | None = None) -> Message:
+    """The one status message of a migration, as it stood at event `as_of` (so each update shows its state),
+    with the latest live progress line while a step runs."""
     state = as_of.to_state if as_of is not None and as_of.to_state is not None else m.state
     at = as_of.at if as_of is not None else m.updated_at
     shown = m.model_copy(update={"state": state})
@@ -87,6 +88,8 @@ def status_message(m: Migration, as_of: AuditEvent | None = None) -> Message:
     blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text=f"pgmove {m.id}"[:150])), _md("\n".join(lines)[:MAX_TEXT])]
     if steps:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text="  ".join(steps)[:MAX_TEXT])]))
+    if live:
+        blocks.append(_md(f":arrows_counterclockwise: {live}"[:MAX_TEXT]))
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"updated {at:%H:%M:%S} UTC · details in the thread")]))
     return f"{views.title(m)}: {state.value}", _dump(blocks)
 

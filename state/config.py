@@ -33,6 +33,9 @@ class ServerConfig(_Section):
     # argv run at cutover to switch the app to this server (it gets PGHOST etc. in its environment)
     cutover_hook: list[str] | None = None
     cutover_hook_timeout: float = 300.0
+    # As a target: false leaves password hashes out of the roles pgmove creates (managed services that
+    # refuse them, or teams that set new passwords on the new server).
+    copy_role_passwords: bool = True
 
     def params(self) -> dict[str, str]:
         """The DSN's keywords (host, port, user, dbname), for display; steps let psycopg parse it for real."""

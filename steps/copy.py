@@ -80,6 +80,7 @@ class CopyJob:
     work_dir: str | None
     created_before: list[str]  # target databases an earlier attempt of this migration created
     split_bytes: int = SPLIT_BYTES
+    role_passwords: bool = True
 
 
 @dataclass
@@ -123,8 +124,10 @@ class _Copy:
     def run(self, will_create: Callable[[str], None], started: float) -> dict[str, Any]:
         job = self.job
         with connection(job.src) as src, connection(job.dst) as dst:
-            roles = copy_roles(src, dst, set(job.snapshot.logins) if job.snapshot else set())
-            self.progress(f"roles: {len(roles['created'])} created, {len(roles['kept'])} already on {job.dst.name}",
+            roles = copy_roles(src, dst, set(job.snapshot.logins) if job.snapshot else set(), job.role_passwords)
+            refused = f"; not reconciled: {'; '.join(roles['not_reconciled'])}" if roles["not_reconciled"] else ""
+            self.progress(f"roles: {len(roles['created'])} created, {len(roles['kept'])} already on {job.dst.name} "
+                          f"({len(roles['reconciled'])} reconciled), password hashes {roles['passwords'][0]}{refused}",
                           roles=roles)
             self.settings = before_freeze(read_settings(src), job.snapshot)
             self.same_major = src.info.server_version // 10000 == dst.info.server_version // 10000

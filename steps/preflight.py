@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from typing import Any
@@ -79,7 +80,7 @@ def _inspect_target(
 ) -> int:
     report.target_version = conn.info.parameter_status("server_version") or ""
     target_major = server_major(conn)
-    _check_superuser(conn, dst, report)
+    _check_target_privileges(conn, dst, report)
     if target_major < source_major:
         report.problems.append(f"{dst.name} runs PostgreSQL {target_major}, older than {src.name} ({source_major}); "
                                "pg_dump output cannot be restored into an older server.")
@@ -133,6 +134,20 @@ def _check_superuser(conn: psycopg.Connection[Any], ep: Endpoint, report: Prefli
                                "to read role passwords, change database settings and end sessions.")
 
 
+def _check_target_privileges(conn: psycopg.Connection[Any], dst: Endpoint, report: PreflightReport) -> None:
+    """A managed target (RDS, Cloud SQL, Azure) gives no superuser: say what needs it and what would work."""
+    row = conn.execute("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user").fetchone()
+    if row and row[0]:
+        return
+    has = [name for name, on in zip(("CREATEROLE", "CREATEDB"), row[1:] if row else (), strict=False) if on]
+    report.problems.append(
+        f"pgmove's role on {dst.name} ({dst.user or 'current user'}) is not a superuser"
+        f"{' (it has ' + ', '.join(has) + ')' if has else ''}: a managed service? The copy sets owners, restores "
+        "privileges exactly (NULL ACLs through the catalog) and creates roles with their attributes, which needs "
+        "superuser there. Options that work: a self-managed target, or the service's own import (pg_dump "
+        "--no-owner --no-acl) with `copy_role_passwords = false` for roles, followed by /pgmove verify.")
+
+
 def _check_app_roles(conn: psycopg.Connection[Any], ep: Endpoint, report: PreflightReport) -> None:
     if not ep.app_roles:
         return
@@ -154,10 +169,10 @@ def _check_disk(conn: psycopg.Connection[Any], ep: Endpoint, report: PreflightRe
     if not ep.is_local:
         report.warnings.append(f"free disk on {ep.name} cannot be checked from here; it needs about {_gb(needed)}.")
         return
-    row = conn.execute("SELECT current_setting('data_directory')").fetchone()
     try:
+        row = conn.execute("SELECT current_setting('data_directory')").fetchone()
         free = shutil.disk_usage(row[0]).free if row else None
-    except OSError:
+    except (OSError, psycopg.errors.InsufficientPrivilege):  # no superuser there (reported on its own)
         free = None
     if free is None:
         report.warnings.append(f"free disk on {ep.name} unknown; it needs about {_gb(needed)}.")
@@ -166,16 +181,11 @@ def _check_disk(conn: psycopg.Connection[Any], ep: Endpoint, report: PreflightRe
 
 
 def _check_work_dir(work_dir: str | None, report: PreflightReport) -> None:
+    """Only schema dumps are staged (the data streams), so the directory must exist and be writable; size hardly matters."""
     where = work_dir or tempfile.gettempdir()
-    largest = max((d.size_bytes for d in report.databases), default=0)
-    try:
-        free = shutil.disk_usage(where).free
-    except OSError:
-        report.problems.append(f"the staging directory {where} does not exist.")
-        return
-    if free < largest:
-        report.warnings.append(f"the staging directory {where} has {_gb(free)} free; the largest database is "
-                               f"{_gb(largest)} (compressed dumps are usually much smaller).")
+    if not os.path.isdir(where) or not os.access(where, os.W_OK):
+        report.problems.append(f"the staging directory {where} does not exist or is not writable; "
+                               "set work_dir in the config to one that is.")
 
 
 def _gb(n: int) -> str:

@@ -43,24 +43,37 @@ def memberships(conn: psycopg.Connection[Any]) -> set[tuple[str, str, bool]]:
 
 
 def copy_roles(
-    src: psycopg.Connection[Any], dst: psycopg.Connection[Any], logins_before_freeze: set[str]
+    src: psycopg.Connection[Any], dst: psycopg.Connection[Any], logins_before_freeze: set[str],
+    with_passwords: bool = True,
 ) -> dict[str, list[str]]:
-    """Create on the target every source role it lacks, then the memberships it lacks.
+    """Create on the target every source role it lacks, reconcile the ones it has, then grant missing memberships.
 
     `logins_before_freeze` are roles a no-connect freeze turned NOLOGIN: they get LOGIN back on the target.
+    `with_passwords=False` (managed targets, or teams that reset passwords on the way) leaves hashes out.
 
-    A role that already exists on the target is kept as it is: it may be the very role pgmove logs in
-    with there, and overwriting its password would lock us (or the target's admins) out.
+    A role that already exists on the target gets the source's attributes but keeps its password, and
+    the role pgmove logs in with is left alone: overwriting either could lock us (or the target's
+    admins) out. What the target refuses (SUPERUSER on a managed service, say) is reported, not fatal.
     """
     existing = {r[0] for r in dst.execute("SELECT rolname FROM pg_roles").fetchall()}
-    created, kept = [], []
+    myself = dst.execute("SELECT current_user").fetchone()[0]  # type: ignore[index]
+    created, kept, reconciled, refused = [], [], [], []
     for role in source_roles(src):
         name = role["rolname"]
-        if name in existing:
-            kept.append(name)
-            continue
         if name in logins_before_freeze:
             role["rolcanlogin"] = True
+        if not with_passwords:
+            role["rolpassword"] = None
+        if name in existing:
+            kept.append(name)
+            if name != myself:
+                try:
+                    with dst.transaction():
+                        dst.execute(_alter_role(role))
+                    reconciled.append(name)
+                except psycopg.Error as exc:
+                    refused.append(f"{name}: {str(exc).strip().splitlines()[0]}")
+            continue
         dst.execute(_create_role(role))
         if role["shobj_description"]:
             dst.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(sql.Identifier(name), sql.Literal(role["shobj_description"])))
@@ -75,7 +88,17 @@ def copy_roles(
             statement = sql.SQL("{} WITH ADMIN OPTION").format(statement)
         dst.execute(statement)
         granted.append(f"{group} to {member}")
-    return {"created": created, "kept": kept, "memberships_granted": granted}
+    return {"created": created, "kept": kept, "reconciled": reconciled, "not_reconciled": refused,
+            "memberships_granted": granted, "passwords": ["copied" if with_passwords else "left out"]}
+
+
+def _alter_role(role: dict[str, Any]) -> sql.Composed:
+    """The source's attributes on an existing role; its password stays the target's."""
+    parts: list[sql.Composable] = [sql.SQL(on if role[col] else off) for col, on, off in _ATTRIBUTES]
+    parts.append(sql.SQL("CONNECTION LIMIT {}").format(sql.Literal(role["rolconnlimit"])))
+    valid = role["rolvaliduntil"].isoformat() if role["rolvaliduntil"] is not None else "infinity"
+    parts.append(sql.SQL("VALID UNTIL {}").format(sql.Literal(valid)))
+    return sql.SQL("ALTER ROLE {} WITH {}").format(sql.Identifier(role["rolname"]), sql.SQL(" ").join(parts))
 
 
 def _create_role(role: dict[str, Any]) -> sql.Composed:

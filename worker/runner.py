@@ -220,7 +220,8 @@ def _copy(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
             ctx.record(f"creating database {name} on {dst.name}", created_target_databases=[*created, name])
 
     job = copy.CopyJob(src, dst, databases, m.plan.jobs, toolset, m.freeze, rt.config.work_dir, m.created_target_databases,
-                       split_bytes=rt.config.split_table_mb * 1024 * 1024)
+                       split_bytes=rt.config.split_table_mb * 1024 * 1024,
+                       role_passwords=rt.config.servers[_target(m)].copy_role_passwords)
     result = copy.run(job, ctx.progress, will_create, ctx.should_stop, CopyCheckpoints(rt, m.id))
     current = rt.store.get(m.id)
     _prove_quiet(current or m, src, ctx, "during the copy")

@@ -293,3 +293,31 @@ def test_a_request_committed_while_the_notifier_reads_still_gets_its_approval_me
         assert any("Approve freeze" in x.all_text() for x in slack.channel_messages("C_DBMIG"))
     finally:
         slack.stop()
+
+
+def test_live_copy_progress_edits_the_status_message_and_stays_out_of_the_thread(redis_server):  # type: ignore[no-untyped-def]
+    """Per-table ticks every few seconds would flood a thread: they show as the status message's live line."""
+    from bot.app import web_client
+    from bot.notifier import Notifier
+    from bot.settings import SlackSettings
+    from tests.fakeslack.server import FakeSlack
+    from tests.integration.helpers import make_deps
+
+    slack = FakeSlack().start()
+    try:
+        deps = make_deps(redis_server.url)
+        m = _migration_with_events(deps.store, 2)
+        notifier = Notifier(deps.store, web_client(SlackSettings("xoxb-test", "s", None, slack.api_url)), deps.config)
+        notifier.sync(m.id)
+        status = slack.channel_messages("C_DBMIG")[0]
+        thread_before = [x.text for x in slack.thread(status.ts)]
+        now = datetime.now(UTC)
+        for done in (10, 20, 30):
+            deps.store.append_event(m.id, AuditEvent(kind=EventKind.PROGRESS, at=now, actor="worker", data={"tick": True},
+                                                     message=f"copying big.public.t: {done} MB at 10.0 MB/s"))
+        notifier.sync(m.id)
+        assert [x.text for x in slack.thread(status.ts)] == thread_before
+        assert "copying big.public.t: 30 MB" in slack.find(status.ts).all_text()
+        assert slack.errors == []
+    finally:
+        slack.stop()
