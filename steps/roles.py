@@ -23,7 +23,7 @@ def source_roles(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     cur = conn.execute(
         """
         SELECT rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin, rolreplication,
-               rolbypassrls, rolconnlimit, rolvaliduntil, rolpassword, shobj_description(oid, 'pg_authid')
+               rolbypassrls, rolconnlimit, rolvaliduntil::text AS rolvaliduntil, rolpassword, shobj_description(oid, 'pg_authid')
         FROM pg_authid WHERE rolname !~ '^pg_' ORDER BY rolname
         """
     )
@@ -96,8 +96,8 @@ def _alter_role(role: dict[str, Any]) -> sql.Composed:
     """The source's attributes on an existing role; its password stays the target's."""
     parts: list[sql.Composable] = [sql.SQL(on if role[col] else off) for col, on, off in _ATTRIBUTES]
     parts.append(sql.SQL("CONNECTION LIMIT {}").format(sql.Literal(role["rolconnlimit"])))
-    valid = role["rolvaliduntil"].isoformat() if role["rolvaliduntil"] is not None else "infinity"
-    parts.append(sql.SQL("VALID UNTIL {}").format(sql.Literal(valid)))
+    if role["rolvaliduntil"] is not None:  # as text: 'infinity' is a valid value no Python datetime holds
+        parts.append(sql.SQL("VALID UNTIL {}").format(sql.Literal(role["rolvaliduntil"])))
     return sql.SQL("ALTER ROLE {} WITH {}").format(sql.Identifier(role["rolname"]), sql.SQL(" ").join(parts))
 
 
@@ -105,7 +105,7 @@ def _create_role(role: dict[str, Any]) -> sql.Composed:
     parts: list[sql.Composable] = [sql.SQL(on if role[col] else off) for col, on, off in _ATTRIBUTES]
     parts.append(sql.SQL("CONNECTION LIMIT {}").format(sql.Literal(role["rolconnlimit"])))
     if role["rolvaliduntil"] is not None:
-        parts.append(sql.SQL("VALID UNTIL {}").format(sql.Literal(role["rolvaliduntil"].isoformat())))
+        parts.append(sql.SQL("VALID UNTIL {}").format(sql.Literal(role["rolvaliduntil"])))
     if role["rolpassword"]:
         # The hash moves as is (SCRAM or md5): the app keeps its password, nobody sees it.
         parts.append(sql.SQL("PASSWORD {}").format(sql.Literal(role["rolpassword"])))
