@@ -252,7 +252,9 @@ def _prove_quiet(m: Migration, src: Endpoint, ctx: StepContext, when: str) -> No
     now_seen = quiet.fingerprint(src, list(m.quiet_baseline))
     moved = quiet.changed(m.quiet_baseline, now_seen)
     if moved:
-        # The next attempt compares against what is there now: whatever wrote is then in its copy.
+        # The next attempt compares against what is there now: whatever wrote is then in its copy. Tables
+        # copied before the write may miss it, so nothing of an earlier attempt may be kept.
+        ctx.rt.store.remove_checkpoints(m.id, ctx.rt.store.checkpoints(m.id))
         ctx.record("quiet check failed; new baseline recorded", quiet_baseline=now_seen)
         raise StepFailed(f"something wrote to {m.source} {when} (in {', '.join(moved)}): the freeze was overridden, "
                          "perhaps by a superuser. Find out who, then retry (the copy starts over) or unfreeze.")
