@@ -120,6 +120,7 @@ class _Copy:
         self.same_major = False
         self.finished: list[dict[str, Any]] = []
         self.dropped_options: set[str] = set()
+        self.connections: list[psycopg.Connection[Any]] = []
 
     def run(self, will_create: Callable[[str], None], started: float) -> dict[str, Any]:
         job = self.job
@@ -323,11 +324,11 @@ class _Copy:
                 _tune_for_bulk_load(conn)
             cache[(side, database)] = conn
             with self.lock:
-                self.__dict__.setdefault("_all_conns", []).append(conn)
+                self.connections.append(conn)
         return conn
 
     def _close_connections(self) -> None:
-        for conn in self.__dict__.get("_all_conns", []):
+        for conn in self.connections:
             conn.close()
 
 

@@ -33,7 +33,6 @@ class Pool:
         self._running = 0
         self._cond = threading.Condition()
         self._error: BaseException | None = None
-        self._failed_task = ""
 
     def submit(self, priority: tuple[float, ...], name: str, run: Callable[[], None]) -> None:
         """Lower priority tuples run first; tasks may call submit (from any thread) for their follow-ups."""
@@ -72,7 +71,7 @@ class Pool:
             except BaseException as exc:  # noqa: BLE001 -- handed to run()'s caller
                 with self._cond:
                     if self._error is None:
-                        self._error, self._failed_task = exc, task.name
+                        self._error = exc
             finally:
                 with self._cond:
                     self._running -= 1
