@@ -68,12 +68,7 @@ class Ticker:
 
 
 def line(active: _Active, now: float) -> str:
-    table = active.slice.table
-    share = 1.0 if active.slice.whole else 0.0
-    if not active.slice.whole:
-        pages = max(1, table.size_bytes // 8192)
-        end = active.slice.end_page if active.slice.end_page is not None else pages
-        share = max(0.0, (end - (active.slice.first_page or 0)) / pages)
+    table, share = active.slice.table, active.slice.share
     expected = table.size_bytes * share
     elapsed = max(now - active.started, 1e-6)
     rate = active.moved.bytes / elapsed

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from state.errors import StepFailed
+
+log = logging.getLogger("pgmove.copy")
 
 
 @dataclass(order=True)
@@ -69,6 +72,7 @@ class Pool:
                     raise StepFailed("the copy was stopped because the migration moved on")
                 task.run()
             except BaseException as exc:  # noqa: BLE001 -- handed to run()'s caller
+                log.warning("copy task %s failed: %s", task.name, exc)
                 with self._cond:
                     if self._error is None:
                         self._error = exc

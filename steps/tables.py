@@ -27,6 +27,7 @@ from steps.tools import ToolSet, psql_path, spawn_tool
 # C loop reads COPY rows several times faster than a Python loop can.
 IN_PROCESS_BYTES = 8 * 1024 * 1024
 CHUNK = 1 << 20
+BLOCK_SIZE = 8192  # PostgreSQL's default page size: ctid ranges are counted in pages
 F_SETPIPE_SZ = 1031  # Linux: a 1 MB pipe lets the source run ahead while a chunk goes to the target
 
 # Plain tables (partitions included: data goes to the leaves) and the data pg_dump would dump of
@@ -86,6 +87,15 @@ class Slice:
         return self.first_page is None
 
     @property
+    def share(self) -> float:
+        """The part of the table this slice covers, by pages (for estimates of rows and time)."""
+        if self.whole:
+            return 1.0
+        pages = max(1, self.table.size_bytes // BLOCK_SIZE)
+        end = self.end_page if self.end_page is not None else pages
+        return max(0.0, (end - (self.first_page or 0)) / pages)
+
+    @property
     def label(self) -> str:
         if self.whole:
             return self.table.label
@@ -103,9 +113,9 @@ def list_tables(conn: psycopg.Connection[Any]) -> list[Table]:
     return tables
 
 
-def split(table: Table, pieces: int, block_size: int = 8192) -> list[Slice]:
+def split(table: Table, pieces: int) -> list[Slice]:
     """ctid ranges of about equal size; the last one open-ended so nothing past the estimate is missed."""
-    pages = max(1, table.size_bytes // block_size)
+    pages = max(1, table.size_bytes // BLOCK_SIZE)
     if pieces <= 1 or table.condition is not None or pages < pieces:
         return [Slice(table)]
     bounds = [pages * i // pieces for i in range(pieces + 1)]
