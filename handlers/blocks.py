@@ -104,6 +104,8 @@ def approval_message(m: Migration, approval: Approval, approvers: list[str], now
         effect = (f"Writes to *{m.source}* stop (a {m.freeze_options.mode.value} freeze) and stay stopped until cutover "
                   "or unfreeze" + (f"; then the copy to *{m.target}* by {m.plan.method}, {m.plan.jobs} jobs, and its "
                                    "verification run." if m.target else ". No copy: this is a freeze only."))
+        if m.freeze_options.archive:
+            effect += f" A dump of the frozen source is kept as the archive `{m.freeze_options.archive}`."
     else:
         effect = (f"*{m.target}* becomes the app's server; *{m.source}* stays frozen for good. "
                   "This is the point of no return.")

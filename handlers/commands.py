@@ -159,13 +159,19 @@ def cmd_history(deps: Deps, actor: str, command: ServerCmd) -> Reply:
 
 def cmd_freeze(deps: Deps, actor: str, command: FreezeCmd) -> Reply:
     server, now = _known(deps.config, command.server), deps.clock()
-    options = FreezeOptions(mode=FreezeMode(command.mode), grace_seconds=command.grace_seconds)
+    options = FreezeOptions(mode=FreezeMode(command.mode), grace_seconds=command.grace_seconds, archive=command.archive)
+    if command.archive and not deps.config.archive_dir:
+        raise Refused("--archive needs `archive_dir` in pgmove's config: the folder on the worker's host where archives "
+                      "are kept. Ask whoever runs pgmove to set it, or freeze without --archive.")
 
     def decide(current: Migration | None) -> Outcome:
         if current is None or current.state == State.ABORTED:
             current = actions.standalone_freeze_record(f"mig-{secrets.token_hex(4)}", server, actor, now)
         elif current.state == State.CUT_OVER:
             raise Refused(f"{server} was cut over to {current.target}; it is frozen already and stays so.")
+        if command.archive and current.target is None:
+            raise Refused("--archive is taken during a move's copy; plan one first "
+                          f"(`/pgmove plan {server} <target>`), or freeze without --archive.")
         out = actions.request_approval(current, ApprovalAction.FREEZE, actor, now, deps.policy)
         out.migration.freeze_options = options  # part of what the approver sees and approves
         return out

@@ -16,7 +16,7 @@ USAGE: dict[str, str] = {
     "servers": "servers",
     "plan": "plan <source> <target> [--databases a,b] [--jobs N]",
     "status": "status [<server>]",
-    "freeze": "freeze <server> [--mode read-only|no-connect] [--grace 30s]",
+    "freeze": "freeze <server> [--mode read-only|no-connect] [--grace 30s] [--archive NAME]",
     "approve": "approve <server> [<request id>]",
     "reject": "reject <server> [--request <id>] [reason]",
     "unfreeze": "unfreeze <server>",
@@ -69,6 +69,7 @@ class FreezeCmd(BaseModel):
     server: str
     mode: Literal["read-only", "no-connect"] = "read-only"
     grace_seconds: float | None = Field(default=None, ge=0, le=3600)
+    archive: str | None = None
 
 
 class Approve(BaseModel):
@@ -138,7 +139,11 @@ def _build(verb: str, args: list[str], options: dict[str, str]) -> AnyCommand:
         if mode not in ("read-only", "no-connect"):
             raise UsageError(f"--mode is read-only or no-connect, not {_show(mode)}. Usage: `/pgmove {USAGE[verb]}`")
         grace = _duration(options["grace"], "grace", verb) if "grace" in options else None
-        return FreezeCmd(server=args[0], mode=mode, grace_seconds=grace)  # type: ignore[arg-type]
+        archive = options.get("archive")
+        if archive is not None and not _ARCHIVE_NAME.fullmatch(archive):
+            raise UsageError(f"--archive takes a folder name (letters, digits, . _ -; it goes under the configured "
+                             f"archive_dir), not {_show(archive)}. Usage: `/pgmove {USAGE[verb]}`")
+        return FreezeCmd(server=args[0], mode=mode, grace_seconds=grace, archive=archive)  # type: ignore[arg-type]
     if verb == "verify":
         quick = "--quick" in args
         args = [a for a in args if a != "--quick"]
@@ -163,7 +168,8 @@ def _build(verb: str, args: list[str], options: dict[str, str]) -> AnyCommand:
     return ServerCmd(verb=verb, server=_server(args[0], verb))  # type: ignore[arg-type]
 
 
-_OPTIONS: dict[str, set[str]] = {"plan": {"databases", "jobs"}, "freeze": {"mode", "grace"}}
+_OPTIONS: dict[str, set[str]] = {"plan": {"databases", "jobs"}, "freeze": {"mode", "grace", "archive"}}
+_ARCHIVE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _FLAGS: dict[str, set[str]] = {"verify": {"quick"}}  # options that take no value
 
 

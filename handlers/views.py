@@ -59,6 +59,8 @@ def approval_text(m: Migration) -> str:
     if a.action.value == "freeze":
         grace = m.freeze_options.grace_seconds
         how += f", {m.freeze_options.mode.value} freeze" + (f", {grace:g}s grace" if grace is not None else "")
+        if m.freeze_options.archive:
+            how += f", an archive kept as {m.freeze_options.archive}"
     return (f"{a.action.value.capitalize()} of {title(m)} requested by <@{a.requester}> (request {a.id}): {dbs}{size}, "
             f"{how}. Another approver must approve before {a.expires_at:%H:%M} UTC: `/pgmove approve {m.source}`.")
 

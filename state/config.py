@@ -77,6 +77,7 @@ class Config(_Section):
     lease_seconds: float = 30.0
     work_dir: str | None = None  # where schema dumps are staged; the system temp dir when unset
     split_table_mb: int = Field(default=256, ge=1)  # tables bigger than this are copied in ranges, concurrently
+    archive_dir: str | None = None  # where `freeze --archive NAME` keeps its dumps (on the worker's host)
     tool_dirs: list[str] = Field(default_factory=list)  # extra places to look for pg_dump & co.
     queue_name: str = "pgmove"
     freshness: list[FreshnessCheck] = Field(default_factory=list)

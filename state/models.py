@@ -116,6 +116,7 @@ class FreezeSnapshot(Record):
 class FreezeOptions(Record):
     mode: FreezeMode = FreezeMode.READ_ONLY
     grace_seconds: float | None = None  # None: the configured default
+    archive: str | None = None  # keep a dump of the frozen source under archive_dir/<this>
 
 
 class Approval(Record):

@@ -9,7 +9,6 @@ pg_restore would have given it, only in a different order.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -22,7 +21,7 @@ import psycopg
 from state.errors import StepFailed
 from steps import guards
 from steps.connect import Endpoint
-from steps.tools import ToolSet, psql_path, run_tool
+from steps.tools import ToolSet, file_name, psql_path, run_tool
 
 _TOC_LINE = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
 _ENTRY_HEADER = re.compile(r"^--\n-- TOC entry (\d+) \(class \d+ OID \d+\)\n", re.MULTILINE)
@@ -53,7 +52,7 @@ class Schema:
 
 def dump(src: Endpoint, database: str, toolset: ToolSet, staging: str, should_stop: Callable[[], bool]) -> str:
     """pre-data and post-data of one database, no data: small, so it may be a file."""
-    archive = os.path.join(staging, f"{_safe(database)}.schema")
+    archive = os.path.join(staging, f"{file_name(database)}.schema")
     # No statistics (pg_dump 18+ dumps them by default): ANALYZE rebuilds them from the target's data.
     no_stats = ["--no-statistics"] if toolset.major >= 18 else []
     run_tool([toolset.path("pg_dump"), "--format=custom", "--section=pre-data", "--section=post-data", "--no-sync",
@@ -76,8 +75,8 @@ def restore_pre_data(schema: Schema, toolset: ToolSet, dst: Endpoint, database: 
                      should_stop: Callable[[], bool]) -> set[str]:
     """Restore pre-data in one transaction; returns the column options left out (unknown to the target)."""
     env = dst.tool_env(dict(os.environ))
-    listing = _write_listing(staging, f"{_safe(database)}.all.list", schema.listing)
-    script = os.path.join(staging, f"{_safe(database)}.pre-data.sql")
+    listing = _write_listing(staging, f"{file_name(database)}.all.list", schema.listing)
+    script = os.path.join(staging, f"{file_name(database)}.pre-data.sql")
     run_tool([toolset.path("pg_restore"), "--section=pre-data", f"--use-list={listing}", f"--file={script}",
               schema.archive], env, should_stop=should_stop)
     dropped = _keep_known_column_options(script)
@@ -89,7 +88,7 @@ def restore_pre_data(schema: Schema, toolset: ToolSet, dst: Endpoint, database: 
 def restore_remainder(schema: Schema, toolset: ToolSet, dst: Endpoint, database: str, staging: str, jobs: int,
                       should_stop: Callable[[], bool]) -> None:
     """post-data minus what was built table by table: foreign keys, triggers, rules, attachments, policies."""
-    listing = _write_listing(staging, f"{_safe(database)}.post.list", schema.remainder_listing())
+    listing = _write_listing(staging, f"{file_name(database)}.post.list", schema.remainder_listing())
     run_tool([toolset.path("pg_restore"), "--exit-on-error", "--no-password", "--section=post-data",
               f"--jobs={max(1, jobs)}", f"--use-list={listing}", f"--dbname={dst.conninfo(database)}", schema.archive],
              dst.tool_env(dict(os.environ)), should_stop=should_stop)
@@ -178,11 +177,6 @@ def _write_listing(staging: str, name: str, lines: list[str]) -> str:
     with open(path, "w") as out:
         out.write("\n".join(lines) + "\n")
     return path
-
-
-def _safe(name: str) -> str:
-    """A file name for a database name (which may hold any character), distinct for distinct names."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:60] + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
 
 
 # The column options every supported PostgreSQL knows (ALTER TABLE ... ALTER COLUMN ... SET (...)).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import hashlib
 import importlib.util
 import os
 import re
@@ -33,6 +34,11 @@ class ToolSet:
 
     def describe(self) -> str:
         return f"{self.bin_dir} (PostgreSQL {self.version})"
+
+
+def file_name(name: str) -> str:
+    """A file name for a database name (which may hold any character), distinct for distinct names."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:60] + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
 
 
 def candidate_dirs(extra: Iterable[str] = ()) -> list[Path]:

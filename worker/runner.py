@@ -14,7 +14,7 @@ from state.actions import Outcome, fail_step, finish_step, start_step, step_due,
 from state.errors import PgmoveError, Refused, StepFailed
 from state.machine import Event
 from state.models import AuditEvent, EventKind, Migration, StepName
-from steps import copy, cutover, freeze, preflight, quiet, verify
+from steps import archive, copy, cutover, freeze, preflight, quiet, verify
 from steps.catalog import list_databases, selected
 from steps.connect import Endpoint, connection
 from steps.tools import choose_toolset
@@ -223,6 +223,11 @@ def _copy(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
                        split_bytes=rt.config.split_table_mb * 1024 * 1024,
                        role_passwords=rt.config.servers[_target(m)].copy_role_passwords)
     result = copy.run(job, ctx.progress, will_create, ctx.should_stop, CopyCheckpoints(rt, m.id))
+    if m.freeze_options.archive:
+        if rt.config.archive_dir is None:
+            raise StepFailed("this freeze asked for an archive, and archive_dir is no longer configured; set it and retry")
+        result["archive"] = archive.write(src, databases, toolset, rt.config.archive_dir, m.freeze_options.archive,
+                                          m.plan.jobs, m.freeze, m.id, ctx.progress, ctx.should_stop)
     current = rt.store.get(m.id)
     _prove_quiet(current or m, src, ctx, "during the copy")
     result["databases_copied"] = databases

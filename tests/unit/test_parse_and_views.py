@@ -36,6 +36,13 @@ def test_freeze_takes_a_mode_and_a_grace_period():
         parse("freeze prod-old --grace forever")
 
 
+def test_freeze_takes_an_archive_name_never_a_path():
+    assert parse("freeze prod-old --archive drill-2026.11") == FreezeCmd(server="prod-old", archive="drill-2026.11")
+    for bad in ("../etc", "/tmp/x", "a/b", ".hidden", ""):
+        with pytest.raises(UsageError, match="--archive takes a folder name"):
+            parse(f"freeze prod-old --archive '{bad}'")
+
+
 def test_user_text_is_echoed_back_defanged():
     """Backticks and control characters in an echo could break out of a code span in Slack."""
     with pytest.raises(UsageError) as caught:

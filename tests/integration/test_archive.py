@@ -1,0 +1,62 @@
+"""freeze --archive NAME: a kept dump of the frozen source that checks out by its manifest and restores
+into a database with nothing of the freeze in it (the restore drill)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import psycopg
+import pytest
+
+from steps.tools import file_name
+
+pytestmark = pytest.mark.slow
+
+SEQUENCE_ACL = "SELECT relacl::text FROM pg_class WHERE oid = 'public.orders_id_seq'::regclass"
+
+
+def with_archive_dir(pgmove, folder) -> None:  # type: ignore[no-untyped-def]
+    text = pgmove.config_path.read_text()
+    pgmove.config_path.write_text(text.replace("redis_url =", f'archive_dir = "{folder}"\nredis_url =', 1))
+
+
+def test_an_archive_checks_out_and_restores_without_the_freeze(pgmove, source, target, tmp_path):  # type: ignore[no-untyped-def]
+    with psycopg.connect(source.admin_dsn("appdb")) as conn:
+        acl_before = conn.execute(SEQUENCE_ACL).fetchone()[0]
+        orders = conn.execute("SELECT count(*) FROM public.orders").fetchone()[0]
+    with_archive_dir(pgmove, tmp_path / "archives")
+    pgmove.start_worker()
+    assert pgmove.do("U_ALICE", "plan prod-old prod-new", "--wait").returncode == 0
+    asked = pgmove.do("U_ALICE", "freeze prod-old --archive drill-1")
+    assert asked.returncode == 0 and "archive kept as drill-1" in asked.stdout
+    done = json.loads(pgmove.do("U_BOB", "approve prod-old", "--wait", "--json").stdout)
+    assert done["state"] == "verified", done.get("failure")
+    kept = next(s for s in done["steps"] if s["name"] == "copy")["result"]["archive"]
+    base = tmp_path / "archives" / "drill-1"
+    assert kept["path"] == str(base) and kept["files"] > 10
+
+    subprocess.run(["sha256sum", "--check", "--quiet", "MANIFEST.sha256"], cwd=base, check=True)
+    stem = file_name("appdb")
+    listing = (base / f"{stem}.list").read_text()
+    assert "pgmove_freeze" in listing
+    assert all(line.startswith(";") for line in listing.splitlines() if "pgmove_freeze" in line)
+
+    # The drill: restore appdb from the archive into a scratch database and look for the freeze.
+    target.psql("-c", "CREATE DATABASE drill OWNER app")
+    subprocess.run([str(target.bin_dir / "pg_restore"), "--exit-on-error", "-L", str(base / f"{stem}.list"),
+                    "-d", target.admin_dsn("drill"), str(base / stem)], check=True, capture_output=True)
+    target.psql("-v", "ON_ERROR_STOP=1", "-f", str(base / f"{stem}.post-restore.sql"), dbname="drill")
+    with psycopg.connect(target.admin_dsn("drill")) as conn:
+        assert conn.execute("SELECT count(*) FROM public.orders").fetchone()[0] == orders
+        assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = '_pgmove_freeze'").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname = 'pgmove_freeze_guard'").fetchone()[0] == 0
+        assert conn.execute(SEQUENCE_ACL).fetchone()[0] == acl_before
+
+
+def test_an_archive_without_a_configured_folder_is_refused_and_changes_nothing(pgmove):  # type: ignore[no-untyped-def]
+    pgmove.start_worker()
+    assert pgmove.do("U_ALICE", "plan prod-old prod-new", "--wait").returncode == 0
+    refused = pgmove.do("U_ALICE", "freeze prod-old --archive drill-1")
+    assert refused.returncode == 2 and "archive_dir" in refused.stderr
+    assert json.loads(pgmove.do("U_ALICE", "status prod-old", "--json").stdout)["state"] == "ready"
