@@ -40,7 +40,7 @@ from steps.tools import ToolSet
 
 # A table bigger than this is copied in ctid ranges (about this size each), at most one per job.
 SPLIT_BYTES = 256 * 1024 * 1024
-DATA, AFTER_DATA, INDEX, FINISH = 3, 2, 1, 0  # pool priorities: finishing work first
+DATA, AFTER_DATA, INDEX, FINISH, PREPARE = 3, 2, 1, 0, -1  # pool priorities: schemas, then finishing work first
 
 
 class Checkpoints(Protocol):
@@ -133,9 +133,8 @@ class _Copy:
             self.settings = before_freeze(read_settings(src), job.snapshot)
             self.same_major = src.info.server_version // 10000 == dst.info.server_version // 10000
             definitions = [database_definition(src, name) for name in job.databases]
-            databases = [self._prepare(src, dst, d, will_create) for d in definitions]
-        for db in databases:
-            self._plan(db)
+        for d in definitions:  # schemas first, all of them, so the largest tables of all databases go first
+            self.pool.submit((PREPARE, 0), f"{d.name} schema", partial(self._prepare_and_plan, d, will_create))
         with self.ticker:
             try:
                 self.pool.run()
@@ -148,8 +147,12 @@ class _Copy:
 
     # -- per database, before the pool ----------------------------------------------------------
 
-    def _prepare(self, src: psycopg.Connection[Any], dst: psycopg.Connection[Any], d: DatabaseDefinition,
-                 will_create: Callable[[str], None]) -> _Database:
+    def _prepare_and_plan(self, d: DatabaseDefinition, will_create: Callable[[str], None]) -> None:
+        with connection(self.job.dst) as dst:
+            db = self._prepare(dst, d, will_create)
+        self._plan(db)
+
+    def _prepare(self, dst: psycopg.Connection[Any], d: DatabaseDefinition, will_create: Callable[[str], None]) -> _Database:
         job, name = self.job, d.name
         exists = dst.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
         if exists and name not in job.created_before:
@@ -174,7 +177,8 @@ class _Copy:
             return db
         dropped = schema.restore_pre_data(loaded, job.toolset, job.dst, name, self.staging, self.pool.stopping)
         if dropped:
-            self.dropped_options |= dropped
+            with self.lock:
+                self.dropped_options |= dropped
             self.progress(f"{name}: column options the target does not know were left out: {', '.join(sorted(dropped))}",
                           database=name, options=sorted(dropped))
         self._mark(name, "schema")
@@ -182,10 +186,11 @@ class _Copy:
         return db
 
     def _forget(self, name: str) -> None:
-        mine = {key for key in self.done if json.loads(key)[0] == name}
+        with self.lock:  # other databases' threads add checkpoints meanwhile
+            mine = {key for key in self.done if json.loads(key)[0] == name}
+            self.done -= mine
         if mine:
             self.checkpoints.forget(mine)
-            self.done -= mine
 
     def _plan(self, db: _Database) -> None:
         db.pending = len(db.tables) + 2  # each table, the sequences, the large objects

@@ -145,12 +145,15 @@ class StepContext:
         if self.should_stop():
             raise LockLost(f"{self.step} stopped: the migration moved on or the worker lost its lock")
 
-    def record(self, message: str, **changes: Any) -> Migration:
+    def record(self, message: str, derive: Callable[[Migration], dict[str, Any]] | None = None,
+               **changes: Any) -> Migration:
+        """Record facts on the migration; `derive` computes changes from the current record, inside the
+        compare-and-set, for facts that several threads of one step add to."""
         def change(cur: Migration | None) -> Outcome:
             m = _must(cur)
             if m.lease is None or m.lease.token != self.token:
                 raise LockLost(f"{self.step} stopped: the step is no longer this worker's")
-            return with_changes(m, now(), message, f"worker:{self.rt.worker_id}", **changes)
+            return with_changes(m, now(), message, f"worker:{self.rt.worker_id}", **changes, **(derive(m) if derive else {}))
 
         return self.rt.store.update(self.migration_id, change).migration
 
@@ -213,11 +216,12 @@ def _copy(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     if toolset is None:
         raise PlanProblems(f"no pg_dump/pg_restore of version {majors[0]} or newer is installed on this worker")
 
-    def will_create(name: str) -> None:
-        current = rt.store.get(m.id)
-        created = list(current.created_target_databases if current else [])
-        if name not in created:
-            ctx.record(f"creating database {name} on {dst.name}", created_target_databases=[*created, name])
+    def will_create(name: str) -> None:  # called from the copy's threads, one database each
+        def add(cur: Migration) -> dict[str, Any]:
+            created = cur.created_target_databases
+            return {"created_target_databases": created if name in created else [*created, name]}
+
+        ctx.record(f"creating database {name} on {dst.name}", derive=add)
 
     job = copy.CopyJob(src, dst, databases, m.plan.jobs, toolset, m.freeze, rt.config.work_dir, m.created_target_databases,
                        split_bytes=rt.config.split_table_mb * 1024 * 1024,
