@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -192,9 +193,10 @@ def _connection_chunks(conn: psycopg.Connection[Any], statement: sql.Composed) -
 def _psql_chunks(src: Endpoint, database: str, statement: sql.Composed, toolset: ToolSet,
                  should_stop: Callable[[], bool]) -> Iterator[bytes]:
     text = statement.as_string(None)
+    errors = tempfile.TemporaryFile()  # a file, not a pipe: psql can never block on its own messages
     proc = spawn_tool([psql_path(toolset), "-X", "-q", "-v", "ON_ERROR_STOP=1", f"--dbname={src.conninfo(database)}",
-                       "-c", text], src.tool_env(dict(os.environ)), stdout=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
+                       "-c", text], src.tool_env(dict(os.environ)), stdout=subprocess.PIPE, stderr=errors)
+    assert proc.stdout is not None
     fd = proc.stdout.fileno()
     try:
         fcntl.fcntl(fd, F_SETPIPE_SZ, CHUNK)
@@ -207,11 +209,12 @@ def _psql_chunks(src: Endpoint, database: str, statement: sql.Composed, toolset:
                 raise StepFailed("the copy was stopped because the migration moved on")
         code = proc.wait()
         if code != 0:
-            error = proc.stderr.read().decode(errors="replace").strip()[-300:]
+            errors.seek(0)
+            error = errors.read().decode(errors="replace").strip()[-300:]
             raise StepFailed(f"reading {database} on {src.name} failed: {error}")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         proc.stdout.close()
-        proc.stderr.close()
+        errors.close()

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from state.errors import ToolFailed
 
@@ -110,10 +111,10 @@ def _die_with_parent() -> None:
         pass
 
 
-def spawn_tool(argv: Sequence[str], env: dict[str, str], stdout: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
-    """Start a client program that dies with the worker; its stderr is piped for the error message."""
+def spawn_tool(argv: Sequence[str], env: dict[str, str], stdout: int, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Start a client program that dies with the worker."""
     try:
-        return subprocess.Popen(list(argv), env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE,
+        return subprocess.Popen(list(argv), env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                                 preexec_fn=_die_with_parent)
     except OSError as exc:
         raise ToolFailed(f"Cannot start {Path(argv[0]).name}: {exc.strerror}", program=Path(argv[0]).name) from None
