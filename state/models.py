@@ -91,6 +91,14 @@ class FreezeMode(StrEnum):
     NO_CONNECT = "no-connect"  # the app's roles cannot log in at all
 
 
+class AclItem(Record):
+    """One item of an ACL by role oid (grantee 0: PUBLIC); privileges as the ACL's letters, '*' for grant option."""
+
+    grantee: int
+    grantor: int
+    privileges: str
+
+
 class AclRow(Record):
     """The privileges of one object before the freeze (None: the built-in default), for exact restore."""
 
@@ -98,10 +106,34 @@ class AclRow(Record):
     kind: str  # "sequence" or "function"
     name: str  # regclass / regprocedure text, valid on any server with the same schema
     acl: str | None
+    items: list[AclItem] | None = None  # the same by role oid: what unfreeze uses, so renamed roles still parse
+
+
+class RoleGrant(Record):
+    """A non-superuser role's CREATEDB/CREATEROLE before the freeze took them (shared objects no guard sees)."""
+
+    oid: int
+    name: str  # at freeze time; unfreeze finds the role by oid, whatever it is called by then
+    createdb: bool = False
+    createrole: bool = False
+
+
+class SubscriptionRow(Record):
+    """A logical replication subscription on the source: its apply worker writes past every guard."""
+
+    oid: int
+    name: str
+    database: str
+    database_oid: int
+    enabled: bool
 
 
 class FreezeSnapshot(Record):
-    """What the freeze is about to change, recorded before the change so unfreeze is exact."""
+    """What the freeze is about to change, recorded before the change so unfreeze is exact.
+
+    Roles and databases are also recorded by oid: one renamed meanwhile is restored under its new
+    name, one dropped is reported, and neither stops the rest of the unfreeze.
+    """
 
     taken_at: datetime
     databases: list[str]
@@ -111,6 +143,11 @@ class FreezeSnapshot(Record):
     logins: list[str] = Field(default_factory=list)  # roles that could log in; no-connect turns exactly these off
     acls: list[AclRow] = Field(default_factory=list)
     label: str = ""  # what the error messages say the maintenance is
+    freeze_id: str = ""  # the migration that froze: a freeze record on the server with another id is someone else's
+    role_oids: dict[str, int] = Field(default_factory=dict)  # every role named above, by its name at freeze time
+    database_oids: dict[str, int] = Field(default_factory=dict)
+    role_grants: list[RoleGrant] = Field(default_factory=list)
+    subscriptions: list[SubscriptionRow] = Field(default_factory=list)
 
 
 class FreezeOptions(Record):

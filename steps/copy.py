@@ -28,7 +28,7 @@ from psycopg import sql
 
 from state.errors import StepFailed
 from state.models import FreezeSnapshot
-from steps import guards, objects, schema, tables
+from steps import freezeroles, guards, objects, schema, tables
 from steps.catalog import DatabaseDefinition, database_definition
 from steps.connect import Endpoint, Progress, connect, connection, describe
 from steps.copyprogress import Ticker
@@ -125,7 +125,7 @@ class _Copy:
     def run(self, will_create: Callable[[str], None], started: float) -> dict[str, Any]:
         job = self.job
         with connection(job.src) as src, connection(job.dst) as dst:
-            roles = copy_roles(src, dst, set(job.snapshot.logins) if job.snapshot else set(), job.role_passwords)
+            roles = copy_roles(src, dst, freezeroles.before_freeze(job.snapshot), job.role_passwords)
             refused = f"; not reconciled: {'; '.join(roles['not_reconciled'])}" if roles["not_reconciled"] else ""
             self.progress(f"roles: {len(roles['created'])} created, {len(roles['kept'])} already on {job.dst.name} "
                           f"({len(roles['reconciled'])} reconciled), password hashes {roles['passwords'][0]}{refused}",

@@ -15,7 +15,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from state.errors import StepFailed
 from state.models import AclRow
+from steps import aclitems
 
 SCHEMA = "_pgmove_freeze"
 TABLE_TRIGGER = "pgmove_freeze_guard"
@@ -24,9 +26,10 @@ READ_ONLY_SQLSTATE = "25006"  # what a read-only transaction raises: clients alr
 LARGE_OBJECT_WRITERS = ("lo_creat", "lo_create", "lo_from_bytea", "lo_put", "lowrite", "lo_unlink", "lo_truncate",
                         "lo_truncate64", "lo_import")
 
-# pg_restore -l lines of the guards: the schema, its functions, the table triggers, the event trigger.
+# pg_restore -l lines of the guards: the schema, its comment (the freeze record), its functions, the
+# table triggers, the event trigger.
 RESTORE_EXCLUDE = re.compile(
-    rf"^\d+; \d+ \d+ (SCHEMA - {SCHEMA} |FUNCTION {SCHEMA} |ACL {SCHEMA} |COMMENT {SCHEMA} "
+    rf"^\d+; \d+ \d+ (SCHEMA - {SCHEMA} |COMMENT - SCHEMA {SCHEMA} |FUNCTION {SCHEMA} |ACL {SCHEMA} |COMMENT {SCHEMA} "
     rf"|TRIGGER \S+ .* {TABLE_TRIGGER} |EVENT TRIGGER - {EVENT_TRIGGER} )"
 )
 
@@ -37,20 +40,23 @@ _TABLES = """
         SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = %s)
 """
 _SEQUENCES = """
-    SELECT c.oid::regclass::text, c.relacl::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    SELECT c.oid::regclass::text, c.relacl::text, (SELECT json_agg(json_build_array(e.grantee::bigint, e.grantor::bigint,
+           e.privilege_type, e.is_grantable)) FROM aclexplode(c.relacl) e) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_temp'
 """
 _LO_FUNCTIONS = """
-    SELECT p.oid::regprocedure::text, p.proacl::text FROM pg_proc p
+    SELECT p.oid::regprocedure::text, p.proacl::text, (SELECT json_agg(json_build_array(e.grantee::bigint,
+           e.grantor::bigint, e.privilege_type, e.is_grantable)) FROM aclexplode(p.proacl) e) FROM pg_proc p
     WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname = ANY(%s)
 """
 
 
 def capture_acls(conn: psycopg.Connection[Any], database: str) -> list[AclRow]:
     """Sequence and large-object-function privileges of one database, as they are now."""
-    rows = [AclRow(database=database, kind="sequence", name=n, acl=a) for n, a in conn.execute(_SEQUENCES).fetchall()]
-    rows += [AclRow(database=database, kind="function", name=n, acl=a)
-             for n, a in conn.execute(_LO_FUNCTIONS, (list(LARGE_OBJECT_WRITERS),)).fetchall()]
+    rows = [AclRow(database=database, kind="sequence", name=n, acl=a, items=aclitems.items(e))
+            for n, a, e in conn.execute(_SEQUENCES).fetchall()]
+    rows += [AclRow(database=database, kind="function", name=n, acl=a, items=aclitems.items(e))
+             for n, a, e in conn.execute(_LO_FUNCTIONS, (list(LARGE_OBJECT_WRITERS),)).fetchall()]
     return rows
 
 
@@ -70,18 +76,44 @@ def install_ddl_guard(conn: psycopg.Connection[Any], pgmove_role: str, label: st
             sql.Identifier(EVENT_TRIGGER), sql.Identifier(SCHEMA)))
 
 
-def install_write_guards(conn: psycopg.Connection[Any], acls: list[AclRow]) -> int:
-    """A statement trigger on every table that lacks one, and the privileges that write without a table revoked."""
+class GuardLocked(StepFailed):
+    """A table's lock could not be had within the lock timeout: someone holds it, and the guards cannot go in."""
+
+
+def install_write_guards(conn: psycopg.Connection[Any], acls: list[AclRow], lock_timeout_s: float = 30.0) -> int:
+    """A statement trigger on every table that lacks one, and the privileges that write without a table revoked.
+
+    All of one database's guards go in together or not at all; a lock that cannot be had names its holders.
+    """
     tables = [r[0] for r in conn.execute(_TABLES, (SCHEMA, TABLE_TRIGGER)).fetchall()]
-    with conn.transaction():
-        for table in tables:
-            conn.execute(sql.SQL(
-                "CREATE TRIGGER {} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {} "
-                "FOR EACH STATEMENT EXECUTE FUNCTION {}.refuse()"
-            ).format(sql.Identifier(TABLE_TRIGGER), sql.SQL(table), sql.Identifier(SCHEMA)))
-        for row in acls:
-            _revoke_writers(conn, row)
+    current = ""
+    try:
+        with conn.transaction():
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(lock_timeout_s * 1000)}ms",))
+            for current in tables:
+                conn.execute(sql.SQL(
+                    "CREATE TRIGGER {} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {} "
+                    "FOR EACH STATEMENT EXECUTE FUNCTION {}.refuse()"
+                ).format(sql.Identifier(TABLE_TRIGGER), sql.SQL(current), sql.Identifier(SCHEMA)))
+            for row in acls:
+                _revoke_writers(conn, row)
+    except psycopg.errors.LockNotAvailable:
+        rows = conn.execute(_HOLDERS, (current,)).fetchall() if current else []
+        holders = [f"{kind} {who} ({mode})" for kind, who, mode in rows]
+        raise GuardLocked(f"could not lock {current or 'a sequence or function'} in {conn.info.dbname} within {lock_timeout_s:g}s to guard it"
+                          f"{': held by ' + ', '.join(holders) if holders else ''}", table=current) from None
     return len(tables)
+
+
+_HOLDERS = """
+    SELECT CASE WHEN l.pid IS NULL THEN 'prepared transaction' ELSE 'session' END,
+           coalesce(a.pid::text || ' of ' || a.usename || coalesce(' (' || nullif(a.application_name, '') || ')', ''),
+                    p.gid || ' of ' || p.owner, l.virtualtransaction), l.mode
+    FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+    LEFT JOIN pg_prepared_xacts p ON l.pid IS NULL AND p.transaction::text = split_part(l.virtualtransaction, '/', 2)
+    WHERE l.granted AND l.pid IS DISTINCT FROM pg_backend_pid()
+      AND l.relation = to_regclass(%s)
+"""
 
 
 def _revoke_writers(conn: psycopg.Connection[Any], row: AclRow) -> None:
@@ -109,19 +141,23 @@ _FUNCTION_GRANTEES = """
 """
 
 
-def restore_acls(conn: psycopg.Connection[Any], acls: list[AclRow]) -> None:
+def restore_acls(conn: psycopg.Connection[Any], acls: list[AclRow], roles: dict[int, str] | None = None) -> None:
     """Put each recorded ACL back byte for byte, NULL (the built-in default) included.
 
     GRANT and REVOKE cannot return an ACL to NULL, so the recorded value is written to the catalog
-    (superuser only; the value is one the server itself produced).
+    (superuser only; the value is one the server itself produced). With `roles` (oid -> today's name,
+    on the server the ACL was recorded on) the ACL is rebuilt by oid, so a renamed role still parses.
     """
     for row in acls:
+        acl = row.acl
+        if roles is not None and row.acl is not None and row.items is not None:
+            acl = aclitems.rebuild(conn, row.items, roles)
         if row.kind == "sequence":
             conn.execute("UPDATE pg_catalog.pg_class SET relacl = %s::aclitem[] WHERE oid = to_regclass(%s)",
-                         (row.acl, row.name))
+                         (acl, row.name))
         else:
             conn.execute("UPDATE pg_catalog.pg_proc SET proacl = %s::aclitem[] WHERE oid = to_regprocedure(%s)",
-                         (row.acl, row.name))
+                         (acl, row.name))
 
 
 def remove_guards(conn: psycopg.Connection[Any]) -> int:

@@ -11,6 +11,7 @@ import psycopg
 
 from state.errors import ConnectionFailed
 from state.models import PreflightReport
+from steps import freezerecord, prepared, subscriptions
 from steps.catalog import MAINTENANCE_DB, list_databases, selected, user_object_count
 from steps.connect import Endpoint, Progress, connect, connection, server_major
 from steps.tools import choose_toolset
@@ -65,6 +66,7 @@ def _inspect_source(conn: psycopg.Connection[Any], src: Endpoint, databases: lis
     if missing:
         report.problems.append(f"{src.name} has no database named {', '.join(missing)}.")
     _check_app_roles(conn, src, report)
+    _check_what_the_freeze_meets(conn, src, report)
     _check_tablespaces(conn, src, report)
     if databases is None and MAINTENANCE_DB in {d.name for d in all_dbs}:
         with connection(src, MAINTENANCE_DB) as maintenance:
@@ -125,6 +127,24 @@ def _check_what_the_target_lacks(src: Endpoint, dst_conn: psycopg.Connection[Any
                                        "built with the same ICU/locale data is needed, or change those columns first.")
         if icu_database and not target_has_icu:
             report.problems.append(f"database {db.name} uses ICU as its locale provider, and {dst.name} has no ICU support.")
+
+
+def _check_what_the_freeze_meets(conn: psycopg.Connection[Any], src: Endpoint, report: PreflightReport) -> None:
+    """What writes past the guards unless the freeze deals with it, named now so nobody is surprised then."""
+    found = freezerecord.read(conn, str(conn.info.dbname))
+    if found is not None:
+        report.warnings.append(f"{freezerecord.refusal(found, src.name).message} (If pgmove lost that migration's "
+                               "record, a freeze of this plan takes over the record kept on the server instead, so "
+                               "that unfreeze restores the server as it was.)")
+    xacts = prepared.pending(conn)
+    if xacts:
+        report.warnings.append(f"{len(xacts)} prepared transaction(s) on {src.name}: "
+                               + "; ".join(prepared.describe(x) for x in xacts)
+                               + ". The freeze gives them the grace period to be committed, then rolls them back.")
+    subs = subscriptions.capture(conn)
+    if subs:
+        report.warnings.append(f"subscriptions on {src.name}: {subscriptions.describe(subs)}. The freeze disables the "
+                               "enabled ones (nothing is applied while frozen); unfreeze enables them again.")
 
 
 def _check_superuser(conn: psycopg.Connection[Any], ep: Endpoint, report: PreflightReport) -> None:

@@ -43,12 +43,13 @@ def memberships(conn: psycopg.Connection[Any]) -> set[tuple[str, str, bool]]:
 
 
 def copy_roles(
-    src: psycopg.Connection[Any], dst: psycopg.Connection[Any], logins_before_freeze: set[str],
+    src: psycopg.Connection[Any], dst: psycopg.Connection[Any], before_freeze: dict[str, dict[str, bool]],
     with_passwords: bool = True,
 ) -> dict[str, list[str]]:
     """Create on the target every source role it lacks, reconcile the ones it has, then grant missing memberships.
 
-    `logins_before_freeze` are roles a no-connect freeze turned NOLOGIN: they get LOGIN back on the target.
+    `before_freeze` holds the attributes a freeze took (LOGIN in no-connect mode, CREATEDB, CREATEROLE),
+    as they were: the target gets those, never the frozen ones.
     `with_passwords=False` (managed targets, or teams that reset passwords on the way) leaves hashes out.
 
     A role that already exists on the target gets the source's attributes but keeps its password, and
@@ -60,8 +61,7 @@ def copy_roles(
     created, kept, reconciled, refused = [], [], [], []
     for role in source_roles(src):
         name = role["rolname"]
-        if name in logins_before_freeze:
-            role["rolcanlogin"] = True
+        role.update(before_freeze.get(name, {}))
         if not with_passwords:
             role["rolpassword"] = None
         if name in existing:

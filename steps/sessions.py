@@ -1,4 +1,4 @@
-"""Ending the sessions that predate a freeze: idle ones at once, busy ones after a grace period."""
+"""Ending the sessions that predate a freeze: idle ones at once, busy ones (and prepared transactions) after a grace period."""
 
 from __future__ import annotations
 
@@ -8,22 +8,27 @@ from typing import Any
 
 import psycopg
 
-from steps.connect import Progress
+from steps import prepared
+from steps.connect import Endpoint, Progress
 
 _IN_TRANSACTION = ("idle in transaction", "idle in transaction (aborted)", "active", "fastpath function call")
 
 
 def end_sessions(
-    conn: psycopg.Connection[Any], born_before: datetime, grace_seconds: float, progress: Progress, poll: float = 0.2
-) -> list[dict[str, Any]]:
+    src: Endpoint, conn: psycopg.Connection[Any], born_before: datetime, grace_seconds: float, progress: Progress,
+    poll: float = 0.2,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Only sessions that started before the freeze matter: later ones start read-only and guarded.
+    Every prepared transaction matters: it has no session to end, and may be committed at any time.
+    Returns the sessions ended and the prepared transactions rolled back.
 
     The report says who, from where, in which state and for how long; never what they were running
     (query text can hold personal data and literals).
     """
     deadline = time.monotonic() + grace_seconds
     ended: list[dict[str, Any]] = []
-    announced_wait = False
+    rolled_back: list[dict[str, Any]] = []
+    announced_wait = announced_prepared = False
     while True:
         conn.execute("SELECT pg_stat_clear_snapshot()")  # each poll must see fresh activity, not a cached view
         sessions = conn.execute(
@@ -35,9 +40,20 @@ def end_sessions(
             """,
             (born_before,),
         ).fetchall()
-        if not sessions:
-            return ended
+        xacts = prepared.pending(conn)
+        if not sessions and not xacts:
+            return ended, rolled_back
         overdue = time.monotonic() >= deadline
+        if xacts and not overdue and not announced_prepared:
+            progress(f"{len(xacts)} prepared transaction(s) get {grace_seconds:g}s to be committed or rolled back by "
+                     f"their coordinator: " + "; ".join(prepared.describe(x) for x in xacts), prepared=xacts)
+            announced_prepared = True
+        for xact in xacts if overdue else []:
+            if prepared.roll_back(src, xact):
+                xact = {**xact, "reason": f"still prepared after the {grace_seconds:g}s grace period"}
+                rolled_back.append(xact)
+                progress(f"rolled back prepared transaction {prepared.describe(xact)}: {xact['reason']}",
+                         prepared_transaction=xact)
         waiting = []
         for pid, role, app, addr, state, db, age, xact_age in sessions:
             busy = state in _IN_TRANSACTION

@@ -14,7 +14,7 @@ from state.actions import Outcome, fail_step, finish_step, start_step, step_due,
 from state.errors import PgmoveError, Refused, StepFailed
 from state.machine import Event
 from state.models import AuditEvent, EventKind, Migration, StepName
-from steps import archive, copy, cutover, freeze, preflight, quiet, verify
+from steps import archive, copy, cutover, freeze, freezerecord, preflight, quiet, verify
 from steps.catalog import list_databases, selected
 from steps.connect import Endpoint, connection
 from steps.tools import choose_toolset
@@ -194,8 +194,12 @@ def _freeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
         # half-frozen settings for the originals.
         label = (f"{m.source} is frozen for its move to {m.target} (pgmove {m.id})" if m.target
                  else f"{m.source} is frozen for maintenance (pgmove {m.id})")
-        m = ctx.record("recorded the settings, logins and privileges the freeze will change",
-                       freeze=freeze.capture(src, options.mode, label))
+        try:
+            snap = freeze.capture(src, options.mode, label, m.id)
+        except freezerecord.AlreadyFrozen as exc:
+            _adopt_lost_freeze(rt, m, ctx, exc)
+            raise
+        m = ctx.record("recorded the settings, logins and privileges the freeze will change", freeze=snap)
     assert m.freeze is not None
     grace = options.grace_seconds if options.grace_seconds is not None else rt.config.freeze_grace_seconds
     result = freeze.apply(src, m.freeze, grace, ctx.progress)
@@ -204,6 +208,19 @@ def _freeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     message = (f"{m.source} frozen ({options.mode.value}): {len(result['databases'])} databases, "
                f"{result['guarded_tables']} tables guarded, {ended} session(s) ended")
     return Event.FROZEN, message, result, {"quiet_baseline": baseline}
+
+
+def _adopt_lost_freeze(rt: Runtime, m: Migration, ctx: StepContext, exc: freezerecord.AlreadyFrozen) -> None:
+    """The server is frozen by a migration this store no longer knows: its record on the server becomes this
+    migration's, so `unfreeze` restores the server as it was before that freeze (and nothing re-records it)."""
+    record = exc.found.record
+    if record is None or (record.freeze_id and rt.store.get(record.freeze_id) is not None):
+        return  # a freeze pgmove still tracks, or guards with no record: refused as they are
+    ctx.record(f"took over the freeze record kept on {m.source} by {record.freeze_id or 'an earlier freeze'}",
+               freeze=record)
+    raise StepFailed(f"{exc.message} pgmove has no record of that freeze any more, so this migration took over "
+                     f"the one kept on {m.source}: `/pgmove unfreeze {m.source}` puts the server back exactly as it "
+                     "was before that freeze.")
 
 
 def _copy(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:

@@ -13,7 +13,12 @@ GLOBAL = {
                            LEFT JOIN pg_database d ON d.oid = s.setdatabase LEFT JOIN pg_roles r ON r.oid = s.setrole
                            ORDER BY 1, 2""",
     "databases": "SELECT datname, datallowconn, datacl::text, datconnlimit FROM pg_database ORDER BY 1",
-    "roles": "SELECT rolname, rolcanlogin, rolsuper, rolconnlimit, rolvaliduntil FROM pg_roles ORDER BY 1",
+    "roles": """SELECT rolname, rolcanlogin, rolsuper, rolconnlimit, rolvaliduntil, rolcreatedb, rolcreaterole,
+                       rolinherit, rolreplication, rolbypassrls, oid FROM pg_roles ORDER BY 1""",
+    "memberships": """SELECT roleid::regrole::text, member::regrole::text, admin_option FROM pg_auth_members
+                      ORDER BY 1, 2""",
+    "subscriptions": "SELECT subname, subenabled, subdbid FROM pg_subscription ORDER BY 1",
+    "database_oids": "SELECT datname, oid, datdba::regrole::text FROM pg_database ORDER BY 1",
 }
 PER_DATABASE = {
     "relation_acls": """SELECT c.oid::regclass::text, c.relkind, c.relacl::text FROM pg_class c

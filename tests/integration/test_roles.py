@@ -19,7 +19,7 @@ def test_existing_roles_are_reconciled_and_keep_their_password(source, target): 
         target_hash = dst.execute(ROLE, ("reporter",)).fetchone()[3]
     with psycopg.connect(source.admin_dsn(), autocommit=True) as src, \
             psycopg.connect(target.admin_dsn(), autocommit=True) as dst:
-        done = copy_roles(src, dst, set(), with_passwords=False)
+        done = copy_roles(src, dst, {}, with_passwords=False)
         assert "reporter" in done["reconciled"] and done["not_reconciled"] == []
         assert dst.execute(ROLE, ("reporter",)).fetchone() == (True, 5, False, target_hash)  # the source's attributes
         assert dst.execute(ROLE, ("app",)).fetchone()[3] is None  # created without its hash, as asked

@@ -1,0 +1,86 @@
+"""The freeze's record kept on the server itself, so a lost store neither hides a freeze nor loses its originals.
+
+It is the comment on pgmove's guard schema (_pgmove_freeze), written in the maintenance database
+before the freeze changes anything and in every database as its guards go in; it disappears with
+the schema when unfreeze removes the guards, the maintenance database last. Any guard object, with
+or without a record, tells a second freeze that the server is already frozen. The copy leaves the
+schema and its comment behind (guards.RESTORE_EXCLUDE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from pydantic import ValidationError
+
+from state.errors import Refused
+from state.models import FreezeSnapshot
+from steps import guards
+
+_FOUND = """
+    SELECT (SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %(schema)s),
+           EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %(schema)s)
+           OR EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = %(ddl)s)
+           OR EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = %(guard)s AND NOT tgisinternal)
+"""
+
+
+@dataclass
+class Found:
+    """What one database says about an earlier freeze: its record if it kept one."""
+
+    database: str
+    record: FreezeSnapshot | None
+
+
+class AlreadyFrozen(Refused):
+    """The server carries another freeze's guards or record: freezing again would record the frozen state as the original."""
+
+    def __init__(self, message: str, found: Found) -> None:
+        super().__init__(message, database=found.database)
+        self.found = found
+
+
+def write(conn: psycopg.Connection[Any], snapshot: FreezeSnapshot) -> None:
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(guards.SCHEMA)))
+    conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
+        sql.Identifier(guards.SCHEMA), sql.Literal(snapshot.model_dump_json())))
+
+
+def read(conn: psycopg.Connection[Any], database: str) -> Found | None:
+    """This database's trace of a freeze: None when it has no guard object at all."""
+    row = conn.execute(_FOUND, {"schema": guards.SCHEMA, "ddl": guards.EVENT_TRIGGER, "guard": guards.TABLE_TRIGGER}
+                       ).fetchone()
+    if row is None or not row[1]:
+        return None
+    record = None
+    if row[0]:
+        try:
+            record = FreezeSnapshot.model_validate_json(row[0])
+        except ValidationError:
+            record = None  # a comment someone else wrote: the guard objects alone still mean frozen
+    return Found(database, record)
+
+
+def is_own(found: Found, snapshot: FreezeSnapshot) -> bool:
+    """The trace is this very freeze's (a retried freeze finishes what it started, an undo removes its own)."""
+    record = found.record
+    return record is not None and record.freeze_id == snapshot.freeze_id and record.taken_at == snapshot.taken_at
+
+
+def refusal(found: Found, server: str) -> AlreadyFrozen:
+    if found.record is None:
+        return AlreadyFrozen(
+            f"{server} already carries pgmove freeze guards (in database {found.database}) with no record of what "
+            f"they replaced; freezing again would record the frozen state as the original. Unfreeze it through the "
+            f"migration that froze it; if that is lost, remove the guards by hand (DROP EVENT TRIGGER "
+            f"{guards.EVENT_TRIGGER}; DROP SCHEMA {guards.SCHEMA} CASCADE, in each database) after checking the "
+            f"read-only settings.", found)
+    record = found.record
+    return AlreadyFrozen(
+        f"{server} is already frozen by pgmove {record.freeze_id or '(no migration id)'} since "
+        f"{record.taken_at:%Y-%m-%d %H:%M:%S} UTC ({record.label or 'no label'}); a second freeze would record "
+        f"the frozen state as the original. Unfreeze that one first.", found)
