@@ -19,16 +19,24 @@ from steps.connect import Endpoint, Progress, connect, connection
 from steps.cutover import smoke_test
 from steps.settings import before_freeze, read_settings
 
-_TABLES = """
+# An extension's own tables and sequences are its business, except its configuration tables, whose rows pg_dump
+# carries as user data (pg_extension_config_dump).
+_EXTENSION_ONLY = """
+    EXISTS (SELECT 1 FROM pg_depend e WHERE e.deptype = 'e' AND e.classid = 'pg_class'::regclass AND e.objid = c.oid)
+    AND NOT EXISTS (SELECT 1 FROM pg_extension x WHERE c.oid = ANY(x.extconfig))
+"""
+_TABLES = sql.SQL("""
     SELECT n.nspname, c.relname, c.relpages FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'm') AND c.relispopulated AND c.relpersistence <> 't'
       AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'
+      AND NOT ({extension_only})
     ORDER BY c.relpages DESC, 1, 2
-"""
-_SEQUENCES = """
+""").format(extension_only=sql.SQL(_EXTENSION_ONLY))
+_SEQUENCES = sql.SQL("""
     SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2
-"""
+    WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT ({extension_only})
+    ORDER BY 1, 2
+""").format(extension_only=sql.SQL(_EXTENSION_ONLY))
 QUICK_SAMPLE = 8  # quick mode hashes one chunk in eight (counts stay exact)
 
 
