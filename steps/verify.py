@@ -144,13 +144,24 @@ def _finish_database(pending: dict[str, Any], progress: Progress) -> dict[str, A
         if checksum.totals(left) != checksum.totals(right) and 0 in left.chunks and len(left.chunks) == 1:
             plan = plan.sized(left.rows)
             left, right = _pin(pending, plan)  # totals differ: a second pass by chunk says where
-        problems += [f"{name}: {p}" for p in checksum.differences(plan, left, right)]
-        counts.append({"table": plan.label, "source_rows": left.rows, "target_rows": right.rows})
+        content = [f"{name}: {p}" for p in checksum.differences(plan, left, right)]
+        problems += content
+        # ok means everything about the table: rows, content, and its columns, constraints and triggers.
+        about = [p for p in pending["problems"] if _names_table(p, name, plan.label)]
+        counts.append({"table": plan.label, "source_rows": left.rows, "target_rows": right.rows,
+                       "ok": left.rows == right.rows and not content and not about,
+                       "differences": len(content) + len(about)})
         if time.monotonic() - last_report >= 5:
             progress(f"{name}: {len(counts)}/{len(plans)} tables compared", database=name, done=len(counts), total=len(plans))
             last_report = time.monotonic()
     return {"database": name, "tables": len(plans), "rows": sum(c["source_rows"] for c in counts),
             "problems": problems, "notes": pending["notes"], "table_counts": counts}
+
+
+def _names_table(problem: str, database: str, label: str) -> bool:
+    """An inventory problem about this table itself, or one of its columns, constraints or triggers."""
+    return any(problem.startswith(f"{database}: {kind} {label}{end}")
+               for kind in ("table", "column", "constraint", "trigger") for end in (" ", "."))
 
 
 def _sums(pool: Connections, ep: Endpoint, db: str, plan: checksum.TablePlan, piece: tuple[int, int] | None,

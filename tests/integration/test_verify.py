@@ -159,3 +159,18 @@ def test_quick_mode_keeps_exact_counts_and_says_it_was_quick(pair, sandbox_root)
     assert _verify_with(pair, sandbox_root, None, quick=True)["mode"] == "quick"
     result = _verify_with(pair, sandbox_root, "DELETE FROM public.wide WHERE id = 2999", quick=True)
     assert any("public.wide" in p and "rows on the source" in p for p in result["problems"]), result["problems"]
+
+
+def test_a_table_with_equal_counts_but_different_content_is_not_marked_ok(pair, sandbox_root):  # type: ignore[no-untyped-def]
+    """The per-table line agrees with the headline: equal counts with a changed value or column are a DIFF."""
+    from handlers import blocks
+
+    result = _verify_with(pair, sandbox_root, "UPDATE public.wide SET c17 = 'changed' WHERE id = 2222; "
+                                              "ALTER TABLE public.awkward ALTER COLUMN label TYPE varchar(20)")
+    tables = {t["table"]: t for d in result["databases"] for t in d["table_counts"]}
+    assert tables["public.wide"]["source_rows"] == tables["public.wide"]["target_rows"]
+    assert tables["public.wide"]["ok"] is False and tables["public.awkward"]["ok"] is False
+    assert tables["public.orders"]["ok"] is True
+    report = blocks.full_verification_report("verification failed", result) or ""
+    assert "DIFF public.wide: source 3000, target 3000" in report and "DIFF public.awkward:" in report
+    assert "ok   public.orders:" in report
