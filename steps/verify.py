@@ -14,7 +14,7 @@ from psycopg import sql
 
 from state.errors import StepFailed
 from state.models import FreezeSnapshot
-from steps import checksum, inventory
+from steps import checksum, inventory, largeobjects
 from steps.connect import Endpoint, Progress, connect, connection
 from steps.cutover import smoke_test
 from steps.settings import before_freeze, read_settings
@@ -111,7 +111,7 @@ def run(
 def _start_database(src: Endpoint, dst: Endpoint, name: str, executor: ThreadPoolExecutor, pool: Connections,
                     same_major: bool, quick: bool) -> dict[str, Any]:
     sample = QUICK_SAMPLE if quick else 1
-    futures = {}
+    futures: dict[tuple[str, str], list[Any]] = {}
     with connection(src, name) as s, connection(dst, name) as d:
         tables = [(r[0], r[1]) for r in s.execute(_TABLES).fetchall()]
         target_tables = {(r[0], r[1]) for r in d.execute(_TABLES).fetchall()}
@@ -120,11 +120,15 @@ def _start_database(src: Endpoint, dst: Endpoint, name: str, executor: ThreadPoo
             for side, ep, conn in (("source", src, s), ("target", dst, d)):
                 futures[(plan.label, side)] = [executor.submit(_sums, pool, ep, name, plan, piece, sample, quick)
                                                for piece in checksum.segments(conn, plan)]
+        lo_ranges = largeobjects.ranges(s)
+        for side, ep in (("source", src), ("target", dst)):
+            futures[("large objects", side)] = [executor.submit(_lo_sums, pool, ep, name, low, high)
+                                                for low, high in lo_ranges]
         # The catalog work runs while the executor hashes.
         inv_problems, notes = inventory.compare(name, inventory.inventory(s), inventory.inventory(d), same_major)
         problems = inv_problems + _compare_sequences(s, d, name)
     return {"database": name, "plans": plans, "futures": futures, "problems": problems, "notes": notes,
-            "endpoints": (src, dst), "pool": pool, "executor": executor}
+            "endpoints": (src, dst), "pool": pool, "executor": executor, "lo_ranges": lo_ranges}
 
 
 def _finish_database(pending: dict[str, Any], progress: Progress) -> dict[str, Any]:
@@ -154,8 +158,28 @@ def _finish_database(pending: dict[str, Any], progress: Progress) -> dict[str, A
         if time.monotonic() - last_report >= 5:
             progress(f"{name}: {len(counts)}/{len(plans)} tables compared", database=name, done=len(counts), total=len(plans))
             last_report = time.monotonic()
+    lo_problems, lo_counts = _compare_large_objects(pending)
+    problems += [f"{name}: {p}" for p in lo_problems]
     return {"database": name, "tables": len(plans), "rows": sum(c["source_rows"] for c in counts),
-            "problems": problems, "notes": pending["notes"], "table_counts": counts}
+            "problems": problems, "notes": pending["notes"], "table_counts": counts, "large_objects": lo_counts}
+
+
+def _lo_sums(pool: Connections, ep: Endpoint, db: str, low: int, high: int) -> tuple[int, int, int]:
+    return largeobjects.range_sums(pool.get(ep, db), low, high)
+
+
+def _compare_large_objects(pending: dict[str, Any]) -> tuple[list[str], dict[str, int]]:
+    """Range sums from both sides; a range that differs is read object by object to name what differs."""
+    name, futures, (src, dst) = pending["database"], pending["futures"], pending["endpoints"]
+    sums = {side: [f.result() for f in futures[("large objects", side)]] for side in ("source", "target")}
+    problems = []
+    for (low, high), left, right in zip(pending["lo_ranges"], sums["source"], sums["target"], strict=True):
+        if left != right:
+            problems += largeobjects.differences(largeobjects.objects(pending["pool"].get(src, name), low, high),
+                                                 largeobjects.objects(pending["pool"].get(dst, name), low, high))
+    counts = {f"{side}_{what}": sum(part[n] for part in sums[side])
+              for side in ("source", "target") for n, what in ((0, "objects"), (1, "bytes"))}
+    return problems, counts
 
 
 def _names_table(problem: str, database: str, label: str) -> bool:
