@@ -13,8 +13,8 @@ import psycopg
 from psycopg import sql
 
 from state.errors import StepFailed
-from state.models import FreezeSnapshot
-from steps import checksum, inventory, largeobjects
+from state.models import FreezeSnapshot, QuietMark
+from steps import checksum, inventory, largeobjects, quiet
 from steps.connect import Endpoint, Progress, connect, connection
 from steps.cutover import smoke_test
 from steps.settings import before_freeze, read_settings
@@ -66,11 +66,15 @@ class Connections:
 
 def run(
     src: Endpoint, dst: Endpoint, databases: list[str], snapshot: FreezeSnapshot | None, progress: Progress,
-    jobs: int = 2, quick: bool = False, freshness: list[dict[str, str]] | None = None,
+    jobs: int = 2, quick: bool = False, freshness: list[dict[str, str]] | None = None, mark: QuietMark | None = None,
 ) -> dict[str, Any]:
     started = time.monotonic()
     problems: list[str] = []
     notes: list[str] = []
+    if mark is not None:  # the source as a whole: a database or role new or changed since the freeze blocks
+        server = quiet.server_changes(src, mark, databases, snapshot.databases if snapshot else databases)
+        problems += server.problems
+        notes += server.notes
     with connection(src) as s, connection(dst) as d:
         problems += _compare_roles(s, d) + _compare_settings(s, d, snapshot, set(databases))
         present = {r[0] for r in d.execute("SELECT datname FROM pg_database").fetchall()}
