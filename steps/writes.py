@@ -58,6 +58,8 @@ def since(connect: Callable[[str], Any], mark: int, moved: list[str], frozen: li
     """Writes since `mark` (a next xid): problems name moved databases; `connect(db)` opens a connection."""
     found = Findings()
     databases = list(dict.fromkeys([*moved, *frozen]))
+    if not databases:
+        return found
     with connect(databases[0]) as conn:
         now = next_xid(conn)
         if now == mark:
