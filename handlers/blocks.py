@@ -171,7 +171,7 @@ def full_verification_report(headline: str, v: dict[str, Any]) -> str | None:
     for d in v.get("databases", []):
         lines.append(f"== {d['database']}: {d['tables']} tables, {d['rows']:,} rows")
         for t in d.get("table_counts", []):
-            mark = "ok  " if t["source_rows"] == t["target_rows"] else "DIFF"
+            mark = "ok  " if t.get("ok", t["source_rows"] == t["target_rows"]) else "DIFF"
             lines.append(f"  {mark} {t['table']}: source {t['source_rows']}, target {t['target_rows']}")
         lines += [f"  - {p}" for p in d.get("problems", [])]
     lines += ["", "All differences:"] + [f"- {p}" for p in v.get("problems", [])] or ["- none"]

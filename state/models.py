@@ -150,6 +150,14 @@ class FreezeSnapshot(Record):
     subscriptions: list[SubscriptionRow] = Field(default_factory=list)
 
 
+class QuietMark(Record):
+    """The server-wide half of the quiet check, taken once the freeze holds (steps/quiet.py)."""
+
+    next_xid: int  # the first transaction id not yet handed out, with its epoch
+    shared: dict[str, str] = Field(default_factory=dict)  # databases, roles, memberships, password digests
+    with_passwords: bool = True  # whether password digests were recorded (the copy carries the hashes)
+
+
 class FreezeOptions(Record):
     mode: FreezeMode = FreezeMode.READ_ONLY
     grace_seconds: float | None = None  # None: the configured default
@@ -215,6 +223,7 @@ class Migration(Record):
     freeze: FreezeSnapshot | None = None
     freeze_options: FreezeOptions = Field(default_factory=FreezeOptions)
     quiet_baseline: dict[str, str] | None = None
+    quiet_mark: QuietMark | None = None
     verify_quick: bool = False  # the next verification is the quick one (asked for with verify --quick)  # per-database write fingerprint taken when the freeze held
     aborting: bool = False
     created_target_databases: list[str] = Field(default_factory=list)

@@ -175,7 +175,8 @@ class _Copy:
             kept = sum(1 for t in db.tables if checkpoint(name, f"table {t.oid}") in self.done)
             self.progress(f"{name}: resuming, {kept} of {len(db.tables)} tables already copied", database=name)
             return db
-        dropped = schema.restore_pre_data(loaded, job.toolset, job.dst, name, self.staging, self.pool.stopping)
+        dropped = schema.restore_pre_data(loaded, job.toolset, job.dst, name, self.staging, self.pool.stopping,
+                                          cross_version=not self.same_major)
         if dropped:
             with self.lock:
                 self.dropped_options |= dropped

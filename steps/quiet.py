@@ -1,8 +1,13 @@
 """The quiet check: proof that nothing wrote to a frozen source between two moments.
 
-A fingerprint per database of what a write would move: the write counters of every user table
-(inserted, updated, deleted rows) and every sequence's position. Equal fingerprints before and after
-the dump mean the copy holds every write the source acknowledged.
+Three signals, taken when the freeze holds and compared later:
+- per database, what a write would move: the write counters of every user table, every sequence's
+  position, and every large object's pages (their xmin: a write through any function, a SECURITY
+  DEFINER one included, makes new page versions);
+- the server's next transaction id (steps/writes.py): no session can turn it off, unlike track_counts,
+  and it is attributed to databases so autovacuum or an unmoved database's activity does not block;
+- the server's databases and roles (steps/shared.py): created, dropped or changed during the freeze.
+Equal signals mean the copy holds every write the source acknowledged.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from typing import Any
 
 import psycopg
 
+from state.models import QuietMark
+from steps import shared, writes
 from steps.connect import Endpoint, connection
 
 _TABLE_COUNTERS = """
@@ -19,7 +26,13 @@ _TABLE_COUNTERS = """
     FROM pg_stat_user_tables
 """
 _SEQUENCES = "SELECT schemaname, sequencename, last_value FROM pg_sequences ORDER BY 1, 2"
-_LARGE_OBJECTS = "SELECT count(*) FROM pg_largeobject_metadata"
+_LARGE_OBJECTS = """
+    SELECT (SELECT count(*) FROM pg_largeobject_metadata),
+           (SELECT coalesce(sum(hashtextextended(oid::text || ':' || xmin::text, 0)), 0) FROM pg_largeobject_metadata),
+           (SELECT count(*) FROM pg_largeobject),
+           (SELECT coalesce(sum(hashtextextended(loid::text || ':' || pageno || ':' || xmin::text, 0)), 0)
+            FROM pg_largeobject)
+"""
 
 
 def fingerprint(ep: Endpoint, databases: list[str]) -> dict[str, str]:
@@ -40,3 +53,19 @@ def _one(conn: psycopg.Connection[Any]) -> str:
 def changed(before: dict[str, str], after: dict[str, str]) -> list[str]:
     """Databases whose fingerprint moved (a database that appeared or vanished counts as moved)."""
     return sorted(name for name in set(before) | set(after) if before.get(name) != after.get(name))
+
+
+def mark(ep: Endpoint, with_passwords: bool) -> QuietMark:
+    """The server-wide signals, taken once the freeze holds."""
+    with connection(ep) as conn:
+        return QuietMark(next_xid=writes.next_xid(conn), shared=shared.record(conn, with_passwords),
+                         with_passwords=with_passwords)
+
+
+def server_changes(ep: Endpoint, since: QuietMark, moved: list[str], frozen: list[str]) -> writes.Findings:
+    """Databases and roles changed, and writes seen through transaction ids, since the mark."""
+    with connection(ep) as conn:
+        now = shared.record(conn, since.with_passwords)
+    found = writes.since(lambda db: connection(ep, db), since.next_xid, moved, frozen)
+    found.problems = [f"during the freeze, {c}" for c in shared.changes(since.shared, now)] + found.problems
+    return found

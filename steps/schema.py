@@ -72,14 +72,18 @@ def load(archive: str, toolset: ToolSet, src_conn: psycopg.Connection[Any], env:
 
 
 def restore_pre_data(schema: Schema, toolset: ToolSet, dst: Endpoint, database: str, staging: str,
-                     should_stop: Callable[[], bool]) -> set[str]:
-    """Restore pre-data in one transaction; returns the column options left out (unknown to the target)."""
+                     should_stop: Callable[[], bool], cross_version: bool = False) -> set[str]:
+    """Restore pre-data in one transaction; returns the column options left out (unknown to the target).
+
+    Only a move across major versions filters anything, and only the table definitions: the rest of the
+    script (function bodies, comments, string literals) is pg_dump's text, restored as it was written."""
     env = dst.tool_env(dict(os.environ))
     listing = _write_listing(staging, f"{file_name(database)}.all.list", schema.listing)
     script = os.path.join(staging, f"{file_name(database)}.pre-data.sql")
-    run_tool([toolset.path("pg_restore"), "--section=pre-data", f"--use-list={listing}", f"--file={script}",
+    verbose = ["--verbose"] if cross_version else []  # TOC entry headers: where each table's definition starts
+    run_tool([toolset.path("pg_restore"), *verbose, "--section=pre-data", f"--use-list={listing}", f"--file={script}",
               schema.archive], env, should_stop=should_stop)
-    dropped = _keep_known_column_options(script)
+    dropped = _keep_known_column_options(script, _table_entries(schema.listing)) if cross_version else set()
     run_tool([psql_path(toolset), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
               f"--dbname={dst.conninfo(database)}", f"--file={script}"], env, should_stop=should_stop)
     return dropped
@@ -186,8 +190,24 @@ _COLUMN_OPTIONS = re.compile(
     rf"^(ALTER (?:FOREIGN )?TABLE ONLY {_IDENT}(?:\.{_IDENT})? ALTER COLUMN {_IDENT} SET \()([^)\n]*)(\);)\n", re.M)
 
 
-def _keep_known_column_options(path: str) -> set[str]:
-    """Rewrite the pre-data script keeping only known column options; returns the names left out."""
+_RELATIONS = ("TABLE ", "FOREIGN TABLE ", "MATERIALIZED VIEW ", "VIEW ")  # whose definitions carry column options
+
+
+def _table_entries(listing: list[str]) -> list[tuple[int, bool]]:
+    """(dump id, is a relation's definition) for each listed entry."""
+    found = []
+    for line in listing:
+        match = _TOC_LINE.match(line)
+        if match:
+            kind = match.group(4)
+            found.append((int(match.group(1)), int(match.group(2)) == PG_CLASS and kind.startswith(_RELATIONS)))
+    return found
+
+
+def _keep_known_column_options(path: str, entries: list[tuple[int, bool]]) -> set[str]:
+    """Rewrite the table definitions of a verbose pre-data script keeping only known column options; returns the
+    names left out. A script whose entry headers are not the listing's, each once (a header's text inside a
+    function body, say), is left as it is: user text is never rewritten on a guess."""
     dropped: set[str] = set()
 
     def keep_known(match: re.Match[str]) -> str:
@@ -199,6 +219,15 @@ def _keep_known_column_options(path: str) -> set[str]:
 
     with open(path) as script:
         text = script.read()
+    headers = list(_ENTRY_HEADER.finditer(text))
+    tables = {dump_id for dump_id, is_table in entries if is_table}
+    seen = [int(h.group(1)) for h in headers]
+    if len(set(seen)) != len(seen) or not set(seen) <= {dump_id for dump_id, _ in entries}:
+        return dropped
+    pieces = [text[:headers[0].start()] if headers else text]
+    for n, header in enumerate(headers):
+        entry = text[header.start():headers[n + 1].start() if n + 1 < len(headers) else len(text)]
+        pieces.append(_COLUMN_OPTIONS.sub(keep_known, entry) if int(header.group(1)) in tables else entry)
     with open(path, "w") as script:
-        script.write(_COLUMN_OPTIONS.sub(keep_known, text))
+        script.write("".join(pieces))
     return dropped

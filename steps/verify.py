@@ -13,22 +13,30 @@ import psycopg
 from psycopg import sql
 
 from state.errors import StepFailed
-from state.models import FreezeSnapshot
-from steps import checksum, inventory
+from state.models import FreezeSnapshot, QuietMark
+from steps import checksum, inventory, largeobjects, quiet
 from steps.connect import Endpoint, Progress, connect, connection
 from steps.cutover import smoke_test
 from steps.settings import before_freeze, read_settings
 
-_TABLES = """
+# An extension's own tables and sequences are its business, except its configuration tables, whose rows pg_dump
+# carries as user data (pg_extension_config_dump).
+_EXTENSION_ONLY = """
+    EXISTS (SELECT 1 FROM pg_depend e WHERE e.deptype = 'e' AND e.classid = 'pg_class'::regclass AND e.objid = c.oid)
+    AND NOT EXISTS (SELECT 1 FROM pg_extension x WHERE c.oid = ANY(x.extconfig))
+"""
+_TABLES = sql.SQL("""
     SELECT n.nspname, c.relname, c.relpages FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'm') AND c.relispopulated AND c.relpersistence <> 't'
       AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'
+      AND NOT ({extension_only})
     ORDER BY c.relpages DESC, 1, 2
-"""
-_SEQUENCES = """
+""").format(extension_only=sql.SQL(_EXTENSION_ONLY))
+_SEQUENCES = sql.SQL("""
     SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2
-"""
+    WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT ({extension_only})
+    ORDER BY 1, 2
+""").format(extension_only=sql.SQL(_EXTENSION_ONLY))
 QUICK_SAMPLE = 8  # quick mode hashes one chunk in eight (counts stay exact)
 
 
@@ -58,11 +66,15 @@ class Connections:
 
 def run(
     src: Endpoint, dst: Endpoint, databases: list[str], snapshot: FreezeSnapshot | None, progress: Progress,
-    jobs: int = 2, quick: bool = False, freshness: list[dict[str, str]] | None = None,
+    jobs: int = 2, quick: bool = False, freshness: list[dict[str, str]] | None = None, mark: QuietMark | None = None,
 ) -> dict[str, Any]:
     started = time.monotonic()
     problems: list[str] = []
     notes: list[str] = []
+    if mark is not None:  # the source as a whole: a database or role new or changed since the freeze blocks
+        server = quiet.server_changes(src, mark, databases, snapshot.databases if snapshot else databases)
+        problems += server.problems
+        notes += server.notes
     with connection(src) as s, connection(dst) as d:
         problems += _compare_roles(s, d) + _compare_settings(s, d, snapshot, set(databases))
         present = {r[0] for r in d.execute("SELECT datname FROM pg_database").fetchall()}
@@ -103,7 +115,7 @@ def run(
 def _start_database(src: Endpoint, dst: Endpoint, name: str, executor: ThreadPoolExecutor, pool: Connections,
                     same_major: bool, quick: bool) -> dict[str, Any]:
     sample = QUICK_SAMPLE if quick else 1
-    futures = {}
+    futures: dict[tuple[str, str], list[Any]] = {}
     with connection(src, name) as s, connection(dst, name) as d:
         tables = [(r[0], r[1]) for r in s.execute(_TABLES).fetchall()]
         target_tables = {(r[0], r[1]) for r in d.execute(_TABLES).fetchall()}
@@ -112,11 +124,15 @@ def _start_database(src: Endpoint, dst: Endpoint, name: str, executor: ThreadPoo
             for side, ep, conn in (("source", src, s), ("target", dst, d)):
                 futures[(plan.label, side)] = [executor.submit(_sums, pool, ep, name, plan, piece, sample, quick)
                                                for piece in checksum.segments(conn, plan)]
+        lo_ranges = largeobjects.ranges(s)
+        for side, ep in (("source", src), ("target", dst)):
+            futures[("large objects", side)] = [executor.submit(_lo_sums, pool, ep, name, low, high)
+                                                for low, high in lo_ranges]
         # The catalog work runs while the executor hashes.
         inv_problems, notes = inventory.compare(name, inventory.inventory(s), inventory.inventory(d), same_major)
         problems = inv_problems + _compare_sequences(s, d, name)
     return {"database": name, "plans": plans, "futures": futures, "problems": problems, "notes": notes,
-            "endpoints": (src, dst), "pool": pool, "executor": executor}
+            "endpoints": (src, dst), "pool": pool, "executor": executor, "lo_ranges": lo_ranges}
 
 
 def _finish_database(pending: dict[str, Any], progress: Progress) -> dict[str, Any]:
@@ -136,13 +152,44 @@ def _finish_database(pending: dict[str, Any], progress: Progress) -> dict[str, A
         if checksum.totals(left) != checksum.totals(right) and 0 in left.chunks and len(left.chunks) == 1:
             plan = plan.sized(left.rows)
             left, right = _pin(pending, plan)  # totals differ: a second pass by chunk says where
-        problems += [f"{name}: {p}" for p in checksum.differences(plan, left, right)]
-        counts.append({"table": plan.label, "source_rows": left.rows, "target_rows": right.rows})
+        content = [f"{name}: {p}" for p in checksum.differences(plan, left, right)]
+        problems += content
+        # ok means everything about the table: rows, content, and its columns, constraints and triggers.
+        about = [p for p in pending["problems"] if _names_table(p, name, plan.label)]
+        counts.append({"table": plan.label, "source_rows": left.rows, "target_rows": right.rows,
+                       "ok": left.rows == right.rows and not content and not about,
+                       "differences": len(content) + len(about)})
         if time.monotonic() - last_report >= 5:
             progress(f"{name}: {len(counts)}/{len(plans)} tables compared", database=name, done=len(counts), total=len(plans))
             last_report = time.monotonic()
+    lo_problems, lo_counts = _compare_large_objects(pending)
+    problems += [f"{name}: {p}" for p in lo_problems]
     return {"database": name, "tables": len(plans), "rows": sum(c["source_rows"] for c in counts),
-            "problems": problems, "notes": pending["notes"], "table_counts": counts}
+            "problems": problems, "notes": pending["notes"], "table_counts": counts, "large_objects": lo_counts}
+
+
+def _lo_sums(pool: Connections, ep: Endpoint, db: str, low: int, high: int) -> tuple[int, int, int]:
+    return largeobjects.range_sums(pool.get(ep, db), low, high)
+
+
+def _compare_large_objects(pending: dict[str, Any]) -> tuple[list[str], dict[str, int]]:
+    """Range sums from both sides; a range that differs is read object by object to name what differs."""
+    name, futures, (src, dst) = pending["database"], pending["futures"], pending["endpoints"]
+    sums = {side: [f.result() for f in futures[("large objects", side)]] for side in ("source", "target")}
+    problems = []
+    for (low, high), left, right in zip(pending["lo_ranges"], sums["source"], sums["target"], strict=True):
+        if left != right:
+            problems += largeobjects.differences(largeobjects.objects(pending["pool"].get(src, name), low, high),
+                                                 largeobjects.objects(pending["pool"].get(dst, name), low, high))
+    counts = {f"{side}_{what}": sum(part[n] for part in sums[side])
+              for side in ("source", "target") for n, what in ((0, "objects"), (1, "bytes"))}
+    return problems, counts
+
+
+def _names_table(problem: str, database: str, label: str) -> bool:
+    """An inventory problem about this table itself, or one of its columns, constraints or triggers."""
+    return any(problem.startswith(f"{database}: {kind} {label}{end}")
+               for kind in ("table", "column", "constraint", "trigger") for end in (" ", "."))
 
 
 def _sums(pool: Connections, ep: Endpoint, db: str, plan: checksum.TablePlan, piece: tuple[int, int] | None,

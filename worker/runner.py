@@ -204,10 +204,11 @@ def _freeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     grace = options.grace_seconds if options.grace_seconds is not None else rt.config.freeze_grace_seconds
     result = freeze.apply(src, m.freeze, grace, ctx.progress)
     baseline = quiet.fingerprint(src, m.freeze.databases)
+    mark = quiet.mark(src, _with_passwords(rt, m))
     ended = len(result["sessions_ended"])
     message = (f"{m.source} frozen ({options.mode.value}): {len(result['databases'])} databases, "
                f"{result['guarded_tables']} tables guarded, {ended} session(s) ended")
-    return Event.FROZEN, message, result, {"quiet_baseline": baseline}
+    return Event.FROZEN, message, result, {"quiet_baseline": baseline, "quiet_mark": mark}
 
 
 def _adopt_lost_freeze(rt: Runtime, m: Migration, ctx: StepContext, exc: freezerecord.AlreadyFrozen) -> None:
@@ -277,20 +278,37 @@ def _prove_quiet(m: Migration, src: Endpoint, ctx: StepContext, when: str) -> No
         return
     now_seen = quiet.fingerprint(src, list(m.quiet_baseline))
     moved = quiet.changed(m.quiet_baseline, now_seen)
-    if moved:
+    server = quiet.server_changes(src, m.quiet_mark, _moving(m, src), list(m.quiet_baseline)) if m.quiet_mark else None
+    problems = [f"in {', '.join(moved)}"] if moved else []
+    problems += server.problems if server else []
+    if problems:
         # The next attempt compares against what is there now: whatever wrote is then in its copy. Tables
         # copied before the write may miss it, so nothing of an earlier attempt may be kept.
         ctx.rt.store.remove_checkpoints(m.id, ctx.rt.store.checkpoints(m.id))
-        ctx.record("quiet check failed; new baseline recorded", quiet_baseline=now_seen)
-        raise StepFailed(f"something wrote to {m.source} {when} (in {', '.join(moved)}): the freeze was overridden, "
-                         "perhaps by a superuser. Find out who, then retry (the copy starts over) or unfreeze.")
-    ctx.progress(f"quiet check: no write on {m.source} {when} ({len(now_seen)} databases, counters and sequences unchanged)")
+        ctx.record("quiet check failed; new baseline recorded", quiet_baseline=now_seen,
+                   quiet_mark=quiet.mark(src, _with_passwords(ctx.rt, m)))
+        raise StepFailed(f"something wrote to {m.source} {when} ({'; '.join(problems)}): the freeze was overridden, "
+                         "perhaps by a superuser or a role that may create databases or roles. Find out who, then "
+                         "retry (the copy starts over) or unfreeze.")
+    notes = f"; {'; '.join(server.notes)}" if server and server.notes else ""
+    ctx.progress(f"quiet check: no write on {m.source} {when} ({len(now_seen)} databases, counters, sequences, "
+                 f"large objects, transaction ids, databases and roles unchanged){notes}")
+
+
+def _with_passwords(rt: Runtime, m: Migration) -> bool:
+    """Password hashes are part of what must not change only when the copy carries them."""
+    return rt.config.servers[m.target].copy_role_passwords if m.target in rt.config.servers else True
+
+
+def _moving(m: Migration, src: Endpoint) -> list[str]:
+    with connection(src) as conn:
+        return [d.name for d in selected(list_databases(conn), m.plan.databases)]
 
 
 def _verify(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     freshness = [f.model_dump() for f in rt.config.freshness]
     result = verify.run(rt.endpoint(m.source), rt.endpoint(_target(m)), _databases(m), m.freeze, ctx.progress,
-                        m.plan.jobs, quick=m.verify_quick, freshness=freshness)
+                        m.plan.jobs, quick=m.verify_quick, freshness=freshness, mark=m.quiet_mark)
     if result["ok"]:
         message = f"verified ({result['mode']}): {result['tables']} tables, {result['rows']} rows, all equal"
         return Event.VERIFY_PASSED, message, result, {"verification": result, "verify_quick": False}

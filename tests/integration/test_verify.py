@@ -12,7 +12,7 @@ import pytest
 from psycopg import sql
 
 from cli.sandbox import PgCluster
-from steps import checksum, copy, verify
+from steps import checksum, copy, largeobjects, verify
 from steps.connect import Endpoint
 from steps.tools import choose_toolset
 
@@ -37,6 +37,11 @@ def _awkward(source: PgCluster) -> None:
         values = sql.SQL(", ").join(sql.SQL("{} || g").format(sql.Literal(f"v{i}-")) for i in range(30))
         conn.execute(sql.SQL("INSERT INTO public.wide SELECT g, {} FROM generate_series(1, 3000) g").format(values))
         conn.execute("CREATE INDEX wide_c5 ON public.wide (c5)")
+        # Large objects: a small one, a sparse one (holes read as zeros), and one of many pages.
+        conn.execute("SELECT lo_from_bytea(4242, 'hello large object')")
+        conn.execute("SELECT lo_create(4243); SELECT lo_put(4243, 100000, 'after a hole')")
+        conn.execute("SELECT lo_from_bytea(4244, convert_to(repeat(md5('x'), 5000), 'UTF8'))")
+        conn.execute("COMMENT ON LARGE OBJECT 4244 IS 'many pages'")
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +62,7 @@ def pair(golden_source, golden_target, sandbox_root, passwords) -> Iterator[tupl
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):  # type: ignore[no-untyped-def]
     monkeypatch.setattr(checksum, "CHUNK_ROWS", 500)  # several key ranges even in small tables
+    monkeypatch.setattr(largeobjects, "CHUNK_OBJECTS", 2)  # and several oid ranges of large objects
 
 
 def _verify_with(pair, sandbox_root, mutation: str | None, db: str = "appdb", **options):  # type: ignore[no-untyped-def]
@@ -81,6 +87,8 @@ def test_an_identical_copy_passes_including_awkward_types_and_tables_without_a_k
     assert counts["public.awkward"]["source_rows"] == counts["public.awkward"]["target_rows"] == 5
     assert counts["public.wide"]["target_rows"] == 3000 and result["rows"] > 50000
     assert result["smoke"], "the write test as the app role did not run"
+    appdb = next(d for d in result["databases"] if d["database"] == "appdb")
+    assert appdb["large_objects"]["source_objects"] == appdb["large_objects"]["target_objects"] == 3
 
 
 CASES = [
@@ -99,6 +107,13 @@ CASES = [
     ("a missing extension", "DROP EXTENSION pg_trgm", ["extension pg_trgm is missing on the target"]),
     ("a changed column type", "ALTER TABLE public.wide ALTER COLUMN c3 TYPE text",
      ["column public.wide.c3 differs", "character varying(40)"]),
+    ("a changed byte in a large object", "SELECT lo_put(4244, 70000, 'Z')",
+     ["large object 4244: same size (160000 bytes), different content"]),
+    ("a truncated large object", "SELECT lo_truncate(lo_open(4242, 131072), 5)",
+     ["large object 4242: 18 bytes on the source, 5 on the target"]),
+    ("a missing large object", "SELECT lo_unlink(4243)", ["large object 4243 is missing on the target"]),
+    ("an extra large object", "SELECT lo_from_bytea(9999, 'extra')", ["large object 9999 exists only on the target"]),
+    ("a large object's comment", "COMMENT ON LARGE OBJECT 4244 IS 'changed'", ["large object 4244: comment differ"]),
     ("a changed database setting", "ALTER DATABASE appdb SET work_mem = '16MB'",
      ["setting work_mem (database appdb) is '16MB' on the target, '8MB' before the freeze"]),
 ]
@@ -159,3 +174,18 @@ def test_quick_mode_keeps_exact_counts_and_says_it_was_quick(pair, sandbox_root)
     assert _verify_with(pair, sandbox_root, None, quick=True)["mode"] == "quick"
     result = _verify_with(pair, sandbox_root, "DELETE FROM public.wide WHERE id = 2999", quick=True)
     assert any("public.wide" in p and "rows on the source" in p for p in result["problems"]), result["problems"]
+
+
+def test_a_table_with_equal_counts_but_different_content_is_not_marked_ok(pair, sandbox_root):  # type: ignore[no-untyped-def]
+    """The per-table line agrees with the headline: equal counts with a changed value or column are a DIFF."""
+    from handlers import blocks
+
+    result = _verify_with(pair, sandbox_root, "UPDATE public.wide SET c17 = 'changed' WHERE id = 2222; "
+                                              "ALTER TABLE public.awkward ALTER COLUMN label TYPE varchar(20)")
+    tables = {t["table"]: t for d in result["databases"] for t in d["table_counts"]}
+    assert tables["public.wide"]["source_rows"] == tables["public.wide"]["target_rows"]
+    assert tables["public.wide"]["ok"] is False and tables["public.awkward"]["ok"] is False
+    assert tables["public.orders"]["ok"] is True
+    report = blocks.full_verification_report("verification failed", result) or ""
+    assert "DIFF public.wide: source 3000, target 3000" in report and "DIFF public.awkward:" in report
+    assert "ok   public.orders:" in report
