@@ -189,6 +189,8 @@ class PlanProblems(PgmoveError):
 def _freeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     src = rt.endpoint(m.source)
     options = m.freeze_options
+    if options.archive and rt.config.archive_dir is not None:
+        archive.check_name(rt.config.archive_dir, options.archive, m.id)  # before anything is frozen
     if m.freeze is None:
         # Recorded before anything changes, and never re-taken: a retried freeze must not mistake
         # half-frozen settings for the originals.
