@@ -202,12 +202,13 @@ def cmd_reject(deps: Deps, actor: str, command: Reject) -> Reply:
 
 def cmd_unfreeze(deps: Deps, actor: str, command: ServerCmd) -> Reply:
     now = deps.clock()
-    return _accepted(_on_server(deps, command.server, lambda m: actions.request_unfreeze(m, actor, now)), "unfreeze")
+    return _accepted(_on_server(deps, command.server, lambda m: actions.request_unfreeze(m, actor, now, policy=deps.policy)), "unfreeze")
 
 
 def cmd_abort(deps: Deps, actor: str, command: ServerCmd) -> Reply:
     now = deps.clock()
-    return _accepted(_on_server(deps, command.server, lambda m: actions.request_unfreeze(m, actor, now, abort=True)), "abort")
+    return _accepted(_on_server(deps, command.server, lambda m: actions.request_unfreeze(m, actor, now, abort=True, policy=deps.policy)),
+                     "abort")
 
 
 def cmd_verify(deps: Deps, actor: str, command: VerifyCmd) -> Reply:

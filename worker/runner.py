@@ -13,7 +13,7 @@ from typing import Any
 from state.actions import Outcome, fail_step, finish_step, start_step, step_due, with_changes
 from state.errors import PgmoveError, Refused, StepFailed
 from state.machine import Event
-from state.models import AuditEvent, EventKind, Migration, StepName
+from state.models import AuditEvent, EventKind, HookReport, Migration, StepName
 from steps import archive, copy, cutover, freeze, preflight, quiet, verify
 from steps.catalog import list_databases, selected
 from steps.connect import Endpoint, connection
@@ -288,8 +288,13 @@ def _cutover(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     cfg = rt.config.servers[target]
     extra = {"PGMOVE_SOURCE": m.source, "PGMOVE_TARGET": target, "PGMOVE_MIGRATION": m.id}
     secret_env = {s.password_env for s in rt.config.servers.values() if s.password_env}
+
+    def on_hook(report: HookReport) -> None:
+        said = "started" if report.finished_at is None else "ended"
+        ctx.record(f"cutover hook {report.argv0} {said}", hook=report)
+
     result = cutover.run(rt.endpoint(target), _databases(m), cfg.cutover_hook, cfg.cutover_hook_timeout,
-                         extra, secret_env, ctx.progress)
+                         extra, secret_env, ctx.progress, on_hook)
     return Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen", result, {}
 
 
