@@ -333,6 +333,19 @@ def fail_step(m: Migration, step: StepName, reason: str, now: datetime, actor: s
     return out
 
 
+def stop_step(m: Migration, step: StepName, token: str, now: datetime) -> Outcome:
+    """A running step was stopped because the migration moved on under it (unfreeze, abort): say so in its
+    record and the trail, and let go of its lease so what is due now can start."""
+    if m.lease is None or m.lease.token != token or m.state == RUNNING_STATE[step]:
+        raise Refused(f"{step} is not stopped: it is no longer this worker's, or the migration did not move on")
+    new = m.model_copy(deep=True, update={"lease": None, "updated_at": now})
+    message = f"{step} stopped: {m.source} moved on to {m.state.value.replace('_', ' ')}"
+    record = new.last_step(step)
+    if record is not None and record.status == StepStatus.RUNNING:
+        record.status, record.finished_at, record.message = StepStatus.FAILED, now, message
+    return Outcome(new, [AuditEvent(kind=EventKind.STEP, at=now, actor=f"worker:{m.lease.worker}", message=message, step=step)])
+
+
 def with_changes(m: Migration, now: datetime, message: str, actor: str, **changes: object) -> Outcome:
     """A change of the record that is not a transition (a recorded snapshot, a created database)."""
     new = m.model_copy(deep=True, update={**changes, "updated_at": now})
