@@ -95,7 +95,7 @@ class Notifier:
         if event.kind == EventKind.TRANSITION:
             text, message = blocks.status_message(m, event)
             self._update(channel, status_ts, text, message)
-        if event.to_state in (State.AWAITING_FREEZE_APPROVAL, State.AWAITING_CUTOVER_APPROVAL):
+        if event.to_state in (State.AWAITING_FREEZE_APPROVAL, State.AWAITING_CUTOVER_APPROVAL, State.AWAITING_UNFREEZE_APPROVAL):
             self._post_approval(m, channel, event)
         if event.kind == EventKind.DECISION or event.event in (Event.REPLANNED.value, Event.UNFREEZE_REQUESTED.value):
             self._refresh_approvals(m, channel)
@@ -139,7 +139,8 @@ class Notifier:
     @staticmethod
     def _approval_at(m: Migration, event: AuditEvent) -> Approval | None:
         """The request this event opened. After downtime only the latest request of that kind is posted."""
-        want = ApprovalAction.FREEZE if event.to_state == State.AWAITING_FREEZE_APPROVAL else ApprovalAction.CUTOVER
+        want = {State.AWAITING_FREEZE_APPROVAL: ApprovalAction.FREEZE, State.AWAITING_CUTOVER_APPROVAL: ApprovalAction.CUTOVER,
+                State.AWAITING_UNFREEZE_APPROVAL: ApprovalAction.UNFREEZE}.get(event.to_state) if event.to_state else None
         return m.approval if m.approval is not None and m.approval.action == want else None
 
     # -- Slack calls (retries on 429 happen inside the client) --------------------------------------

@@ -34,6 +34,7 @@ _STATE_ICON = {
     State.VERIFIED: ":white_check_mark:", State.CUT_OVER: ":tada:", State.FAILED: ":x:",
     State.VERIFY_FAILED: ":warning:", State.ABORTED: ":leftwards_arrow_with_hook:",
     State.AWAITING_FREEZE_APPROVAL: ":raising_hand:", State.AWAITING_CUTOVER_APPROVAL: ":raising_hand:",
+    State.AWAITING_UNFREEZE_APPROVAL: ":raising_hand:",
 }
 
 
@@ -106,6 +107,10 @@ def approval_message(m: Migration, approval: Approval, approvers: list[str], now
                                    "verification run." if m.target else ". No copy: this is a freeze only."))
         if m.freeze_options.archive:
             effect += f" A dump of the frozen source is kept as the archive `{m.freeze_options.archive}`."
+    elif action == "unfreeze":
+        effect = (f"*{m.source}* takes writes again{' and the migration is aborted' if m.aborting else ''}, after a "
+                  f"cutover that started: the app may already be on *{m.target}* (two writable servers). "
+                  + views.hook_report_text(m))
     else:
         effect = (f"*{m.target}* becomes the app's server; *{m.source}* stays frozen for good. "
                   "This is the point of no return.")

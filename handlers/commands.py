@@ -121,22 +121,24 @@ def cmd_plan(deps: Deps, actor: str, command: PlanCmd) -> Reply:
     source, target = _known(deps.config, command.source), _known(deps.config, command.target)
     if source == target:
         raise Refused("Source and target are the same server.")
-    for other in deps.store.active():
-        if other.source != source and other.state not in TERMINAL and target in (other.source, other.target):
-            raise Refused(f"{target} is already part of the migration {other.source} -> {other.target} ({other.state.value}).")
-        if other.source != source and other.state not in TERMINAL and source == other.target:
-            raise Refused(f"{source} is the target of the migration from {other.source}; finish or abort that first.")
     plan = Plan(source=source, target=target, databases=command.databases, jobs=command.jobs)
     now = deps.clock()
 
     def decide(current: Migration | None) -> Outcome:
+        # Inside the compare-and-set: the store watches both servers' claims, so a concurrent plan that
+        # takes either of them makes this attempt run again and see it.
+        for other in deps.store.active():
+            if other.source != source and other.state not in TERMINAL and target in (other.source, other.target):
+                raise Refused(f"{target} is already part of the migration {other.source} -> {other.target} ({other.state.value}).")
+            if other.source != source and other.state not in TERMINAL and source == other.target:
+                raise Refused(f"{source} is the target of the migration from {other.source}; finish or abort that first.")
         if current is None or current.state == State.ABORTED:
             return actions.new_migration(f"mig-{secrets.token_hex(4)}", plan, actor, now)
         if current.state == State.CUT_OVER:
             raise Refused(f"{source} was already cut over to {current.target}; it stays frozen by design.")
         return actions.replan(current, plan, actor, now)
 
-    return _accepted(deps.store.update_server(source, decide, deps.enqueue), "plan")
+    return _accepted(deps.store.update_server(source, decide, deps.enqueue, others=(target,)), "plan")
 
 
 def cmd_status(deps: Deps, actor: str, command: Status) -> Reply:
@@ -200,12 +202,13 @@ def cmd_reject(deps: Deps, actor: str, command: Reject) -> Reply:
 
 def cmd_unfreeze(deps: Deps, actor: str, command: ServerCmd) -> Reply:
     now = deps.clock()
-    return _accepted(_on_server(deps, command.server, lambda m: actions.request_unfreeze(m, actor, now)), "unfreeze")
+    return _accepted(_on_server(deps, command.server, lambda m: actions.request_unfreeze(m, actor, now, policy=deps.policy)), "unfreeze")
 
 
 def cmd_abort(deps: Deps, actor: str, command: ServerCmd) -> Reply:
     now = deps.clock()
-    return _accepted(_on_server(deps, command.server, lambda m: actions.request_unfreeze(m, actor, now, abort=True)), "abort")
+    return _accepted(_on_server(deps, command.server, lambda m: actions.request_unfreeze(m, actor, now, abort=True, policy=deps.policy)),
+                     "abort")
 
 
 def cmd_verify(deps: Deps, actor: str, command: VerifyCmd) -> Reply:

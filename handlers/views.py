@@ -21,6 +21,8 @@ _NEXT: dict[State, str] = {
     State.VERIFIED: "next: `/pgmove cutover {src}` (a second person approves), or `/pgmove unfreeze {src}`",
     State.VERIFY_FAILED: "cutover is blocked: fix the differences, then `/pgmove verify {src}`, or `/pgmove unfreeze {src}`",
     State.AWAITING_CUTOVER_APPROVAL: "waiting for an approver: `/pgmove approve {src}` or `/pgmove reject {src}`",
+    State.AWAITING_UNFREEZE_APPROVAL: ("the cutover started, so writes back to {src} need an approver: "
+                                       "`/pgmove approve {src}` or `/pgmove reject {src}`"),
     State.CUTTING_OVER: "switching to {dst}",
     State.CUT_OVER: "done: {dst} serves the app; {src} stays frozen",
     State.UNFREEZING: "putting {src} back as it was",
@@ -42,7 +44,7 @@ def accepted_text(verb: str, m: Migration, events: list[AuditEvent]) -> str:
     if events and said.startswith(events[0].actor) and not events[0].actor.startswith("worker"):
         said = f"<@{events[0].actor}>" + said[len(events[0].actor):]  # a mention in Slack, the id in a terminal
     lines = [f"{said}. [{m.id}: {m.state.value}]"]
-    if m.approval and m.approval.decision == Decision.PENDING and verb in ("freeze", "cutover"):
+    if m.approval and m.approval.decision == Decision.PENDING and verb in ("freeze", "cutover", "unfreeze", "abort"):
         lines.append(approval_text(m))
     else:
         lines.append(next_hint(m))
@@ -61,8 +63,29 @@ def approval_text(m: Migration) -> str:
         how += f", {m.freeze_options.mode.value} freeze" + (f", {grace:g}s grace" if grace is not None else "")
         if m.freeze_options.archive:
             how += f", an archive kept as {m.freeze_options.archive}"
+    if a.action.value == "unfreeze":
+        what = "Abort (unfreezing the source)" if m.aborting else "Unfreeze"
+        return (f"{what} of {title(m)} requested by <@{a.requester}> (request {a.id}) after its cutover started: "
+                f"{m.source} takes writes again while the app may already be on {m.target or 'the target'}. "
+                f"{hook_report_text(m)} Another approver must approve before {a.expires_at:%H:%M} UTC: "
+                f"`/pgmove approve {m.source}`.")
     return (f"{a.action.value.capitalize()} of {title(m)} requested by <@{a.requester}> (request {a.id}): {dbs}{size}, "
             f"{how}. Another approver must approve before {a.expires_at:%H:%M} UTC: `/pgmove approve {m.source}`.")
+
+
+def hook_report_text(m: Migration) -> str:
+    """What the cutover hook reported, for whoever decides whether the source may take writes again."""
+    h = m.hook
+    if h is None:
+        return "The cutover hook never ran (the cutover failed before it, or none is configured)."
+    if h.error:
+        return f"The cutover hook {h.argv0} could not start: {h.error}."
+    if h.finished_at is None:
+        return (f"The cutover hook {h.argv0} started at {h.started_at:%H:%M:%S} UTC and its end was never recorded: "
+                "it may have switched the app.")
+    how = "was killed at its time limit" if h.timed_out else f"exited with status {h.exit_status}"
+    tail = " / ".join(h.output[-5:]) or "no output"
+    return f"The cutover hook {h.argv0} {how} at {h.finished_at:%H:%M:%S} UTC; its last output: {tail}."
 
 
 def status_text(m: Migration) -> str:

@@ -128,6 +128,7 @@ def decide(
         out.enqueue = True
     else:
         out = _transition(m, Event.REJECTED, actor, now, f"{actor} rejected the {a.action}", to=a.prior_state)
+        out.migration.aborting = False
     approval = out.migration.approval
     assert approval is not None
     approval.decision = Decision.APPROVED if approve else Decision.REJECTED
@@ -144,9 +145,20 @@ def request_verify(m: Migration, actor: str, now: datetime, quick: bool = False)
     return out
 
 
-def request_unfreeze(m: Migration, actor: str, now: datetime, abort: bool = False) -> Outcome:
-    if m.state in (State.CUTTING_OVER, State.CUT_OVER):
+def cutover_started(m: Migration) -> bool:
+    """From here on the hook may have switched the app: writes back to the source risk two writable servers."""
+    failed_in_cutover = m.state == State.FAILED and m.failure is not None and m.failure.step == StepName.CUTOVER
+    return m.state in (State.CUTTING_OVER, State.AWAITING_UNFREEZE_APPROVAL) or failed_in_cutover
+
+
+def request_unfreeze(m: Migration, actor: str, now: datetime, abort: bool = False, policy: Policy | None = None) -> Outcome:
+    if m.state == State.CUT_OVER:
         raise Refused(f"{m.source} was cut over to {m.target}; it stays frozen so nothing writes to the old server.")
+    if m.state == State.CUTTING_OVER:
+        raise Refused(f"The cutover of {m.source} to {m.target} is running; wait for it to end. If it fails, giving "
+                      "writes back to the source needs a second person's approval, as the cutover did.")
+    if cutover_started(m):
+        return _request_writes_back(m, actor, now, abort, policy or Policy(approvers=frozenset()))
     if abort and not m.source_frozen:
         return _transition(m, Event.ABORTED, actor, now, f"{actor} aborted the migration")
     if not m.source_frozen:
@@ -158,6 +170,25 @@ def request_unfreeze(m: Migration, actor: str, now: datetime, abort: bool = Fals
         out.migration.approval.decision = Decision.VOIDED
         out.migration.approval.reason = "unfreeze requested"
     out.enqueue = True
+    return out
+
+
+def _request_writes_back(m: Migration, actor: str, now: datetime, abort: bool, policy: Policy) -> Outcome:
+    """After a cutover started, unfreeze and abort are a request a second person approves, like the cutover."""
+    pending = m.approval if m.approval and m.approval.decision == Decision.PENDING else None
+    if pending and pending.expires_at > now:
+        raise Refused(
+            f"{m.source} already has a {pending.action} request from <@{pending.requester}> waiting for approval "
+            f"(expires {pending.expires_at:%H:%M} UTC)."
+        )
+    verb = "abort of the migration, unfreezing" if abort else "unfreeze of"
+    out = _transition(m, Event.UNFREEZE_APPROVAL_REQUESTED, actor, now,
+                      f"{actor} requested the {verb} {m.source} after its cutover started (needs a second person)")
+    out.migration.aborting = abort
+    out.migration.approval = Approval(
+        id=secrets.token_hex(4), action=ApprovalAction.UNFREEZE, requester=actor, plan_digest=m.plan_digest,
+        requested_at=now, expires_at=now + policy.approval_ttl, prior_state=pending.prior_state if pending else m.state,
+    )
     return out
 
 
@@ -300,6 +331,19 @@ def fail_step(m: Migration, step: StepName, reason: str, now: datetime, actor: s
     if record is not None and record.status == StepStatus.RUNNING:
         record.status, record.finished_at, record.message = StepStatus.FAILED, now, reason
     return out
+
+
+def stop_step(m: Migration, step: StepName, token: str, now: datetime) -> Outcome:
+    """A running step was stopped because the migration moved on under it (unfreeze, abort): say so in its
+    record and the trail, and let go of its lease so what is due now can start."""
+    if m.lease is None or m.lease.token != token or m.state == RUNNING_STATE[step]:
+        raise Refused(f"{step} is not stopped: it is no longer this worker's, or the migration did not move on")
+    new = m.model_copy(deep=True, update={"lease": None, "updated_at": now})
+    message = f"{step} stopped: {m.source} moved on to {m.state.value.replace('_', ' ')}"
+    record = new.last_step(step)
+    if record is not None and record.status == StepStatus.RUNNING:
+        record.status, record.finished_at, record.message = StepStatus.FAILED, now, message
+    return Outcome(new, [AuditEvent(kind=EventKind.STEP, at=now, actor=f"worker:{m.lease.worker}", message=message, step=step)])
 
 
 def with_changes(m: Migration, now: datetime, message: str, actor: str, **changes: object) -> Outcome:

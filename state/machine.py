@@ -18,6 +18,7 @@ class State(StrEnum):
     VERIFIED = "verified"
     VERIFY_FAILED = "verify_failed"
     AWAITING_CUTOVER_APPROVAL = "awaiting_cutover_approval"
+    AWAITING_UNFREEZE_APPROVAL = "awaiting_unfreeze_approval"  # after a cutover started: writes back need two people
     CUTTING_OVER = "cutting_over"
     CUT_OVER = "cut_over"
     UNFREEZING = "unfreezing"
@@ -40,6 +41,7 @@ class Event(StrEnum):
     VERIFY_FAILED = "verify_failed"
     CUT_OVER = "cut_over"
     UNFREEZE_REQUESTED = "unfreeze_requested"
+    UNFREEZE_APPROVAL_REQUESTED = "unfreeze_approval_requested"
     UNFROZEN = "unfrozen"
     UNFROZEN_FOR_ABORT = "unfrozen_for_abort"
     ABORTED = "aborted"
@@ -57,12 +59,14 @@ WORKING: frozenset[State] = frozenset(
 RESTING: frozenset[State] = frozenset(
     {
         S.READY, S.IN_SYNC, S.AWAITING_FREEZE_APPROVAL, S.AWAITING_CUTOVER_APPROVAL, S.FROZEN,
-        S.VERIFIED, S.VERIFY_FAILED, S.CUT_OVER, S.FAILED, S.ABORTED,
+        S.VERIFIED, S.VERIFY_FAILED, S.CUT_OVER, S.FAILED, S.ABORTED, S.AWAITING_UNFREEZE_APPROVAL,
     }
 )
 TERMINAL: frozenset[State] = frozenset({S.CUT_OVER, S.ABORTED})
 # Before the point of no return: the source may still be put back as it was.
-BEFORE_CUTOVER: frozenset[State] = frozenset(set(State) - {S.CUTTING_OVER, S.CUT_OVER, S.ABORTED})
+BEFORE_CUTOVER: frozenset[State] = frozenset(
+    set(State) - {S.CUTTING_OVER, S.CUT_OVER, S.ABORTED, S.AWAITING_UNFREEZE_APPROVAL}
+)
 
 _UNFREEZABLE = (
     S.FREEZING, S.FROZEN, S.COPYING, S.VERIFYING, S.VERIFIED, S.VERIFY_FAILED,
@@ -89,11 +93,17 @@ TRANSITIONS: dict[State, dict[Event, State]] = {
         E.APPROVED: S.CUTTING_OVER, E.REJECTED: S.VERIFIED,
         E.CUTOVER_REQUESTED: S.AWAITING_CUTOVER_APPROVAL,
     },
+    S.AWAITING_UNFREEZE_APPROVAL: {
+        E.APPROVED: S.UNFREEZING, E.REJECTED: S.FAILED,
+        E.UNFREEZE_APPROVAL_REQUESTED: S.AWAITING_UNFREEZE_APPROVAL,  # a new request replaces an expired one
+    },
     S.CUTTING_OVER: {E.CUT_OVER: S.CUT_OVER, E.STEP_FAILED: S.FAILED},
     S.CUT_OVER: {},
     S.UNFREEZING: {E.UNFROZEN: S.READY, E.UNFROZEN_FOR_ABORT: S.ABORTED, E.STEP_FAILED: S.FAILED},
     S.ABORTED: {},
-    S.FAILED: {E.RETRY: S.FAILED, E.REPLANNED: S.PLANNED},  # RETRY's real target is the failure's resume state
+    # RETRY's real target is the failure's resume state. Once a cutover has started (it failed in the cutover
+    # step), writes go back to the source only through UNFREEZE_APPROVAL_REQUESTED: actions decides which applies.
+    S.FAILED: {E.RETRY: S.FAILED, E.REPLANNED: S.PLANNED, E.UNFREEZE_APPROVAL_REQUESTED: S.AWAITING_UNFREEZE_APPROVAL},
 }
 for _state in _UNFREEZABLE:
     TRANSITIONS[_state][E.UNFREEZE_REQUESTED] = S.UNFREEZING

@@ -35,6 +35,7 @@ class StepStatus(StrEnum):
 class ApprovalAction(StrEnum):
     FREEZE = "freeze"
     CUTOVER = "cutover"
+    UNFREEZE = "unfreeze"  # writes back to the source after a cutover started
 
 
 class Decision(StrEnum):
@@ -197,6 +198,18 @@ class Lease(Record):
     started_at: datetime
 
 
+class HookReport(Record):
+    """What the cutover hook did, as far as pgmove saw: whoever approves giving writes back reads this."""
+
+    argv0: str
+    started_at: datetime
+    finished_at: datetime | None = None  # None: started, its end never recorded (the worker died meanwhile)
+    exit_status: int | None = None  # negative: ended by that signal
+    timed_out: bool = False  # killed, with its children, at the time limit
+    output: list[str] = Field(default_factory=list)  # the last lines of its stdout and stderr
+    error: str | None = None  # it could not be started at all
+
+
 class Failure(Record):
     step: StepName
     reason: str
@@ -228,6 +241,7 @@ class Migration(Record):
     aborting: bool = False
     created_target_databases: list[str] = Field(default_factory=list)
     verification: dict[str, Any] | None = None
+    hook: HookReport | None = None  # the cutover hook's last run
 
     @property
     def source_frozen(self) -> bool:

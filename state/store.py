@@ -36,6 +36,10 @@ class Keys:
     def active(self, server: str) -> str:
         return f"{self.prefix}:server:{server}:active"
 
+    def target_of(self, server: str) -> str:
+        """The migration that last claimed `server` as its target: written so concurrent plans collide."""
+        return f"{self.prefix}:server:{server}:target"
+
     def lock(self, server: str) -> str:
         return f"{self.prefix}:server:{server}:lock"
 
@@ -118,9 +122,18 @@ class Store:
         key = self.keys.migration(migration_id)
         return self._cas([key], lambda pipe: self._load(pipe, key), decide, enqueue)
 
-    def update_server(self, server: str, decide: Decide, enqueue: Enqueue | None = None) -> Outcome:
-        """Like update(), for the server's current migration (or None): creating one claims the server."""
+    def update_server(
+        self, server: str, decide: Decide, enqueue: Enqueue | None = None, others: tuple[str, ...] = ()
+    ) -> Outcome:
+        """Like update(), for the server's current migration (or None): creating one claims the server.
+
+        `others` are servers `decide` checks are free (a plan's target): their claims, as source or as
+        target, are watched too, so of two plans that need the same server only one can win.
+        """
         active_key = self.keys.active(server)
+        claims = [self.keys.target_of(server)]
+        for other in others:
+            claims += [self.keys.active(other), self.keys.target_of(other)]
 
         def load(pipe: Pipeline) -> Migration | None:
             migration_id = pipe.get(active_key)
@@ -130,7 +143,7 @@ class Store:
             pipe.watch(active_key, key)  # type: ignore[no-untyped-call]
             return self._load(pipe, key)
 
-        return self._cas([active_key], load, decide, enqueue)
+        return self._cas([active_key, *claims], load, decide, enqueue)
 
     def _cas(
         self, watch: list[str], load: Callable[[Pipeline], Migration | None], decide: Decide, enqueue: Enqueue | None
@@ -163,6 +176,8 @@ class Store:
         if claim:
             pipe.set(self.keys.active(m.source), m.id)
             pipe.zadd(self.keys.index, {m.id: m.created_at.timestamp()})
+        if m.target is not None:
+            pipe.set(self.keys.target_of(m.target), m.id)
         for event in events:
             pipe.xadd(self.keys.events(m.id), {"e": event.model_dump_json(exclude={"id"})})
 

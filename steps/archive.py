@@ -10,6 +10,7 @@ what was copied.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -28,6 +29,7 @@ from steps.tools import ToolSet, file_name, run_tool
 
 MANIFEST = "MANIFEST.sha256"
 INCOMPLETE = ".pgmove-archive-incomplete"
+MARKER = ".pgmove-archive.json"  # {"migration": id, "server": name}; in the manifest like every other file
 
 README = """pgmove archive of {server}, taken while it was frozen for migration {migration}.
 
@@ -40,20 +42,44 @@ Databases: {databases}
 """
 
 
+def check_name(root: str, name: str, migration: str) -> None:
+    """Refuse, changing nothing, a name already holding anything but this migration's own archive."""
+    base = Path(root) / name
+    if not base.exists():
+        return
+    owner = _owner(base)
+    if owner == migration:
+        return
+    what = (f"the archive of migration {owner}" if owner else
+            "an archive pgmove started" if (base / INCOMPLETE).exists() or (base / MANIFEST).exists() else
+            "something pgmove did not write")
+    raise StepFailed(f"the archive name {name} is taken: {base} holds {what}, not this migration's ({migration}); it is "
+                     "left as it is. Plan again and freeze with another --archive name.")
+
+
+def _owner(base: Path) -> str | None:
+    try:
+        return str(json.loads((base / MARKER).read_text())["migration"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def write(src: Endpoint, databases: list[str], toolset: ToolSet, root: str, name: str, jobs: int,
           snapshot: FreezeSnapshot | None, migration: str, progress: Progress,
           should_stop: Callable[[], bool]) -> dict[str, Any]:
     base = Path(root) / name
+    check_name(root, name, migration)  # again here: another migration may have taken the name since the freeze
     if base.exists():
         if (base / MANIFEST).exists() and not (base / INCOMPLETE).exists():
-            progress(f"archive {base} was completed by an earlier attempt; kept as it is")
+            progress(f"archive {base} was completed by an earlier attempt of this migration; kept as it is")
             return _summary(base, databases, 0.0)
-        if not (base / INCOMPLETE).exists():
-            raise StepFailed(f"{base} exists and is not an archive pgmove started; choose another --archive name.")
-        shutil.rmtree(base)  # an earlier attempt's unfinished archive
+        shutil.rmtree(base)  # this migration's earlier, unfinished attempt
     started = time.monotonic()
     base.mkdir(parents=True)
     (base / INCOMPLETE).touch()
+    # Which migration this archive belongs to, before anything else is in it: a later migration reusing the
+    # name must never take this one for its own.
+    (base / MARKER).write_text(json.dumps({"migration": migration, "server": src.name}) + "\n")
     env = src.tool_env(dict(os.environ))
     for database in databases:
         if should_stop():

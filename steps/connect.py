@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from state.errors import ConnectionFailed
+from state.errors import ConnectionFailed, StepFailed
+
+log = logging.getLogger("pgmove.steps")
 
 # A step reports what it is doing through this: (message, structured data).
 Progress = Callable[..., None]
@@ -32,6 +36,7 @@ class Endpoint:
     dsn: str
     password: str | None = field(default=None, repr=False)
     app_roles: tuple[str, ...] = ()
+    stop: StopToken | None = field(default=None, repr=False, compare=False)  # ends this step's sessions on demand
 
     def conninfo(self, dbname: str | None = None) -> str:
         """The DSN for one database, without the password: safe on a command line."""
@@ -61,11 +66,61 @@ class Endpoint:
         return env
 
 
+class StopToken:
+    """Stops a step's database work from outside, within a second, wherever its threads are.
+
+    Every session opened through an endpoint carrying the token is ended on its server when the token fires
+    (a running COPY, checksum or REFRESH is rolled back there, a sleeping poll loop fails on its next query),
+    and no new session opens after it. The worker fires it when the migration moved on (unfreeze, abort).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fired = False
+        self._sessions: list[tuple[Endpoint, psycopg.Connection[Any]]] = []
+
+    @property
+    def fired(self) -> bool:
+        return self._fired
+
+    def check(self) -> None:
+        if self._fired:
+            raise StepFailed("the step was stopped: the migration moved on")
+
+    def _register(self, endpoint: Endpoint, conn: psycopg.Connection[Any]) -> None:
+        with self._lock:
+            if not self._fired:
+                self._sessions.append((endpoint, conn))
+                return
+        conn.close()
+        self.check()
+
+    def fire(self) -> None:
+        with self._lock:
+            if self._fired:
+                return
+            self._fired = True
+            sessions, self._sessions = self._sessions, []
+        servers: dict[str, tuple[Endpoint, list[int]]] = {}
+        for endpoint, conn in sessions:
+            if not conn.closed:
+                servers.setdefault(endpoint.name, (replace(endpoint, stop=None), []))[1].append(conn.info.backend_pid)
+        for endpoint, pids in servers.values():
+            try:
+                with connection(endpoint) as admin:  # a closed session's pid may be reused: only pgmove's are ended
+                    admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  "WHERE pid = ANY(%s) AND application_name = %s", (pids, APPLICATION_NAME))
+            except (psycopg.Error, ConnectionFailed):
+                log.warning("could not end the stopped step's sessions on %s", endpoint.name, exc_info=True)
+
+
 def connect(endpoint: Endpoint, dbname: str | None = None, autocommit: bool = True) -> psycopg.Connection[Any]:
     params = endpoint.params
     options = " ".join(filter(None, [str(params.get("options") or ""), OWN_SESSION_OPTIONS]))
+    if endpoint.stop is not None:
+        endpoint.stop.check()
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             endpoint.dsn, dbname=dbname or params.get("dbname") or "postgres", password=endpoint.password,
             application_name=APPLICATION_NAME, options=options, connect_timeout=int(params.get("connect_timeout") or 10),
             autocommit=autocommit,
@@ -75,6 +130,9 @@ def connect(endpoint: Endpoint, dbname: str | None = None, autocommit: bool = Tr
             f"Cannot connect to {endpoint.name}{f' database {dbname}' if dbname else ''}: {describe(exc)}",
             server=endpoint.name,
         ) from None
+    if endpoint.stop is not None:
+        endpoint.stop._register(endpoint, conn)
+    return conn
 
 
 @contextmanager

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
-from typing import Any
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import IO, Any
 
 import psycopg
 from psycopg import sql
 
 from state.errors import StepFailed
+from state.models import HookReport
 from steps.connect import Endpoint, Progress, connection, describe
 from steps.freeze import READ_ONLY
 from steps.settings import read_settings
@@ -28,11 +33,12 @@ _WRITABLE_COLUMN = """
 def run(
     dst: Endpoint, databases: list[str], hook: list[str] | None,
     hook_timeout: float, env_extra: dict[str, str], secret_env: set[str], progress: Progress,
+    on_hook: Callable[[HookReport], None] = lambda report: None,
 ) -> dict[str, Any]:
     checks = smoke_test(dst, databases, progress)
     result: dict[str, Any] = {"checks": checks}
     if hook:
-        result["hook"] = run_hook(dst, hook, hook_timeout, env_extra, secret_env, progress)
+        result["hook"] = run_hook(dst, hook, hook_timeout, env_extra, secret_env, progress, on_hook)
     return result
 
 
@@ -97,26 +103,61 @@ def _probe_write(dst: Endpoint, db: str, role: str) -> str | None:
 
 
 def run_hook(
-    dst: Endpoint, argv: list[str], timeout: float, env_extra: dict[str, str], secret_env: set[str], progress: Progress
+    dst: Endpoint, argv: list[str], timeout: float, env_extra: dict[str, str], secret_env: set[str], progress: Progress,
+    on_report: Callable[[HookReport], None] = lambda report: None,
 ) -> dict[str, Any]:
     """The team's own switch (DNS, pgbouncer, app config): told where the target is, never given a password.
 
-    libpq's PG* variables and every variable that holds a configured password are left out.
+    libpq's PG* variables and every variable that holds a configured password are left out. Its output goes
+    to a file and the deadline is on the process, not on the end of its output: a background child it leaves
+    holding stdout cannot hold pgmove. `on_report` records the run before it starts and once it ended, so a
+    later decision to give writes back to the source knows whether the app may have been switched.
     """
     params = dst.params
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k not in secret_env}
     env.update({"PGHOST": str(params.get("host") or ""), "PGPORT": str(params.get("port") or "5432"),
                 "PGDATABASE": str(params.get("dbname") or "postgres"), "PGMOVE_TARGET_DSN": dst.dsn})
     env.update(env_extra)
-    progress(f"running the cutover hook {argv[0]}")
+    name = argv[0]
+    report = HookReport(argv0=name, started_at=datetime.now(UTC))
+    on_report(report)
+    progress(f"running the cutover hook {name}")
+    with tempfile.TemporaryFile() as out:
+        try:
+            # Its own process group, so the time limit ends its children too.
+            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    process_group=0)
+        except OSError as exc:
+            on_report(report.model_copy(update={"finished_at": datetime.now(UTC), "error": exc.strerror}))
+            raise StepFailed(f"the cutover hook {name} could not start: {exc.strerror}") from None
+        try:
+            status: int | None = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            status = None
+        output = _tail(out)
+    report = report.model_copy(update={"finished_at": datetime.now(UTC), "exit_status": status,
+                                       "timed_out": status is None, "output": output})
+    on_report(report)
+    if status is None:
+        raise StepFailed(f"the cutover hook {name} did not finish within {timeout:g}s and was stopped; it may have "
+                         f"switched part of the app. Its last output: {' / '.join(output[-3:]) or 'none'}")
+    if status != 0:
+        raise StepFailed(f"the cutover hook {name} exited with status {status}: {' / '.join(output[-3:])}")
+    progress(f"cutover hook {name} succeeded", output=output)
+    return {"argv0": name, "exit_status": 0, "output": output}
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     try:
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise StepFailed(f"the cutover hook {argv[0]} did not finish within {timeout:g}s") from None
-    except OSError as exc:
-        raise StepFailed(f"the cutover hook {argv[0]} could not start: {exc.strerror}") from None
-    output = (done.stdout + done.stderr).strip().splitlines()[-20:]
-    if done.returncode != 0:
-        raise StepFailed(f"the cutover hook {argv[0]} exited with status {done.returncode}: {' / '.join(output[-3:])}")
-    progress(f"cutover hook {argv[0]} succeeded", output=output)
-    return {"argv0": argv[0], "exit_status": 0, "output": output}
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _tail(out: IO[bytes], lines: int = 20, limit: int = 64 * 1024) -> list[str]:
+    """The last lines of what the hook wrote; a chatty hook cannot make pgmove read megabytes."""
+    size = out.seek(0, os.SEEK_END)
+    out.seek(max(0, size - limit))
+    return out.read().decode(errors="replace").strip().splitlines()[-lines:]

@@ -7,16 +7,26 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from state.actions import Outcome, fail_step, finish_step, start_step, step_due, with_changes
+from state.actions import (
+    RUNNING_STATE,
+    Outcome,
+    fail_step,
+    finish_step,
+    start_step,
+    step_due,
+    stop_step,
+    with_changes,
+)
 from state.errors import PgmoveError, Refused, StepFailed
 from state.machine import Event
-from state.models import AuditEvent, EventKind, Migration, StepName
+from state.models import AuditEvent, EventKind, HookReport, Migration, StepName
 from steps import archive, copy, cutover, freeze, freezerecord, preflight, quiet, verify
 from steps.catalog import list_databases, selected
-from steps.connect import Endpoint, connection
+from steps.connect import Endpoint, StopToken, connection
 from steps.tools import choose_toolset
 from worker.runtime import Runtime
 
@@ -77,7 +87,7 @@ def advance(rt: Runtime, migration_id: str, lock_wait: float | None = None) -> N
                 step = step_due(m) if m else None
                 if m is None or step is None:
                     return
-                if not _run_step(rt, m, step, token, heartbeat):
+                if not _run_step(rt, m, step, token, heartbeat) or heartbeat.lost:
                     return
     finally:
         rt.store.release_lock(server, token)
@@ -94,7 +104,8 @@ def _acquire(rt: Runtime, server: str, token: str, wait: float) -> bool:
 
 
 def _run_step(rt: Runtime, m: Migration, step: StepName, token: str, heartbeat: Heartbeat) -> bool:
-    """Run one step; True when the migration moved on and the next step may follow."""
+    """Run one step; True when the migration moved on (by this step, or by someone else meanwhile: an
+    unfreeze that stopped it) and the next step may follow under the same lock."""
     try:
         m = rt.store.update(m.id, lambda cur: start_step(_must(cur), step, rt.worker_id, token, now())).migration
     except Refused as exc:
@@ -103,14 +114,24 @@ def _run_step(rt: Runtime, m: Migration, step: StepName, token: str, heartbeat: 
     log.info("%s: %s started on %s", m.id, step, m.source)
     context = StepContext(rt, m.id, step, token, heartbeat)
     try:
-        event, message, result, changes = STEPS[step](rt, m, context)
+        with StopWatch(context):
+            event, message, result, changes = STEPS[step](rt, m, context)
     except Exception as exc:
+        if context.stop.fired:
+            try:
+                rt.store.update(m.id, lambda cur: stop_step(_must(cur), step, token, now()))
+            except Refused as refusal:  # the lock or the lease was lost, not a move on: leave it to the reaper
+                log.info("%s: %s", m.id, refusal.message)
+                return False
+            log.info("%s: %s stopped: the migration moved on", m.id, step)
+            return True
         reason = exc.message if isinstance(exc, PgmoveError) else f"unexpected error, see the worker log ({context.log_ref})"
         log.error("%s: %s failed (%s)", m.id, step, context.log_ref, exc_info=not isinstance(exc, PgmoveError))
         try:
             rt.store.update(m.id, lambda cur: fail_step(_must(cur), step, reason, now(), f"worker:{rt.worker_id}", token))
         except Refused as refusal:
             log.info("%s: %s", m.id, refusal.message)
+            return True  # moved on meanwhile: whatever is due now may run
         return False
 
     def finish(cur: Migration | None) -> Outcome:
@@ -123,8 +144,8 @@ def _run_step(rt: Runtime, m: Migration, step: StepName, token: str, heartbeat: 
         rt.store.update(m.id, finish)
     except Refused as exc:
         log.warning("%s: %s", m.id, exc.message)
-        return False
-    log.info("%s: %s done: %s", m.id, step, message)
+    else:
+        log.info("%s: %s done: %s", m.id, step, message)
     return True
 
 
@@ -134,8 +155,13 @@ class StepContext:
     def __init__(self, rt: Runtime, migration_id: str, step: StepName, token: str, heartbeat: Heartbeat) -> None:
         self.rt, self.migration_id, self.step, self.token, self.heartbeat = rt, migration_id, step, token, heartbeat
         self.log_ref = uuid.uuid4().hex[:8]
+        self.stop = StopToken()
         self._checked_at = 0.0
         self._stop = False
+
+    def endpoint(self, server: str) -> Endpoint:
+        """The server as this step reaches it: its sessions end when the step is stopped."""
+        return replace(self.rt.endpoint(server), stop=self.stop)
 
     def progress(self, message: str, **data: Any) -> None:
         event = AuditEvent(kind=EventKind.PROGRESS, at=now(), actor=f"worker:{self.rt.worker_id}", message=message,
@@ -159,21 +185,56 @@ class StepContext:
 
     def should_stop(self) -> bool:
         """True once the lock is lost or someone moved the migration on (unfreeze, abort); checked cheaply."""
-        if self.heartbeat.lost or self._stop:
+        if self.heartbeat.lost or self._stop or self.stop.fired:
             return True
-        if time.monotonic() - self._checked_at >= 2.0:
+        if time.monotonic() - self._checked_at >= STOP_CHECK_SECONDS:
             self._checked_at = time.monotonic()
             m = self.rt.store.get(self.migration_id)
-            self._stop = m is None or m.lease is None or m.lease.token != self.token
+            self._stop = (m is None or m.lease is None or m.lease.token != self.token
+                          or m.state != RUNNING_STATE[self.step])
         return self._stop
+
+
+STOP_CHECK_SECONDS = 1.0
+
+
+class StopWatch:
+    """Watches, while a step runs, for the migration moving on under it (an unfreeze or abort) and then fires
+    the step's stop token: its sessions end on both servers, its client programs are stopped by their
+    `should_stop`, and the worker goes on to what is due now instead of finishing hours of copying first."""
+
+    def __init__(self, ctx: StepContext) -> None:
+        self.ctx = ctx
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name=f"stop-{ctx.migration_id}", daemon=True)
+
+    def __enter__(self) -> StopWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._done.wait(STOP_CHECK_SECONDS / 2):
+            try:
+                stop = self.ctx.should_stop()
+            except Exception:  # a Redis blip: look again next time
+                log.warning("could not check whether %s moved on", self.ctx.migration_id, exc_info=True)
+                continue
+            if stop:
+                log.info("%s moved on: stopping its %s step", self.ctx.migration_id, self.ctx.step)
+                self.ctx.stop.fire()
+                return
 
 
 StepResult = tuple[Event, str, dict[str, Any], dict[str, Any]]
 
 
 def _preflight(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
-    src = rt.endpoint(m.source)
-    dst = rt.endpoint(m.target) if m.target else None
+    src = ctx.endpoint(m.source)
+    dst = ctx.endpoint(m.target) if m.target else None
     report = preflight.run(src, dst, m.plan.databases, rt.config.tool_dirs, rt.config.work_dir, ctx.progress)
     ctx.record("preflight report recorded", preflight=report)
     if report.problems:
@@ -187,8 +248,10 @@ class PlanProblems(PgmoveError):
 
 
 def _freeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
-    src = rt.endpoint(m.source)
+    src = ctx.endpoint(m.source)
     options = m.freeze_options
+    if options.archive and rt.config.archive_dir is not None:
+        archive.check_name(rt.config.archive_dir, options.archive, m.id)  # before anything is frozen
     if m.freeze is None:
         # Recorded before anything changes, and never re-taken: a retried freeze must not mistake
         # half-frozen settings for the originals.
@@ -225,7 +288,7 @@ def _adopt_lost_freeze(rt: Runtime, m: Migration, ctx: StepContext, exc: freezer
 
 
 def _copy(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
-    src, dst = rt.endpoint(m.source), rt.endpoint(_target(m))
+    src, dst = ctx.endpoint(m.source), ctx.endpoint(_target(m))
     _prove_quiet(m, src, ctx, "since the freeze took hold")
     with connection(src) as conn:
         databases = [d.name for d in selected(list_databases(conn), m.plan.databases)]  # re-read: one may be new
@@ -307,7 +370,7 @@ def _moving(m: Migration, src: Endpoint) -> list[str]:
 
 def _verify(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     freshness = [f.model_dump() for f in rt.config.freshness]
-    result = verify.run(rt.endpoint(m.source), rt.endpoint(_target(m)), _databases(m), m.freeze, ctx.progress,
+    result = verify.run(ctx.endpoint(m.source), ctx.endpoint(_target(m)), _databases(m), m.freeze, ctx.progress,
                         m.plan.jobs, quick=m.verify_quick, freshness=freshness, mark=m.quiet_mark)
     if result["ok"]:
         message = f"verified ({result['mode']}): {result['tables']} tables, {result['rows']} rows, all equal"
@@ -321,8 +384,13 @@ def _cutover(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     cfg = rt.config.servers[target]
     extra = {"PGMOVE_SOURCE": m.source, "PGMOVE_TARGET": target, "PGMOVE_MIGRATION": m.id}
     secret_env = {s.password_env for s in rt.config.servers.values() if s.password_env}
-    result = cutover.run(rt.endpoint(target), _databases(m), cfg.cutover_hook, cfg.cutover_hook_timeout,
-                         extra, secret_env, ctx.progress)
+
+    def on_hook(report: HookReport) -> None:
+        said = "started" if report.finished_at is None else "ended"
+        ctx.record(f"cutover hook {report.argv0} {said}", hook=report)
+
+    result = cutover.run(ctx.endpoint(target), _databases(m), cfg.cutover_hook, cfg.cutover_hook_timeout,
+                         extra, secret_env, ctx.progress, on_hook)
     return Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen", result, {}
 
 
@@ -330,6 +398,8 @@ def _unfreeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     result: dict[str, Any] = {}
     if m.freeze is not None:
         result = freeze.unfreeze(rt.endpoint(m.source), m.freeze, ctx.progress)
+    # The source took writes again (or will): nothing an earlier copy finished may be kept by the next one.
+    rt.store.remove_checkpoints(m.id, rt.store.checkpoints(m.id))
     event = Event.UNFROZEN_FOR_ABORT if m.aborting else Event.UNFROZEN
     verb = "aborted; " if m.aborting else ""
     return event, f"{verb}{m.source} unfrozen: settings restored exactly", result, {"freeze": None}

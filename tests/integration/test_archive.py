@@ -9,7 +9,10 @@ import subprocess
 import psycopg
 import pytest
 
-from steps.tools import file_name
+from state.errors import StepFailed
+from steps import archive
+from steps.connect import Endpoint
+from steps.tools import choose_toolset, file_name
 
 pytestmark = pytest.mark.slow
 
@@ -60,3 +63,52 @@ def test_an_archive_without_a_configured_folder_is_refused_and_changes_nothing(p
     refused = pgmove.do("U_ALICE", "freeze prod-old --archive drill-1")
     assert refused.returncode == 2 and "archive_dir" in refused.stderr
     assert json.loads(pgmove.do("U_ALICE", "status prod-old", "--json").stdout)["state"] == "ready"
+
+
+def _tree(base) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
+    return {p.relative_to(base).as_posix(): p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()}
+
+
+def test_an_archive_name_holding_another_migrations_archive_is_refused_and_kept(source, tmp_path):  # type: ignore[no-untyped-def]
+    """A name reused by a later migration: its archive is never reported as this one's, nor touched."""
+    toolset = choose_toolset(15, 15)
+    assert toolset is not None
+    src, root = Endpoint("prod-old", source.admin_dsn()), str(tmp_path / "archives")
+    said: list[str] = []
+
+    def note(message: str, **data: object) -> None:
+        said.append(message)
+
+    first = archive.write(src, ["appdb"], toolset, root, "drill-1", 1, None, "mig-first", note, lambda: False)
+    base = tmp_path / "archives" / "drill-1"
+    before = _tree(base)
+    assert json.loads((base / archive.MARKER).read_text())["migration"] == "mig-first"
+    subprocess.run(["sha256sum", "--check", "--quiet", archive.MANIFEST], cwd=base, check=True)
+
+    with pytest.raises(StepFailed, match="drill-1 is taken.*migration mig-first"):
+        archive.write(src, ["appdb"], toolset, root, "drill-1", 1, None, "mig-second", note, lambda: False)
+    assert _tree(base) == before
+    # The same migration's retry keeps its own finished archive.
+    again = archive.write(src, ["appdb"], toolset, root, "drill-1", 1, None, "mig-first", note, lambda: False)
+    assert again["files"] == first["files"] and _tree(base) == before
+
+
+def test_a_freeze_reusing_another_migrations_archive_name_stops_before_freezing(pgmove, source, tmp_path):  # type: ignore[no-untyped-def]
+    """The refusal comes before the freeze touches the source: it stays writable, the old archive stays whole."""
+    toolset = choose_toolset(15, 15)
+    assert toolset is not None
+    with_archive_dir(pgmove, tmp_path / "archives")
+    archive.write(Endpoint("prod-old", source.admin_dsn()), ["appdb"], toolset, str(tmp_path / "archives"), "drill-1", 1,
+                  None, "mig-earlier", lambda *a, **k: None, lambda: False)
+    base = tmp_path / "archives" / "drill-1"
+    before = _tree(base)
+    pgmove.start_worker()
+    assert pgmove.do("U_ALICE", "plan prod-old prod-new", "--wait").returncode == 0
+    assert pgmove.do("U_ALICE", "freeze prod-old --archive drill-1").returncode == 0
+    done = json.loads(pgmove.do("U_BOB", "approve prod-old", "--wait", "--json").stdout)
+    assert done["state"] == "failed" and done["failure"]["step"] == "freeze"
+    assert "drill-1 is taken" in done["failure"]["reason"] and "mig-earlier" in done["failure"]["reason"]
+    assert done["freeze"] is None
+    with psycopg.connect(source.admin_dsn("appdb")) as conn:
+        assert conn.execute("SHOW default_transaction_read_only").fetchone()[0] == "off"
+    assert _tree(base) == before

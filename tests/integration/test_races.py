@@ -120,3 +120,24 @@ def test_a_chat_request_taken_by_a_responder_that_died_goes_back_in_line(redis_s
     store.chat_request_done('{"n": 1}')
     store.chat_request_done('{"n": 2}')
     assert store.requeue_taken_chat_requests() == 0 and store.take_chat_request(1) is None
+
+
+def test_two_plans_for_one_target_at_once_claim_it_once(redis_server):  # type: ignore[no-untyped-def]
+    """Two sources planned onto the same target at the same instant: one wins, the other is refused by name."""
+    for _ in range(30):
+        deps = make_deps(redis_server.url)
+        deps.store.redis.flushall()
+        replies = race(redis_server.url, [("U_ALICE", "plan prod-old prod-new"), ("U_DAVE", "plan spare prod-new")])
+        assert sorted(r.ok for r in replies) == [False, True], [r.text for r in replies]
+        assert "prod-new is already part of the migration" in next(r for r in replies if not r.ok).text
+        assert len(deps.store.migrations()) == 1
+
+
+def test_a_plan_onto_a_server_being_planned_as_a_source_is_claimed_once(redis_server):  # type: ignore[no-untyped-def]
+    """prod-old -> prod-new and prod-new -> spare at once: a server is never both a source and a target."""
+    for _ in range(30):
+        deps = make_deps(redis_server.url)
+        deps.store.redis.flushall()
+        replies = race(redis_server.url, [("U_ALICE", "plan prod-old prod-new"), ("U_DAVE", "plan prod-new spare")])
+        assert sorted(r.ok for r in replies) == [False, True], [r.text for r in replies]
+        assert len(deps.store.migrations()) == 1

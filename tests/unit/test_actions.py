@@ -128,3 +128,57 @@ def test_cutover_needs_a_full_verification_not_a_quick_one():
         actions.request_approval(m, ApprovalAction.CUTOVER, "alice", NOW, POLICY)
     m.verification = {"ok": True, "mode": "full"}
     assert actions.request_approval(m, ApprovalAction.CUTOVER, "alice", NOW, POLICY).migration.state == State.AWAITING_CUTOVER_APPROVAL
+
+
+def failed_cutover(hook=None):  # type: ignore[no-untyped-def]
+    """A migration whose cutover step failed (the hook may have switched the app before it did)."""
+    m = ready()
+    m.freeze = FreezeSnapshot(taken_at=NOW, databases=["a"])
+    m.state = State.VERIFIED
+    m = actions.request_approval(m, ApprovalAction.CUTOVER, "alice", NOW, POLICY).migration
+    m = actions.decide(m, "bob", True, NOW, POLICY).migration
+    m = actions.start_step(m, StepName.CUTOVER, "w", "tok", NOW).migration
+    m.hook = hook
+    return actions.fail_step(m, StepName.CUTOVER, "the cutover hook failed", NOW, "w", "tok").migration
+
+
+@pytest.mark.parametrize("abort", [False, True])
+def test_after_a_cutover_started_giving_writes_back_takes_two_people(abort):  # type: ignore[no-untyped-def]
+    """Unfreeze or abort after a failed cutover is a request, not an action: the requester cannot approve it,
+    a configured approver can, and only then does the worker unfreeze."""
+    verb = "abort" if abort else "unfreeze"
+    out = actions.request_unfreeze(failed_cutover(), "alice", NOW, abort=abort, policy=POLICY)
+    m = out.migration
+    assert m.state == State.AWAITING_UNFREEZE_APPROVAL and not out.enqueue and m.source_frozen
+    assert m.approval.action == ApprovalAction.UNFREEZE and m.aborting == abort
+    assert actions.step_due(m) is None
+    with pytest.raises(Refused, match="second person"):
+        actions.decide(m, "alice", True, NOW, POLICY)
+    with pytest.raises(Refused, match="already has a unfreeze request"):
+        actions.request_unfreeze(m, "carol", NOW, abort=abort, policy=POLICY)
+    approved = actions.decide(m, "bob", True, NOW, POLICY)
+    assert approved.migration.state == State.UNFREEZING and approved.enqueue and approved.migration.aborting == abort
+    assert actions.step_due(approved.migration) == StepName.UNFREEZE, verb
+
+
+def test_a_rejected_writes_back_request_leaves_the_failed_cutover_to_retry():
+    m = actions.request_unfreeze(failed_cutover(), "alice", NOW, abort=True, policy=POLICY).migration
+    back = actions.decide(m, "bob", False, NOW, POLICY, reason="the app is on prod-new").migration
+    assert back.state == State.FAILED and back.source_frozen and not back.aborting
+    assert actions.retry(back, "alice", NOW).migration.state == State.CUTTING_OVER
+
+
+def test_while_the_cutover_runs_unfreeze_is_refused():
+    m = failed_cutover()
+    m.state, m.failure = State.CUTTING_OVER, None
+    with pytest.raises(Refused, match="running; wait"):
+        actions.request_unfreeze(m, "alice", NOW, policy=POLICY)
+
+
+def test_a_failure_before_the_cutover_still_unfreezes_at_once():
+    """The rule starts with the cutover: a failed copy is put back by one operator, as before."""
+    m = actions.decide(awaiting(), "bob", True, NOW, POLICY).migration
+    m = actions.start_step(m, StepName.FREEZE, "w", "tok", NOW).migration
+    m.freeze = FreezeSnapshot(taken_at=NOW, databases=["a"])
+    m = actions.fail_step(m, StepName.FREEZE, "boom", NOW, "w", "tok").migration
+    assert actions.request_unfreeze(m, "alice", NOW, policy=POLICY).migration.state == State.UNFREEZING
