@@ -300,6 +300,8 @@ def test_live_copy_progress_edits_the_status_message_and_stays_out_of_the_thread
     from bot.app import web_client
     from bot.notifier import Notifier
     from bot.settings import SlackSettings
+    from state import actions
+    from state.models import StepName, StepRecord, StepStatus
     from tests.fakeslack.server import FakeSlack
     from tests.integration.helpers import make_deps
 
@@ -307,6 +309,9 @@ def test_live_copy_progress_edits_the_status_message_and_stays_out_of_the_thread
     try:
         deps = make_deps(redis_server.url)
         m = _migration_with_events(deps.store, 2)
+        started = datetime.now(UTC)
+        deps.store.update(m.id, lambda cur: actions.with_changes(cur, started, "copy runs", "w", steps=[
+            StepRecord(name=StepName.COPY, status=StepStatus.RUNNING, started_at=started)]))
         notifier = Notifier(deps.store, web_client(SlackSettings("xoxb-test", "s", None, slack.api_url)), deps.config)
         notifier.sync(m.id)
         status = slack.channel_messages("C_DBMIG")[0]
@@ -314,7 +319,7 @@ def test_live_copy_progress_edits_the_status_message_and_stays_out_of_the_thread
         now = datetime.now(UTC)
         for done in (10, 20, 30):
             deps.store.append_event(m.id, AuditEvent(kind=EventKind.PROGRESS, at=now, actor="worker", data={"tick": True},
-                                                     message=f"copying big.public.t: {done} MB at 10.0 MB/s"))
+                                                     step=StepName.COPY, message=f"copying big.public.t: {done} MB at 10.0 MB/s"))
         notifier.sync(m.id)
         assert [x.text for x in slack.thread(status.ts)] == thread_before
         assert "copying big.public.t: 30 MB" in slack.find(status.ts).all_text()
