@@ -98,7 +98,7 @@ def wait_until_resting(store: Store, m: Migration, timeout: float, echo: bool) -
             else:
                 cursor = event.id or cursor
             if echo:
-                typer.echo(views.event_line(event), err=True)
+                typer.echo(views.for_terminal(views.event_line(event)), err=True)
         if time.monotonic() - last_reap > 2:
             reap(store, "pgmove-do")
             last_reap = time.monotonic()
@@ -113,7 +113,7 @@ def _emit(reply: Reply, migration: Migration | None, as_json: bool, waited: bool
     text = reply.text
     if waited and migration is not None:
         text = views.status_text(migration)
-    typer.echo(text, err=not reply.ok)
+    typer.echo(views.for_terminal(text), err=not reply.ok)
 
 
 @app.command("worker")

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import redis
 
+from handlers import views
 from handlers.commands import handle
 from state.models import AuditEvent, EventKind, StepName
 from state.store import Store
@@ -31,7 +32,7 @@ def test_plan_status_and_the_reaper_never_scan_the_keyspace(redis_server):  # ty
     assert handle(deps, "U_ALICE", "plan prod-old prod-new").ok
     assert handle(deps, "U_ALICE", "plan spare prod-old").kind == "refused"  # the conflict check still sees the first
     status = handle(deps, "U_ALICE", "status")
-    assert "prod-old -> prod-new" in status.text
+    assert "prod-old -> prod-new" in views.for_terminal(status.text)
     reap(deps.store)
     assert _calls(client, "scan") == 0 and _calls(client, "keys") == 0
     assert [m.source for m in deps.store.active()] == ["prod-old"]
