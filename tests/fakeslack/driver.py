@@ -56,7 +56,7 @@ class Driver:
         button = next(e for b in message.blocks or [] if b["type"] == "actions" for e in b["elements"]
                       if e["action_id"] == action_id)
         self.slack.record_action(user, message.channel, f"clicked [{button['text']['text']}]")
-        payload = {
+        payload: dict[str, Any] = {
             "type": "block_actions", "team": {"id": TEAM}, "user": {"id": user, "username": user.lower()},
             "api_app_id": "A_PGMOVE", "trigger_id": f"trigger-{next(_trigger)}",
             "container": {"type": "message", "message_ts": message.ts, "channel_id": message.channel},
