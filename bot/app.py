@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIServer, make_server
 
 from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -19,6 +18,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
+from bot.http import BodyLimit, BoundedWSGIServer, QuietHandler
 from bot.listeners import actions, commands
 from bot.settings import SlackSettings
 from state.store import Store
@@ -39,16 +39,6 @@ def build_app(store: Store, settings: SlackSettings) -> App:
     commands.register(app, store)
     actions.register(app, store)
     return app
-
-
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True  # one slow request never delays another's ack
-    request_queue_size = 1024  # the stdlib's 5 resets connections when Slack sends a burst
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 -- the stdlib's name
-        log.debug(format, *args)
 
 
 @dataclass
@@ -72,7 +62,8 @@ def start_edge(store: Store, settings: SlackSettings, port: int, host: str) -> E
         handler.connect()  # type: ignore[no-untyped-call]
         log.info("connected to Slack over Socket Mode")
         return Edge(socket=handler)
-    server = make_server(host, port, SlackRequestHandler(app), server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    server = make_server(host, port, BodyLimit(SlackRequestHandler(app)), server_class=BoundedWSGIServer,
+                         handler_class=QuietHandler)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     log.info("serving Slack requests on http://%s:%s/slack/events", host, server.server_port)
     return Edge(server=server)

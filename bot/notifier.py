@@ -20,7 +20,7 @@ from slack_sdk.errors import SlackApiError
 from handlers import blocks, views
 from state.config import Config
 from state.machine import Event, State
-from state.models import Approval, ApprovalAction, AuditEvent, Decision, EventKind, Migration
+from state.models import Approval, ApprovalAction, AuditEvent, Decision, EventKind, Migration, StepStatus
 from state.store import Store
 
 log = logging.getLogger("pgmove.notifier")
@@ -63,14 +63,11 @@ class Notifier:
             status_ts = self._post(channel, text, message)
             self.store.set_chat_ref(migration_id, STATUS, status_ts)
         pending: list[AuditEvent] = []
-        live: AuditEvent | None = None
         for event in events:
-            if event.data.get("tick"):
-                live = event  # live progress edits the status message; it would flood the thread
+            if event.data.get("tick"):  # an old record from before ticks had their own stream
                 continue
             pending.append(event)
             if event.kind in (EventKind.TRANSITION, EventKind.DECISION):
-                live = None  # the status message now shows this milestone; older live lines are stale
                 self._thread_lines(channel, status_ts, pending)
                 pending = []
                 self._on_milestone(m, channel, status_ts, event)
@@ -79,13 +76,18 @@ class Notifier:
             self._thread_lines(channel, status_ts, pending)
         if events:
             self.store.set_chat_ref(migration_id, CURSOR, events[-1].id or cursor)
-        if live is not None:
-            self._show_live(m, channel, status_ts, live)
+        self._show_live(m, channel, status_ts)
         self._expire(m, channel)
 
-    def _show_live(self, m: Migration, channel: str, status_ts: str, event: AuditEvent) -> None:
+    def _show_live(self, m: Migration, channel: str, status_ts: str) -> None:
+        """Live progress edits the status message (in the thread it would flood it), only while its step runs:
+        after a milestone the status message shows that instead."""
         now = time.monotonic()
         if now - self._live_shown.get(m.id, 0.0) < LIVE_EVERY:
+            return
+        running = m.steps[-1] if m.steps and m.steps[-1].status == StepStatus.RUNNING else None
+        event = self.store.latest_live(m.id) if running is not None else None
+        if event is None or running is None or event.step != running.name or event.at < running.started_at:
             return
         self._live_shown[m.id] = now
         text, message = blocks.status_message(m, None, live=event.message)

@@ -11,7 +11,7 @@ from typing import Any
 
 from slack_sdk.webhook import WebhookClient
 
-from handlers import blocks
+from handlers import blocks, views
 from handlers.commands import Deps, handle
 from handlers.reply import Reply
 
@@ -45,7 +45,10 @@ class Responder:
             self._action(body)
 
     def _command(self, body: dict[str, Any]) -> None:
-        user, channel = body.get("user_id", ""), body.get("channel_id", "")
+        user, channel = body.get("user_id", ""), body.get("channel_id")
+        if not channel:  # None means "no channel to check" (the CLI); from Slack it is refused
+            self._respond(body.get("response_url"), views.no_channel_text(), in_channel=False)
+            return
         # A retried delivery carries the same trigger_id: it gets the first one's effect, once.
         key = f"slash:{body['trigger_id']}" if body.get("trigger_id") else None
         reply = handle(self.deps, user, body.get("text", ""), channel=channel, request_key=key)
@@ -61,6 +64,9 @@ class Responder:
     def _action(self, body: dict[str, Any]) -> None:
         action = body["actions"][0]
         user, channel = body["user"]["id"], (body.get("channel") or {}).get("id")
+        if not channel:  # a click Slack sent without its channel must not skip the channel check
+            self._respond(body.get("response_url"), views.no_channel_text(), in_channel=False)
+            return
         migration_id, _, request_id = str(action.get("value", "")).partition(":")
         migration = self.deps.store.get(migration_id)
         if migration is None or not request_id:

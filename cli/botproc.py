@@ -36,7 +36,7 @@ def responder_main(config_path: str | None, log_level: str) -> None:
     config = load_config(config_path)
     settings = SlackSettings.from_env()
     logs.configure(log_level, config.secrets() + settings.secrets())
-    store = Store.from_url(config.redis_url)
+    store = Store.from_config(config)
     deps = Deps(config=config, store=store, enqueue=enqueuer(make_queue(store.redis, config.queue_name)))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

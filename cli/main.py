@@ -22,7 +22,9 @@ from state.models import Migration
 from state.store import Store
 from worker.queue import enqueuer, make_queue
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Move a PostgreSQL server, two people, one runbook.")
+# No locals in tracebacks: they would print the configuration, the Redis password in redis_url included.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="Move a PostgreSQL server, two people, one runbook.")
 
 EXIT_REFUSED, EXIT_FAILED, EXIT_TIMEOUT = 2, 1, 3
 
@@ -61,7 +63,7 @@ def do(
 ) -> None:
     """Run any /pgmove command as USER through the same handlers the bot uses."""
     config = ctx.obj.config()
-    store = Store.from_url(config.redis_url)
+    store = Store.from_config(config)
     deps = Deps(config=config, store=store, enqueue=enqueuer(make_queue(store.redis, config.queue_name)))
     reply = handle(deps, as_user, text)
     if not reply.ok:
@@ -84,15 +86,19 @@ def wait_until_resting(store: Store, m: Migration, timeout: float, echo: bool) -
 
     deadline = time.monotonic() + timeout
     cursor = store.last_event_id(m.id) or "0-0"
+    live_cursor = store.last_live_id(m.id) or "0-0"
     last_reap = 0.0
     while time.monotonic() < deadline:
         current = store.get(m.id)
         if current is not None and current.state in RESTING and step_due(current) is None:
             return current
-        for event in store.wait_events(m.id, cursor, block_ms=500):
-            cursor = event.id or cursor
+        for event in store.wait_events(m.id, cursor, block_ms=500, live_after=live_cursor):
+            if event.data.get("tick"):
+                live_cursor = event.id or live_cursor
+            else:
+                cursor = event.id or cursor
             if echo:
-                typer.echo(views.event_line(event), err=True)
+                typer.echo(views.for_terminal(views.event_line(event)), err=True)
         if time.monotonic() - last_reap > 2:
             reap(store, "pgmove-do")
             last_reap = time.monotonic()
@@ -107,7 +113,7 @@ def _emit(reply: Reply, migration: Migration | None, as_json: bool, waited: bool
     text = reply.text
     if waited and migration is not None:
         text = views.status_text(migration)
-    typer.echo(text, err=not reply.ok)
+    typer.echo(views.for_terminal(text), err=not reply.ok)
 
 
 @app.command("worker")
@@ -148,7 +154,7 @@ def bot(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     responder = start_responder(config_path, ctx.obj.log_level)
-    edge = start_edge(Store.from_url(config.redis_url), settings, port, host)
+    edge = start_edge(Store.from_config(config), settings, port, host)
     while not done.wait(1.0):
         if not responder.is_alive():  # the edge without a responder would ack and never answer
             logging.getLogger("pgmove.bot").error("the responder process died (exit %s); restarting it", responder.exitcode)

@@ -2,6 +2,7 @@
 
 Every builder keeps within Slack's limits by construction (50 blocks, 3000 characters per text):
 long content is split into several messages, or handed back as a report to attach as a file.
+Data goes in through views.esc (names, reasons, messages); markup only through views.mention.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from slack_sdk.models.blocks import (
 )
 
 from handlers import views
+from handlers.views import esc, mention
 from state.machine import State
 from state.models import Approval, AuditEvent, Decision, Migration, StepStatus
 
@@ -77,7 +79,7 @@ def status_message(m: Migration, as_of: AuditEvent | None = None, live: str | No
     headline = f"{icon} *{views.title(m)}* is *{state.value.replace('_', ' ')}*"
     lines = [headline, views.next_hint(shown)]
     if state == State.FAILED and m.failure:
-        lines.append(f"failed in {m.failure.step}: {m.failure.reason}")
+        lines.append(esc(f"failed in {m.failure.step}: {m.failure.reason}"))
     steps = []
     for step in m.steps:
         if step.started_at > at:
@@ -90,7 +92,7 @@ def status_message(m: Migration, as_of: AuditEvent | None = None, live: str | No
     if steps:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text="  ".join(steps)[:MAX_TEXT])]))
     if live:
-        blocks.append(_md(f":arrows_counterclockwise: {live}"[:MAX_TEXT]))
+        blocks.append(_md(f":arrows_counterclockwise: {esc(live)}"[:MAX_TEXT]))
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"updated {at:%H:%M:%S} UTC · details in the thread")]))
     return f"{views.title(m)}: {state.value}", _dump(blocks)
 
@@ -98,28 +100,29 @@ def status_message(m: Migration, as_of: AuditEvent | None = None, live: str | No
 def approval_message(m: Migration, approval: Approval, approvers: list[str], now: datetime) -> Message:
     """The request with its buttons while pending; the decision (who, when) once decided or expired."""
     action = approval.action.value
-    who = ", ".join(f"<@{u}>" for u in approvers if u != approval.requester) or "no other approver is configured"
-    dbs = (", ".join(f"{d.name} ({d.size_bytes / 1e6:.1f} MB)" for d in m.preflight.databases)
-           if m.preflight else ", ".join(m.plan.databases or []) or "all databases")
+    who = ", ".join(mention(u) for u in approvers if u != approval.requester) or "no other approver is configured"
+    dbs = esc(", ".join(f"{d.name} ({d.size_bytes / 1e6:.1f} MB)" for d in m.preflight.databases)
+              if m.preflight else ", ".join(m.plan.databases or []) or "all databases")
+    source, target = esc(m.source), esc(m.target)
     if action == "freeze":
-        effect = (f"Writes to *{m.source}* stop (a {m.freeze_options.mode.value} freeze) and stay stopped until cutover "
-                  "or unfreeze" + (f"; then the copy to *{m.target}* by {m.plan.method}, {m.plan.jobs} jobs, and its "
+        effect = (f"Writes to *{source}* stop (a {m.freeze_options.mode.value} freeze) and stay stopped until cutover "
+                  "or unfreeze" + (f"; then the copy to *{target}* by {esc(m.plan.method)}, {m.plan.jobs} jobs, and its "
                                    "verification run." if m.target else ". No copy: this is a freeze only."))
         if m.freeze_options.archive:
-            effect += f" A dump of the frozen source is kept as the archive `{m.freeze_options.archive}`."
+            effect += f" A dump of the frozen source is kept as the archive `{esc(m.freeze_options.archive)}`."
     elif action == "unfreeze":
-        effect = (f"*{m.source}* takes writes again{' and the migration is aborted' if m.aborting else ''}, after a "
-                  f"cutover that started: the app may already be on *{m.target}* (two writable servers). "
-                  + views.hook_report_text(m))
+        effect = (f"*{source}* takes writes again{' and the migration is aborted' if m.aborting else ''}, after a "
+                  f"cutover that started: the app may already be on *{target}* (two writable servers). "
+                  + esc(views.hook_report_text(m)))
     else:
-        effect = (f"*{m.target}* becomes the app's server; *{m.source}* stays frozen for good. "
+        effect = (f"*{target}* becomes the app's server; *{source}* stays frozen for good. "
                   "This is the point of no return.")
-    text = (f"*{action.capitalize()} of {views.title(m)}* requested by <@{approval.requester}>\n{effect}\n"
+    text = (f"*{action.capitalize()} of {views.title(m)}* requested by {mention(approval.requester)}\n{effect}\n"
             f"Databases: {dbs}\nMay approve: {who} (not the requester), before {approval.expires_at:%H:%M} UTC.")
     blocks: list[Block] = [_md(text[:MAX_TEXT])]
     decided = _decision_line(approval, now)
     if decided is None:
-        value = f"{m.id}:{approval.id}"
+        value = f"{m.id}:{approval.id}"  # names the request (a value, never shown or parsed by Slack)
         blocks.append(ActionsBlock(block_id="approval", elements=[
             ButtonElement(text=PlainTextObject(text=f"Approve {action}"), action_id=APPROVE, value=value, style="primary",
                           confirm=ConfirmObject(title=f"Approve the {action}?", text=f"{effect[:250]}",
@@ -128,17 +131,17 @@ def approval_message(m: Migration, approval: Approval, approvers: list[str], now
         ]))
     else:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=decided)]))
-    return f"{action} of {views.title(m)} requested by {approval.requester}", _dump(blocks)
+    return f"{action} of {views.title(m)} requested by {esc(approval.requester)}", _dump(blocks)
 
 
 def _decision_line(a: Approval, now: datetime) -> str | None:
     when = f"{a.decided_at:%H:%M:%S} UTC" if a.decided_at else ""
     if a.decision == Decision.APPROVED:
-        return f":white_check_mark: Approved by <@{a.approver}> at {when}"
+        return f":white_check_mark: Approved by {mention(a.approver or '')} at {when}"
     if a.decision == Decision.REJECTED:
-        return f":no_entry: Rejected by <@{a.approver}> at {when}" + (f": {a.reason}" if a.reason else "")
+        return f":no_entry: Rejected by {mention(a.approver or '')} at {when}" + (f": {esc(a.reason)}" if a.reason else "")
     if a.decision == Decision.VOIDED:
-        return f":heavy_multiplication_x: Void: {a.reason or 'superseded'}"
+        return f":heavy_multiplication_x: Void: {esc(a.reason or 'superseded')}"
     if now >= a.expires_at:
         return f":hourglass: Expired at {a.expires_at:%H:%M} UTC with no decision; request it again."
     return None
@@ -153,7 +156,7 @@ def verification_message(m: Migration) -> tuple[Message, str | None]:
             f"in {v.get('seconds', 0):.1f}s, all equal." if ok else
             f":warning: *Verification failed*: {len(problems)} difference(s) in {v.get('tables', 0)} tables "
             f"({v.get('rows', 0):,} rows compared). Cutover is blocked.")
-    per_db = [f"• {d['database']}: {d['tables']} tables, {d['rows']:,} rows"
+    per_db = [f"• {esc(d['database'])}: {d['tables']} tables, {d['rows']:,} rows"
               + (f", {len(d['problems'])} difference(s)" if d.get("problems") else ", equal")
               for d in v.get("databases", [])]
     shown = problems[:10]
@@ -162,8 +165,8 @@ def verification_message(m: Migration) -> tuple[Message, str | None]:
         if piece.strip():
             blocks.append(_md(piece))
     if shown:
-        blocks.append(_md("*First differences:*\n" + "\n".join(f"• {p}" for p in shown)))
-    full = full_verification_report(head.replace("*", ""), v)
+        blocks.append(_md("*First differences:*\n" + "\n".join(f"• {esc(p)}" for p in shown)))
+    full = full_verification_report(views.for_terminal(head.replace("*", "")), v)  # a file: plain text, not mrkdwn
     if full is not None:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(
             text=f"Every table with its row counts on both sides, and all {len(problems)} difference(s): attached below.")]))
@@ -184,10 +187,10 @@ def full_verification_report(headline: str, v: dict[str, Any]) -> str | None:
 
 
 def final_report(m: Migration) -> Message:
-    lines = [f":tada: *{views.title(m)}: cut over.* {m.target} serves the app; {m.source} stays frozen."]
+    lines = [f":tada: *{views.title(m)}: cut over.* {esc(m.target)} serves the app; {esc(m.source)} stays frozen."]
     for step in m.steps:
         if step.status == StepStatus.DONE and step.finished_at:
-            lines.append(f"• {step.name.value}: {(step.finished_at - step.started_at).total_seconds():.1f}s, {step.message}")
+            lines.append(f"• {step.name.value}: {(step.finished_at - step.started_at).total_seconds():.1f}s, {esc(step.message)}")
     frozen = next((s for s in m.steps if s.name.value == "freeze" and s.finished_at), None)
     done = m.last_step(m.steps[-1].name) if m.steps else None
     if frozen and done and done.finished_at and frozen.finished_at:

@@ -63,13 +63,18 @@ def _handle(deps: Deps, actor: str, text: str, channel: str | None) -> Reply:
         _authorize(deps.config, actor, verb, channel)
         return VERBS[verb](deps, actor, command)
     except UsageError as exc:
-        return Reply.refusal("usage", exc.message, verb)
+        return Reply.refusal("usage", views.core_text(exc.message, _people(deps.config, actor)), verb)
     except PgmoveError as exc:
-        return Reply.refusal("refused", exc.message, verb)
+        return Reply.refusal("refused", views.core_text(exc.message, _people(deps.config, actor)), verb)
     except Exception:
         ref = uuid.uuid4().hex[:8]
         log.exception("unexpected error handling %r for %s (ref %s)", verb, actor, ref)
         return Reply.refusal("error", f"Unexpected error, nothing was changed as far as pgmove knows; see log {ref}.", verb)
+
+
+def _people(config: Config, actor: str) -> set[str]:
+    """Whom a refusal may mention: the one who asked and the configured people, nobody a name smuggles in."""
+    return {actor, *config.access.operators, *config.access.approvers}
 
 
 def _authorize(config: Config, actor: str, verb: str, channel: str | None) -> None:

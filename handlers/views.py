@@ -1,7 +1,14 @@
-"""Every sentence pgmove says, as pure functions of replies, migrations and events (CLI and Slack share them)."""
+"""Every sentence pgmove says, as pure functions of replies, migrations and events (CLI and Slack share them).
+
+The text is Slack mrkdwn: every piece of data (names from catalogs and chat, reasons, messages from the core)
+goes through esc(), so a database called `<!channel>` is shown, never obeyed. Only mention() makes markup.
+A terminal gets for_terminal() of the same text.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from handlers.parse import USAGE
@@ -31,19 +38,45 @@ _NEXT: dict[State, str] = {
 }
 
 
+_USER_ID = re.compile(r"^[UW][A-Z0-9_]{1,40}$")  # Slack's user ids; anything else is shown, not mentioned
+_OWN_MENTION = re.compile(r"&lt;@([UW][A-Z0-9_]{1,40})&gt;")
+
+
+def esc(value: object) -> str:
+    """Data inside Slack text: &, < and > escaped, as Slack asks, so no mention, link or command hides in it."""
+    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def mention(user: str) -> str:
+    return f"<@{user}>" if _USER_ID.match(user) else esc(user)
+
+
+def core_text(text: str, users: Iterable[str]) -> str:
+    """A message the core wrote (a refusal): all of it escaped, then its mentions of pgmove's own users (the
+    configured people and the one who asked) made mentions again. A name in it can mention nobody else."""
+    known = set(users)
+    return _OWN_MENTION.sub(lambda found: mention(found.group(1)) if found.group(1) in known else found.group(0), esc(text))
+
+
+def for_terminal(text: str) -> str:
+    """The same sentence for a terminal: the entities back to the characters they stand for."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 def next_hint(m: Migration) -> str:
-    return _NEXT[m.state].format(src=m.source, dst=m.target or "the target")
+    return _NEXT[m.state].format(src=esc(m.source), dst=esc(m.target) if m.target else "the target")
 
 
 def title(m: Migration) -> str:
-    return f"{m.source} -> {m.target}" if m.target else f"{m.source} (freeze only)"
+    return esc(f"{m.source} -> {m.target}" if m.target else f"{m.source} (freeze only)")
 
 
 def accepted_text(verb: str, m: Migration, events: list[AuditEvent]) -> str:
-    said = events[0].message if events else verb
-    if events and said.startswith(events[0].actor) and not events[0].actor.startswith("worker"):
-        said = f"<@{events[0].actor}>" + said[len(events[0].actor):]  # a mention in Slack, the id in a terminal
-    lines = [f"{said}. [{m.id}: {m.state.value}]"]
+    said = esc(events[0].message if events else verb)
+    actor = events[0].actor if events else ""
+    if events and said.startswith(esc(actor)) and not actor.startswith("worker"):
+        said = mention(actor) + said[len(esc(actor)):]  # a mention in Slack, the id in a terminal
+    lines = [f"{said}. [{esc(m.id)}: {m.state.value}]"]
     if m.approval and m.approval.decision == Decision.PENDING and verb in ("freeze", "cutover", "unfreeze", "abort"):
         lines.append(approval_text(m))
     else:
@@ -55,22 +88,23 @@ def approval_text(m: Migration) -> str:
     a = m.approval
     assert a is not None
     plan = m.plan
-    dbs = ", ".join(plan.databases) if plan.databases else "all databases"
+    dbs = esc(", ".join(plan.databases)) if plan.databases else "all databases"
     size = f", {m.preflight.total_bytes / 1e6:.1f} MB" if m.preflight else ""
-    how = f"method {plan.method}, {plan.jobs} jobs" if m.target else "no copy (freeze only)"
+    how = f"method {esc(plan.method)}, {plan.jobs} jobs" if m.target else "no copy (freeze only)"
     if a.action.value == "freeze":
         grace = m.freeze_options.grace_seconds
         how += f", {m.freeze_options.mode.value} freeze" + (f", {grace:g}s grace" if grace is not None else "")
         if m.freeze_options.archive:
-            how += f", an archive kept as {m.freeze_options.archive}"
+            how += f", an archive kept as {esc(m.freeze_options.archive)}"
     if a.action.value == "unfreeze":
         what = "Abort (unfreezing the source)" if m.aborting else "Unfreeze"
-        return (f"{what} of {title(m)} requested by <@{a.requester}> (request {a.id}) after its cutover started: "
-                f"{m.source} takes writes again while the app may already be on {m.target or 'the target'}. "
-                f"{hook_report_text(m)} Another approver must approve before {a.expires_at:%H:%M} UTC: "
-                f"`/pgmove approve {m.source}`.")
-    return (f"{a.action.value.capitalize()} of {title(m)} requested by <@{a.requester}> (request {a.id}): {dbs}{size}, "
-            f"{how}. Another approver must approve before {a.expires_at:%H:%M} UTC: `/pgmove approve {m.source}`.")
+        return (f"{what} of {title(m)} requested by {mention(a.requester)} (request {esc(a.id)}) after its cutover "
+                f"started: {esc(m.source)} takes writes again while the app may already be on "
+                f"{esc(m.target or 'the target')}. {esc(hook_report_text(m))} Another approver must approve before "
+                f"{a.expires_at:%H:%M} UTC: `/pgmove approve {esc(m.source)}`.")
+    return (f"{a.action.value.capitalize()} of {title(m)} requested by {mention(a.requester)} (request {esc(a.id)}): "
+            f"{dbs}{size}, {how}. Another approver must approve before {a.expires_at:%H:%M} UTC: "
+            f"`/pgmove approve {esc(m.source)}`.")
 
 
 def hook_report_text(m: Migration) -> str:
@@ -89,35 +123,35 @@ def hook_report_text(m: Migration) -> str:
 
 
 def status_text(m: Migration) -> str:
-    lines = [f"{title(m)} [{m.id}] is {m.state.value.replace('_', ' ')}", next_hint(m)]
+    lines = [f"{title(m)} [{esc(m.id)}] is {m.state.value.replace('_', ' ')}", next_hint(m)]
     if m.failure:
-        lines.append(f"failed in {m.failure.step}: {m.failure.reason}")
+        lines.append(esc(f"failed in {m.failure.step}: {m.failure.reason}"))
     if m.source_frozen:
-        lines.append(f"{m.source} is frozen (since {m.freeze.taken_at:%H:%M:%S} UTC)" if m.freeze else "")
+        lines.append(f"{esc(m.source)} is frozen (since {m.freeze.taken_at:%H:%M:%S} UTC)" if m.freeze else "")
     if m.preflight and m.preflight.problems:
-        lines += [f"problem: {p}" for p in m.preflight.problems]
+        lines += [f"problem: {esc(p)}" for p in m.preflight.problems]
     if m.preflight and m.preflight.warnings:
-        lines += [f"warning: {w}" for w in m.preflight.warnings]
+        lines += [f"warning: {esc(w)}" for w in m.preflight.warnings]
     for step in m.steps[-8:]:
         took = f" in {(step.finished_at - step.started_at).total_seconds():.1f}s" if step.finished_at else ""
         mark = {StepStatus.DONE: "done", StepStatus.RUNNING: "running", StepStatus.FAILED: "FAILED"}[step.status]
-        lines.append(f"  {step.name.value}: {mark}{took}{' - ' + step.message if step.message else ''}")
+        lines.append(f"  {step.name.value}: {mark}{took}{' - ' + esc(step.message) if step.message else ''}")
     if m.verification and m.verification.get("problems"):
         problems = m.verification["problems"]
-        lines += [f"  difference: {p}" for p in problems[:10]]
+        lines += [f"  difference: {esc(p)}" for p in problems[:10]]
         if len(problems) > 10:
-            lines.append(f"  ... and {len(problems) - 10} more (`/pgmove history {m.source}`)")
+            lines.append(f"  ... and {len(problems) - 10} more (`/pgmove history {esc(m.source)}`)")
     return "\n".join(line for line in lines if line)
 
 
 def status_list_text(migrations: list[Migration]) -> str:
     if not migrations:
         return "No migrations in progress."
-    return "\n".join(f"{title(m)} [{m.id}]: {m.state.value}" for m in migrations)
+    return "\n".join(f"{title(m)} [{esc(m.id)}]: {m.state.value}" for m in migrations)
 
 
 def history_text(m: Migration, events: list[AuditEvent]) -> str:
-    lines = [f"History of {title(m)} [{m.id}]:"]
+    lines = [f"History of {title(m)} [{esc(m.id)}]:"]
     lines += [event_line(e) for e in events]
     return "\n".join(lines)
 
@@ -126,22 +160,27 @@ def event_line(e: AuditEvent) -> str:
     """One line of the audit trail for people: who (unless the message says it), what, and the move."""
     move = f" ({e.from_state.value} -> {e.to_state.value})" if e.from_state and e.to_state and e.from_state != e.to_state else ""
     who = "" if e.message.startswith(e.actor) else ("worker: " if e.actor.startswith("worker:") else f"{e.actor}: ")
-    return f"{e.at:%H:%M:%S} {who}{e.message}{move}"
+    return esc(f"{e.at:%H:%M:%S} {who}{e.message}{move}")
 
 
 def servers_text(listing: list[dict[str, Any]]) -> str:
     if not listing:
         return "No servers configured."
-    return "\n".join(
+    return "\n".join(esc(
         f"{s['name']}: {s['host']}:{s['port']} as {s['user'] or 'default user'}"
-        + (f", app roles {', '.join(s['app_roles'])}" if s["app_roles"] else "")
+        + (f", app roles {', '.join(s['app_roles'])}" if s["app_roles"] else ""))
         for s in listing
     )
 
 
 def help_text(topic: str | None) -> str:
     if topic:
-        return f"`/pgmove {USAGE[topic]}`"
+        return f"`/pgmove {esc(USAGE[topic])}`"
     return "pgmove moves a PostgreSQL server, with a second person approving freeze and cutover.\n" + "\n".join(
-        f"  /pgmove {usage}" for usage in USAGE.values()
+        f"  /pgmove {esc(usage)}" for usage in USAGE.values()
     )
+
+
+def no_channel_text() -> str:
+    return ("pgmove could not tell which channel this came from, so it cannot check that pgmove works there; "
+            "nothing was done. Use the buttons and /pgmove in the migrations channel.")

@@ -7,7 +7,7 @@ import re
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -60,6 +60,23 @@ def dsn_params(dsn: str) -> dict[str, str]:
     return {k: v[1:-1].replace("\\'", "'") if v.startswith("'") else v for k, v in pairs}
 
 
+def redact_url(url: str) -> str:
+    """The URL with its password as ***: what logs, messages and errors may show of `redis_url`."""
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}").geturl()
+
+
+def url_password(url: str) -> str | None:
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None
+    return unquote(password) if password else None
+
+
 class FreshnessCheck(_Section):
     """Verification compares max(column) of this table on both sides (e.g. the newest created_at)."""
 
@@ -69,7 +86,14 @@ class FreshnessCheck(_Section):
 
 
 class Config(_Section):
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    # redis://[user:password@]host:port/db, rediss:// for TLS; the password may also come from the
+    # environment variable named by redis_password_env, so the file holds no secret.
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", repr=False)
+    redis_password_env: str | None = None
+    # Finished migrations (cut_over, aborted) with their audit trail stay this long, then Redis drops them.
+    retain_days: float = Field(default=90.0, gt=0)
+    # Live progress ticks kept per migration (only the latest is shown; the audit trail is never trimmed).
+    live_events_max: int = Field(default=1000, ge=10)
     access: Access = Field(default_factory=Access)
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
     approval_ttl_minutes: float = 30.0
@@ -81,6 +105,27 @@ class Config(_Section):
     tool_dirs: list[str] = Field(default_factory=list)  # extra places to look for pg_dump & co.
     queue_name: str = "pgmove"
     freshness: list[FreshnessCheck] = Field(default_factory=list)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str) -> str:
+        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"{redact_url(url)} must start with redis://, rediss:// (TLS) or unix://")
+        return url
+
+    @model_validator(mode="after")
+    def _redis_password_from_env(self) -> Config:
+        if self.redis_password_env:
+            password = os.environ.get(self.redis_password_env)
+            if not password:
+                raise ValueError(f"redis_password_env names {self.redis_password_env}, which is not set")
+            parts = urlsplit(self.redis_url)
+            if parts.password is not None:
+                raise ValueError("give the Redis password in redis_url or in redis_password_env, not both")
+            user = quote(parts.username or "", safe="")
+            netloc = f"{user}:{quote(password, safe='')}@{parts.netloc.rpartition('@')[2]}"
+            self.redis_url = parts._replace(netloc=netloc).geturl()
+        return self
 
     @model_validator(mode="after")
     def _check_servers(self) -> Config:
@@ -99,7 +144,9 @@ class Config(_Section):
 
     def secrets(self) -> list[str]:
         """Every configured password that is set, so logs can be scrubbed of them as a last line of defence."""
-        return [p for name in self.servers if (p := self.password_for(name))]
+        found = [p for name in self.servers if (p := self.password_for(name))]
+        redis_password = url_password(self.redis_url)
+        return found + ([redis_password, self.redis_url] if redis_password else [])
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

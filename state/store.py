@@ -9,7 +9,9 @@ import redis
 from redis.client import Pipeline
 
 from state.actions import Outcome
-from state.errors import Conflict
+from state.config import Config, redact_url
+from state.errors import ConfigError, Conflict
+from state.machine import TERMINAL
 from state.models import AuditEvent, Migration
 
 Enqueue = Callable[[Pipeline, str], None]  # (pipeline in MULTI, migration id): put the job in the same transaction
@@ -32,6 +34,20 @@ class Keys:
 
     def events(self, migration_id: str) -> str:
         return f"{self.prefix}:migration:{migration_id}:events"
+
+    def live(self, migration_id: str) -> str:
+        """Live progress ticks: capped, apart from the audit trail so a flood never pushes a decision out."""
+        return f"{self.prefix}:migration:{migration_id}:live"
+
+    @property
+    def servers(self) -> str:
+        """The servers that have an `active` pointer: read instead of scanning the keyspace."""
+        return f"{self.prefix}:servers"
+
+    def per_migration(self, migration_id: str) -> list[str]:
+        """Every key that lives and dies with one migration."""
+        return [self.migration(migration_id), self.events(migration_id), self.live(migration_id),
+                self.checkpoints(migration_id), self.chat(migration_id)]
 
     def active(self, server: str) -> str:
         return f"{self.prefix}:server:{server}:active"
@@ -70,19 +86,31 @@ _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del
 
 
 class Store:
-    def __init__(self, client: redis.Redis, prefix: str = "pgmove", max_attempts: int = 50) -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "pgmove", max_attempts: int = 50,
+                 retain_days: float = 90.0, live_events_max: int = 1000) -> None:
         self.redis = client
         self.keys = Keys(prefix)
         self.max_attempts = max_attempts
+        self.retain_seconds = max(1, int(retain_days * 86400))
+        self.live_events_max = live_events_max
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "pgmove", max_connections: int = 64) -> Store:
+    def from_url(cls, url: str, prefix: str = "pgmove", max_connections: int = 64, **options: Any) -> Store:
+        """`redis://[user:password@]host:port/db`, or `rediss://` for TLS (redis-py reads ssl_* query options)."""
         # A blocking pool: under a burst (Slack retries, 200 slash commands) a thread waits a moment for
         # a connection instead of failing with "Too many connections" as redis-py's default pool does.
-        pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=10)
-        return cls(redis.Redis(connection_pool=pool), prefix)
+        try:
+            pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=10)
+        except ValueError as exc:  # its message can quote the URL, password included
+            raise ConfigError(f"redis_url {redact_url(url)} is not a Redis URL: "
+                              f"{str(exc).replace(url, redact_url(url))}") from None
+        return cls(redis.Redis(connection_pool=pool), prefix, **options)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Store:
+        return cls.from_url(config.redis_url, retain_days=config.retain_days, live_events_max=config.live_events_max)
 
     def warm_up(self, connections: int) -> None:
         """Open pool connections ahead of a burst, so the first requests do not pay for TCP and HELLO."""
@@ -102,20 +130,33 @@ class Store:
         return self.get(_text(migration_id)) if migration_id else None
 
     def migrations(self, limit: int = 200) -> list[Migration]:
-        """The most recent migrations, newest first."""
-        ids = self.redis.zrevrange(self.keys.index, 0, limit - 1)
-        found = (self.get(_text(i)) for i in ids)
+        """The most recent migrations, newest first (finished ones until their retention runs out)."""
+        ids = [_text(i) for i in self.redis.zrevrange(self.keys.index, 0, limit - 1)]
+        found = self._get_many(ids)
+        expired = [i for i, m in zip(ids, found, strict=True) if m is None]
+        if expired:
+            self.redis.zrem(self.keys.index, *expired)
         return [m for m in found if m is not None]
 
     def active(self) -> list[Migration]:
-        """The current migration of every server that has one (cut-over ones stay: the source stays frozen)."""
-        found = []
-        for key in self.redis.scan_iter(match=self.keys.active("*")):
-            migration_id = self.redis.get(key)
-            migration = self.get(_text(migration_id)) if migration_id else None
-            if migration is not None:
-                found.append(migration)
+        """The current migration of every server that has one (cut-over ones stay: the source stays frozen).
+
+        Reads the set of servers, never SCANs: plan, status, the reaper and every `do --wait` call this."""
+        servers = sorted(_text(s) for s in self.redis.smembers(self.keys.servers))
+        if not servers:
+            return []
+        pointers: Any = self.redis.mget([self.keys.active(s) for s in servers])
+        gone = [s for s, p in zip(servers, pointers, strict=True) if not p]
+        if gone:  # their retention ran out
+            self.redis.srem(self.keys.servers, *gone)
+        found = [m for m in self._get_many([_text(p) for p in pointers if p]) if m is not None]
         return sorted(found, key=lambda m: m.created_at)
+
+    def _get_many(self, ids: list[str]) -> list[Migration | None]:
+        if not ids:
+            return []
+        raws: Any = self.redis.mget([self.keys.migration(i) for i in ids])
+        return [Migration.model_validate_json(raw) if raw else None for raw in raws]
 
     def update(self, migration_id: str, decide: Decide, enqueue: Enqueue | None = None) -> Outcome:
         """Apply `decide` to the current record with compare-and-set; retried until it wins or refuses."""
@@ -175,11 +216,32 @@ class Store:
         pipe.set(self.keys.migration(m.id), m.model_dump_json())
         if claim:
             pipe.set(self.keys.active(m.source), m.id)
+            pipe.sadd(self.keys.servers, m.source)
             pipe.zadd(self.keys.index, {m.id: m.created_at.timestamp()})
         if m.target is not None:
             pipe.set(self.keys.target_of(m.target), m.id)
         for event in events:
             pipe.xadd(self.keys.events(m.id), {"e": event.model_dump_json(exclude={"id"})})
+        if m.state in TERMINAL:
+            self._retire(pipe, m)
+
+    def _retire(self, pipe: Pipeline, m: Migration) -> None:
+        """A finished migration is kept `retain_days` for the record, then Redis lets it go. The server's
+        pointer goes with it; a new plan's SET of that pointer clears the expiry."""
+        for key in self.keys.per_migration(m.id):
+            pipe.expire(key, self.retain_seconds)
+        pipe.expire(self.keys.active(m.source), self.retain_seconds)
+
+    def retention_left(self, migration_id: str) -> int | None:
+        """Seconds until a finished migration expires; None while it is kept indefinitely."""
+        ttl = int(self.redis.ttl(self.keys.migration(migration_id)))
+        return ttl if ttl >= 0 else None
+
+    def _follow_retention(self, migration_id: str, key: str) -> None:
+        """Keys written after the migration finished (chat refs, late ticks) expire with it."""
+        ttl = int(self.redis.pttl(self.keys.migration(migration_id)))
+        if ttl > 0:
+            self.redis.pexpire(key, ttl)
 
     # -- copy checkpoints: what a resumed copy may keep ---------------------------------------------
 
@@ -189,6 +251,7 @@ class Store:
 
     def add_checkpoint(self, migration_id: str, key: str) -> None:
         self.redis.sadd(self.keys.checkpoints(migration_id), key)
+        self._follow_retention(migration_id, self.keys.checkpoints(migration_id))
 
     def remove_checkpoints(self, migration_id: str, keys: set[str]) -> None:
         if keys:
@@ -197,8 +260,21 @@ class Store:
     # -- event stream -----------------------------------------------------------------------
 
     def append_event(self, migration_id: str, event: AuditEvent) -> str:
-        stream_id = self.redis.xadd(self.keys.events(migration_id), {"e": event.model_dump_json(exclude={"id"})})
+        """A live tick (data.tick) goes to the capped live stream: only the latest few matter, and hours of
+        copying make hundreds of thousands. Everything else is the audit trail and is never trimmed."""
+        payload = {"e": event.model_dump_json(exclude={"id"})}
+        if event.data.get("tick"):
+            key = self.keys.live(migration_id)
+            stream_id = self.redis.xadd(key, payload, maxlen=self.live_events_max, approximate=True)  # type: ignore[arg-type]
+        else:
+            key = self.keys.events(migration_id)
+            stream_id = self.redis.xadd(key, payload)  # type: ignore[arg-type]
+        self._follow_retention(migration_id, key)
         return _text(stream_id)
+
+    def latest_live(self, migration_id: str) -> AuditEvent | None:
+        rows: Any = self.redis.xrevrange(self.keys.live(migration_id), count=1)
+        return self._event(rows[0][0], rows[0][1]) if rows else None
 
     def events(self, migration_id: str, after: str = "-", count: int | None = None) -> list[AuditEvent]:
         start = "-" if after == "-" else f"({after}"
@@ -209,9 +285,18 @@ class Store:
         rows: Any = self.redis.xrevrange(self.keys.events(migration_id), count=1)
         return _text(rows[0][0]) if rows else None
 
-    def wait_events(self, migration_id: str, after: str, block_ms: int) -> list[AuditEvent]:
-        reply: Any = self.redis.xread({self.keys.events(migration_id): after}, block=block_ms)
-        return [self._event(stream_id, fields) for _, rows in reply for stream_id, fields in rows]
+    def wait_events(self, migration_id: str, after: str, block_ms: int, live_after: str | None = None) -> list[AuditEvent]:
+        """New audit events after `after`, and live ticks after `live_after` when given, in stream-id order."""
+        streams = {self.keys.events(migration_id): after}
+        if live_after is not None:
+            streams[self.keys.live(migration_id)] = live_after
+        reply: Any = self.redis.xread(streams, block=block_ms)  # type: ignore[arg-type]
+        found = [self._event(stream_id, fields) for _, rows in reply for stream_id, fields in rows]
+        return sorted(found, key=lambda e: tuple(int(x) for x in (e.id or "0-0").split("-")))
+
+    def last_live_id(self, migration_id: str) -> str | None:
+        rows: Any = self.redis.xrevrange(self.keys.live(migration_id), count=1)
+        return _text(rows[0][0]) if rows else None
 
     @staticmethod
     def _event(stream_id: Any, fields: dict[bytes, bytes]) -> AuditEvent:
@@ -228,9 +313,12 @@ class Store:
     def set_chat_ref(self, migration_id: str, name: str, value: str, only_if_missing: bool = False) -> bool:
         key = self.keys.chat(migration_id)
         if only_if_missing:
-            return bool(self.redis.hsetnx(key, name, value))
-        self.redis.hset(key, name, value)
-        return True
+            done = bool(self.redis.hsetnx(key, name, value))
+        else:
+            self.redis.hset(key, name, value)
+            done = True
+        self._follow_retention(migration_id, key)
+        return done
 
     # -- the chat inbox: requests a chat edge acked, waiting for the responder (a reliable queue) ----
 

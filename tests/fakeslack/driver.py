@@ -33,7 +33,7 @@ class Driver:
 
     def command(self, user: str, text: str, channel: str | None = None, retry_of: dict[str, Any] | None = None) -> dict[str, Any]:
         """`/pgmove <text>` typed by `user`; returns the payload so a test can have Slack retry it."""
-        channel = channel or self.channel
+        channel = self.channel if channel is None else channel  # "": a payload with no channel
         if retry_of is None:
             self.slack.record_action(user, channel, f"/pgmove {text.removeprefix('/pgmove ').strip()}")
         payload = retry_of or {
@@ -51,11 +51,12 @@ class Driver:
             assert status == 200, status
         return payload
 
-    def click(self, user: str, message: Message, action_id: str) -> None:
+    def click(self, user: str, message: Message, action_id: str, with_channel: bool = True) -> None:
+        """A button click; with_channel=False sends it as a payload without its channel would arrive."""
         button = next(e for b in message.blocks or [] if b["type"] == "actions" for e in b["elements"]
                       if e["action_id"] == action_id)
         self.slack.record_action(user, message.channel, f"clicked [{button['text']['text']}]")
-        payload = {
+        payload: dict[str, Any] = {
             "type": "block_actions", "team": {"id": TEAM}, "user": {"id": user, "username": user.lower()},
             "api_app_id": "A_PGMOVE", "trigger_id": f"trigger-{next(_trigger)}",
             "container": {"type": "message", "message_ts": message.ts, "channel_id": message.channel},
@@ -64,6 +65,9 @@ class Driver:
             "actions": [{"type": "button", "action_id": action_id, "block_id": "approval", "value": button["value"],
                          "action_ts": f"{time.time():.6f}"}],
         }
+        if not with_channel:
+            del payload["channel"]
+            del payload["container"]["channel_id"]
         if self.socket:
             self.ack_seconds.append(self.slack.send_envelope("interactive", payload))
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 MAX_BLOCKS = 50
@@ -90,3 +91,26 @@ def check_message(text: Any, blocks: Any) -> None:
     if text and len(text) > MAX_MESSAGE_TEXT:
         raise SlackError("msg_too_long")
     check_blocks(blocks)
+
+
+# What Slack turns into a notification. pgmove mentions only the workspace's people it knows, by id; a
+# broadcast (<!channel>, <!here>, <!everyone>, a user group) or anyone else means data got in unescaped.
+WORKSPACE_USERS = frozenset({"U_ALICE", "U_BOB", "U_CAROL", "U_DAVE", "U_PGMOVE"})
+_SPECIAL = re.compile(r"<(![^>]*|@[^>|]*|#[^>|]*)(\|[^>]*)?>")
+
+
+def unescaped_mentions(text: Any, blocks: Any) -> list[str]:
+    """Every mention, broadcast or channel link Slack would act on that pgmove would not have made itself."""
+    texts = [text or ""] + [t for b in blocks or [] for t in _texts(b)]
+    return [found.group(0) for t in texts for found in _SPECIAL.finditer(t)
+            if not (found.group(1).startswith("@") and found.group(1)[1:] in WORKSPACE_USERS)]
+
+
+def _texts(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        if node.get("type") == "mrkdwn" and isinstance(node.get("text"), str):
+            return [node["text"]]
+        return [t for value in node.values() for t in _texts(value)]
+    if isinstance(node, list):
+        return [t for value in node for t in _texts(value)]
+    return []

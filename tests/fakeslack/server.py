@@ -18,7 +18,7 @@ from typing import Any
 from websockets.sync.server import ServerConnection, serve
 
 from cli.sandbox import free_port
-from tests.fakeslack.limits import SlackError, check_message
+from tests.fakeslack.limits import SlackError, check_message, unescaped_mentions
 
 BOT_USER, BOT_ID, TEAM = "U_PGMOVE", "B_PGMOVE", "T_TEAM"
 
@@ -36,6 +36,10 @@ class Message:
     via: str = "chat.postMessage"
 
     def all_text(self) -> str:
+        """As people read it: Slack shows &lt; &gt; &amp; as the characters (raw_text() keeps them)."""
+        return self.raw_text().replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+    def raw_text(self) -> str:
         parts = [self.text or ""]
         for block in self.blocks or []:
             parts.append(json.dumps(block))
@@ -125,6 +129,12 @@ class FakeSlack:
                 self.errors.append({"method": method, "error": exc.error, "detail": exc.detail, "params": params})
                 return 200, {"ok": False, "error": exc.error, "detail": exc.detail}, {}
 
+    def _check(self, method: str, text: Any, blocks: Any) -> None:
+        """Slack's limits refuse the call; an unescaped mention goes through (Slack would notify) but is noted."""
+        check_message(text, blocks)
+        for found in unescaped_mentions(text, blocks):
+            self.errors.append({"method": method, "error": "unescaped_mention", "detail": found, "text": text})
+
     def _auth_test(self, p: dict[str, Any]) -> dict[str, Any]:
         return {"url": "https://fake.slack/", "team": "team", "user": "pgmove", "team_id": TEAM, "user_id": BOT_USER,
                 "bot_id": BOT_ID}
@@ -134,7 +144,7 @@ class FakeSlack:
 
     def _chat_postMessage(self, p: dict[str, Any]) -> dict[str, Any]:
         blocks = _json(p.get("blocks"))
-        check_message(p.get("text"), blocks)
+        self._check("chat.postMessage", p.get("text"), blocks)
         channel = _required(p, "channel")
         thread_ts = p.get("thread_ts")
         if thread_ts and not self.find(thread_ts):
@@ -150,14 +160,14 @@ class FakeSlack:
         if message.user != BOT_USER:
             raise SlackError("cant_update_message")
         blocks = _json(p.get("blocks"))
-        check_message(p.get("text"), blocks)
+        self._check("chat.update", p.get("text"), blocks)
         message.edits.append({"text": message.text, "blocks": message.blocks})
         message.text, message.blocks = p.get("text") or "", blocks
         return {"channel": message.channel, "ts": message.ts}
 
     def _chat_postEphemeral(self, p: dict[str, Any]) -> dict[str, Any]:
         blocks = _json(p.get("blocks"))
-        check_message(p.get("text"), blocks)
+        self._check("chat.postEphemeral", p.get("text"), blocks)
         self.ephemerals.append(Ephemeral(_required(p, "user"), _required(p, "channel"), p.get("text") or "", blocks, self._ts()))
         return {"message_ts": self._ts()}
 
@@ -186,7 +196,7 @@ class FakeSlack:
     def respond(self, token: str, body: dict[str, Any]) -> None:
         user, channel = token.split(":", 1)
         blocks = body.get("blocks")
-        check_message(body.get("text"), blocks)
+        self._check("response_url", body.get("text"), blocks)
         with self.lock:
             if body.get("response_type") == "in_channel":
                 self.messages.append(Message(self._ts(), channel, BOT_USER, body.get("text") or "", blocks, via="response_url"))

@@ -12,7 +12,9 @@ NAMES = {"U_ALICE": "alice", "U_BOB": "bob", "U_CAROL": "carol", "U_PGMOVE": "pg
 
 
 def _mention(text: str) -> str:
-    return re.sub(r"<@(\w+)>", lambda m: "@" + NAMES.get(m.group(1), m.group(1)), text)
+    """As Slack shows it: mentions as names, then the escaped &, <, > as the characters."""
+    named = re.sub(r"<@(\w+)>", lambda m: "@" + NAMES.get(m.group(1), m.group(1)), text)
+    return named.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def render_blocks(blocks: list[dict[str, Any]] | None, fallback: str) -> list[str]:
