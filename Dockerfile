@@ -22,6 +22,8 @@ COPY steps steps
 COPY worker worker
 COPY bot bot
 COPY cli cli
+COPY sandbox sandbox
+COPY pgmove pgmove
 RUN pip install --no-cache-dir .
 
 USER pgmove

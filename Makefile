@@ -20,12 +20,12 @@ demo: deps $(STAMP)
 	$(BIN)/pgmove demo
 
 test: deps $(STAMP)
-	$(BIN)/ruff check state handlers steps worker bot cli tests bench
+	$(BIN)/ruff check pgmove state handlers steps worker bot cli sandbox tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -x --durations=10
 
 lint: $(STAMP)
-	$(BIN)/ruff check state handlers steps worker bot cli tests bench
+	$(BIN)/ruff check pgmove state handlers steps worker bot cli sandbox tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache

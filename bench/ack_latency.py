@@ -23,12 +23,12 @@ import psycopg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cli.demo import _config, _listening  # noqa: E402
-from cli.sampledata import Secrets, seed_source, seed_target  # noqa: E402
-from cli.sandbox import PgCluster, RedisServer, free_port, postgres_bin_dir, temp_base, wait_until  # noqa: E402
-from state.store import Store  # noqa: E402
-from tests.fakeslack.driver import Driver, sign  # noqa: E402
-from tests.fakeslack.server import FakeSlack  # noqa: E402
+from pgmove.sandbox.demo import _config, _listening  # noqa: E402
+from pgmove.sandbox.fakeslack.driver import Driver, sign  # noqa: E402
+from pgmove.sandbox.fakeslack.server import FakeSlack  # noqa: E402
+from pgmove.sandbox.sampledata import Secrets, seed_source, seed_target  # noqa: E402
+from pgmove.sandbox.servers import PgCluster, RedisServer, free_port, postgres_bin_dir, temp_base, wait_until  # noqa: E402
+from pgmove.state.store import Store  # noqa: E402
 
 SECRET = "bench-signing-secret"
 
@@ -99,7 +99,7 @@ def main() -> None:
         env = {**os.environ, "PGMOVE_PROD_OLD_PASSWORD": pw.source_pgmove, "PGMOVE_PROD_NEW_PASSWORD": pw.target_pgmove,
                "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": slack.api_url}
         for extra in (["worker"], ["bot", "--port", str(port), "--host", "127.0.0.1"]):
-            procs.append(subprocess.Popen([sys.executable, "-m", "cli", "--config", str(config), *extra], env=env, cwd=REPO,
+            procs.append(subprocess.Popen([sys.executable, "-m", "pgmove.cli", "--config", str(config), *extra], env=env, cwd=REPO,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_until(lambda: _listening(port), 30, "the bot")
         store = Store.from_url(redis_server.url)

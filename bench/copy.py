@@ -30,11 +30,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import dataset  # noqa: E402
-from cli.sampledata import Secrets  # noqa: E402
-from cli.sandbox import PgCluster, postgres_bin_dir, temp_base  # noqa: E402
-from steps import copy  # noqa: E402
-from steps.connect import Endpoint  # noqa: E402
-from steps.tools import choose_toolset  # noqa: E402
+from pgmove.sandbox.sampledata import Secrets  # noqa: E402
+from pgmove.sandbox.servers import PgCluster, postgres_bin_dir, temp_base  # noqa: E402
+from pgmove.steps import copy  # noqa: E402
+from pgmove.steps.connect import Endpoint  # noqa: E402
+from pgmove.steps.tools import choose_toolset  # noqa: E402
 
 
 def reset(target: PgCluster) -> None:

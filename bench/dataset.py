@@ -10,8 +10,8 @@ import subprocess
 import psycopg
 from psycopg import sql
 
-from cli.sampledata import PAGILA
-from cli.sandbox import PgCluster
+from pgmove.sandbox.sampledata import PAGILA
+from pgmove.sandbox.servers import PgCluster
 
 DATABASES = ["bench", "docs", "pagila"]
 

@@ -25,10 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import dataset  # noqa: E402
-from cli.sampledata import Secrets  # noqa: E402
-from cli.sandbox import PgCluster, postgres_bin_dir, temp_base  # noqa: E402
-from steps import verify  # noqa: E402
-from steps.connect import Endpoint  # noqa: E402
+from pgmove.sandbox.sampledata import Secrets  # noqa: E402
+from pgmove.sandbox.servers import PgCluster, postgres_bin_dir, temp_base  # noqa: E402
+from pgmove.steps import verify  # noqa: E402
+from pgmove.steps.connect import Endpoint  # noqa: E402
 
 
 def copy_pipe(source: PgCluster, target: PgCluster) -> float:

@@ -18,10 +18,10 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
-from bot.http import BodyLimit, BoundedWSGIServer, QuietHandler
-from bot.listeners import actions, commands
-from bot.settings import SlackSettings
-from state.store import Store
+from pgmove.bot.http import BodyLimit, BoundedWSGIServer, QuietHandler
+from pgmove.bot.listeners import actions, commands
+from pgmove.bot.settings import SlackSettings
+from pgmove.state.store import Store
 
 log = logging.getLogger("pgmove.bot")
 

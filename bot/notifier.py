@@ -17,11 +17,19 @@ from datetime import UTC, datetime
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from handlers import blocks, views
-from state.config import Config
-from state.machine import Event, State
-from state.models import Approval, ApprovalAction, AuditEvent, Decision, EventKind, Migration, StepStatus
-from state.store import Store
+from pgmove.handlers import blocks, views
+from pgmove.state.config import Config
+from pgmove.state.machine import Event, State
+from pgmove.state.models import (
+    Approval,
+    ApprovalAction,
+    AuditEvent,
+    Decision,
+    EventKind,
+    Migration,
+    StepStatus,
+)
+from pgmove.state.store import Store
 
 log = logging.getLogger("pgmove.notifier")
 

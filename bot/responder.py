@@ -11,9 +11,9 @@ from typing import Any
 
 from slack_sdk.webhook import WebhookClient
 
-from handlers import blocks, views
-from handlers.commands import Deps, handle
-from handlers.reply import Reply
+from pgmove.handlers import blocks, views
+from pgmove.handlers.commands import Deps, handle
+from pgmove.handlers.reply import Reply
 
 log = logging.getLogger("pgmove.responder")
 

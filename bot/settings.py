@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from state.errors import ConfigError
+from pgmove.state.errors import ConfigError
 
 
 @dataclass(frozen=True)

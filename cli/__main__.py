@@ -1,5 +1,5 @@
 """`python -m cli`: the same entry point as the `pgmove` script."""
 
-from cli.main import app
+from pgmove.cli.main import app
 
 app()

@@ -12,15 +12,15 @@ import os
 import signal
 import threading
 
-from bot.app import web_client
-from bot.notifier import Notifier
-from bot.responder import Responder
-from bot.settings import SlackSettings
-from cli import logs
-from handlers.commands import Deps
-from state.config import load_config
-from state.store import Store
-from worker.queue import enqueuer, make_queue
+from pgmove.bot.app import web_client
+from pgmove.bot.notifier import Notifier
+from pgmove.bot.responder import Responder
+from pgmove.bot.settings import SlackSettings
+from pgmove.cli import logs
+from pgmove.handlers.commands import Deps
+from pgmove.state.config import load_config
+from pgmove.state.store import Store
+from pgmove.worker.queue import enqueuer, make_queue
 
 
 def start_responder(config_path: str | None, log_level: str) -> multiprocessing.process.BaseProcess:
@@ -37,7 +37,7 @@ def responder_main(config_path: str | None, log_level: str) -> None:
     settings = SlackSettings.from_env()
     logs.configure(log_level, config.secrets() + settings.secrets())
     store = Store.from_config(config)
-    deps = Deps(config=config, store=store, enqueue=enqueuer(make_queue(store.redis, config.queue_name)))
+    deps = Deps(config=config, store=store, enqueue=enqueuer(make_queue(store, config.queue_name)))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     notifier = Notifier(store, web_client(settings), config)

@@ -10,17 +10,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli import logs
-from handlers import views
-from handlers.commands import Deps, handle
-from handlers.reply import Reply
-from state.actions import step_due
-from state.config import Config, load_config
-from state.errors import PgmoveError
-from state.machine import RESTING, State
-from state.models import Migration
-from state.store import Store
-from worker.queue import enqueuer, make_queue
+from pgmove.cli import logs
+from pgmove.handlers import views
+from pgmove.handlers.commands import Deps, handle
+from pgmove.handlers.reply import Reply
+from pgmove.state.actions import step_due
+from pgmove.state.config import Config, load_config
+from pgmove.state.errors import PgmoveError
+from pgmove.state.machine import RESTING, State
+from pgmove.state.models import Migration
+from pgmove.state.store import Store
+from pgmove.worker.queue import enqueuer, make_queue
 
 # No locals in tracebacks: they would print the configuration, the Redis password in redis_url included.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -64,7 +64,7 @@ def do(
     """Run any /pgmove command as USER through the same handlers the bot uses."""
     config = ctx.obj.config()
     store = Store.from_config(config)
-    deps = Deps(config=config, store=store, enqueue=enqueuer(make_queue(store.redis, config.queue_name)))
+    deps = Deps(config=config, store=store, enqueue=enqueuer(make_queue(store, config.queue_name)))
     reply = handle(deps, as_user, text)
     if not reply.ok:
         _emit(reply, None, as_json)
@@ -82,7 +82,7 @@ def do(
 
 def wait_until_resting(store: Store, m: Migration, timeout: float, echo: bool) -> Migration | None:
     """Follow the event stream until nothing happens without a person (or the timeout)."""
-    from worker.reaper import reap  # the waiting client also notices a dead worker
+    from pgmove.worker.reaper import reap  # the waiting client also notices a dead worker
 
     deadline = time.monotonic() + timeout
     cursor = store.last_event_id(m.id) or "0-0"
@@ -123,7 +123,7 @@ def worker(
     name: Annotated[Optional[str], typer.Option("--name", help="worker id (default host:pid)")] = None,  # noqa: UP045
 ) -> None:
     """Run one worker process."""
-    from worker.main import run_worker
+    from pgmove.worker.main import run_worker
 
     run_worker(ctx.obj.config(), burst=burst, worker_id=name)
 
@@ -138,9 +138,9 @@ def bot(
     import signal
     import threading
 
-    from bot.app import start_edge
-    from bot.settings import SlackSettings
-    from cli.botproc import start_responder
+    from pgmove.bot.app import start_edge
+    from pgmove.bot.settings import SlackSettings
+    from pgmove.cli.botproc import start_responder
 
     config = ctx.obj.config()
     try:
@@ -169,6 +169,6 @@ def demo(
     keep: Annotated[bool, typer.Option("--keep", help="leave the throwaway servers running")] = False,
 ) -> None:
     """The whole flow on throwaway local servers, with a simulated channel."""
-    from cli.demo import run_demo
+    from pgmove.sandbox.demo import run_demo
 
     sys.exit(run_demo(keep=keep))

@@ -22,10 +22,10 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from handlers import views
-from handlers.views import esc, mention
-from state.machine import State
-from state.models import Approval, AuditEvent, Decision, Migration, StepStatus
+from pgmove.handlers import views
+from pgmove.handlers.views import esc, mention
+from pgmove.state.machine import State
+from pgmove.state.models import Approval, AuditEvent, Decision, Migration, StepStatus
 
 MAX_TEXT = 2900  # under Slack's 3000, with room for the marker of a split
 MAX_BLOCKS = 45

@@ -10,16 +10,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from handlers import views
-from handlers.parse import USAGE, Approve, FreezeCmd, PlanCmd, Reject, ServerCmd, Status, VerifyCmd, parse
-from handlers.reply import Reply, server_listing
-from state import actions
-from state.actions import Outcome, Policy
-from state.config import Config
-from state.errors import NotAuthorized, PgmoveError, Refused, UsageError
-from state.machine import TERMINAL, State
-from state.models import ApprovalAction, FreezeMode, FreezeOptions, Migration, Plan
-from state.store import Enqueue, Store
+from pgmove.handlers import views
+from pgmove.handlers.parse import (
+    USAGE,
+    Approve,
+    FreezeCmd,
+    PlanCmd,
+    Reject,
+    ServerCmd,
+    Status,
+    VerifyCmd,
+    parse,
+)
+from pgmove.handlers.reply import Reply, server_listing
+from pgmove.state import actions
+from pgmove.state.actions import Outcome, Policy
+from pgmove.state.config import Config
+from pgmove.state.errors import NotAuthorized, PgmoveError, Refused, UsageError
+from pgmove.state.machine import TERMINAL, State
+from pgmove.state.models import ApprovalAction, FreezeMode, FreezeOptions, Migration, Plan
+from pgmove.state.store import Enqueue, Store
 
 log = logging.getLogger("pgmove.handlers")
 

@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from state.config import SERVER_NAME
-from state.errors import UsageError
+from pgmove.state.config import SERVER_NAME
+from pgmove.state.errors import UsageError
 
 USAGE: dict[str, str] = {
     "help": "help [verb]",

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from state.config import Config
-from state.models import AuditEvent, Migration
+from pgmove.state.config import Config
+from pgmove.state.models import AuditEvent, Migration
 
 Kind = Literal["info", "accepted", "refused", "usage", "error"]
 

@@ -11,9 +11,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from handlers.parse import USAGE
-from state.machine import State
-from state.models import AuditEvent, Decision, Migration, StepStatus
+from pgmove.handlers.parse import USAGE
+from pgmove.state.machine import State
+from pgmove.state.models import AuditEvent, Decision, Migration, StepStatus
 
 _NEXT: dict[State, str] = {
     State.PLANNED: "preflight checks are running",

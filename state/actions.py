@@ -10,9 +10,9 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from state.errors import Refused
-from state.machine import RESTING, WORKING, Event, State, next_state
-from state.models import (
+from pgmove.state.errors import Refused
+from pgmove.state.machine import RESTING, WORKING, Event, State, next_state
+from pgmove.state.models import (
     Approval,
     ApprovalAction,
     AuditEvent,

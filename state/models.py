@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from state.machine import State
+from pgmove.state.machine import State
 
 
 class Record(BaseModel):

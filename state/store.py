@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from redis.client import Pipeline
 
-from state.actions import Outcome
-from state.config import Config, redact_url
-from state.errors import ConfigError, Conflict
-from state.machine import TERMINAL
-from state.models import AuditEvent, Migration
+from pgmove.state.actions import Outcome
+from pgmove.state.config import Config, redact_url
+from pgmove.state.errors import ConfigError, Conflict
+from pgmove.state.machine import TERMINAL
+from pgmove.state.models import AuditEvent, Migration
+
+T = TypeVar("T")
 
 Enqueue = Callable[[Pipeline, str], None]  # (pipeline in MULTI, migration id): put the job in the same transaction
 Decide = Callable[[Migration | None], Outcome]
@@ -88,13 +90,17 @@ _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del
 class Store:
     def __init__(self, client: redis.Redis, prefix: str = "pgmove", max_attempts: int = 50,
                  retain_days: float = 90.0, live_events_max: int = 1000) -> None:
-        self.redis = client
+        self._redis = client
         self.keys = Keys(prefix)
         self.max_attempts = max_attempts
         self.retain_seconds = max(1, int(retain_days * 86400))
         self.live_events_max = live_events_max
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+
+    def bind(self, use: Callable[[redis.Redis], T]) -> T:
+        """Hand the connection to a library that must hold it (RQ's queue and worker); nothing else gets it."""
+        return use(self._redis)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "pgmove", max_connections: int = 64, **options: Any) -> Store:
@@ -114,7 +120,7 @@ class Store:
 
     def warm_up(self, connections: int) -> None:
         """Open pool connections ahead of a burst, so the first requests do not pay for TCP and HELLO."""
-        pool = self.redis.connection_pool
+        pool = self._redis.connection_pool
         taken = [pool.get_connection() for _ in range(connections)]
         for conn in taken:
             pool.release(conn)
@@ -122,40 +128,40 @@ class Store:
     # -- migrations -------------------------------------------------------------------------
 
     def get(self, migration_id: str) -> Migration | None:
-        raw = self.redis.get(self.keys.migration(migration_id))
+        raw = self._redis.get(self.keys.migration(migration_id))
         return Migration.model_validate_json(raw) if raw else None
 
     def active_for(self, server: str) -> Migration | None:
-        migration_id = self.redis.get(self.keys.active(server))
+        migration_id = self._redis.get(self.keys.active(server))
         return self.get(_text(migration_id)) if migration_id else None
 
     def migrations(self, limit: int = 200) -> list[Migration]:
         """The most recent migrations, newest first (finished ones until their retention runs out)."""
-        ids = [_text(i) for i in self.redis.zrevrange(self.keys.index, 0, limit - 1)]
+        ids = [_text(i) for i in self._redis.zrevrange(self.keys.index, 0, limit - 1)]
         found = self._get_many(ids)
         expired = [i for i, m in zip(ids, found, strict=True) if m is None]
         if expired:
-            self.redis.zrem(self.keys.index, *expired)
+            self._redis.zrem(self.keys.index, *expired)
         return [m for m in found if m is not None]
 
     def active(self) -> list[Migration]:
         """The current migration of every server that has one (cut-over ones stay: the source stays frozen).
 
         Reads the set of servers, never SCANs: plan, status, the reaper and every `do --wait` call this."""
-        servers = sorted(_text(s) for s in self.redis.smembers(self.keys.servers))
+        servers = sorted(_text(s) for s in self._redis.smembers(self.keys.servers))
         if not servers:
             return []
-        pointers: Any = self.redis.mget([self.keys.active(s) for s in servers])
+        pointers: Any = self._redis.mget([self.keys.active(s) for s in servers])
         gone = [s for s, p in zip(servers, pointers, strict=True) if not p]
         if gone:  # their retention ran out
-            self.redis.srem(self.keys.servers, *gone)
+            self._redis.srem(self.keys.servers, *gone)
         found = [m for m in self._get_many([_text(p) for p in pointers if p]) if m is not None]
         return sorted(found, key=lambda m: m.created_at)
 
     def _get_many(self, ids: list[str]) -> list[Migration | None]:
         if not ids:
             return []
-        raws: Any = self.redis.mget([self.keys.migration(i) for i in ids])
+        raws: Any = self._redis.mget([self.keys.migration(i) for i in ids])
         return [Migration.model_validate_json(raw) if raw else None for raw in raws]
 
     def update(self, migration_id: str, decide: Decide, enqueue: Enqueue | None = None) -> Outcome:
@@ -190,7 +196,7 @@ class Store:
         self, watch: list[str], load: Callable[[Pipeline], Migration | None], decide: Decide, enqueue: Enqueue | None
     ) -> Outcome:
         for _ in range(self.max_attempts):
-            with self.redis.pipeline() as pipe:
+            with self._redis.pipeline() as pipe:
                 try:
                     pipe.watch(*watch)  # type: ignore[no-untyped-call]
                     current = load(pipe)
@@ -234,28 +240,28 @@ class Store:
 
     def retention_left(self, migration_id: str) -> int | None:
         """Seconds until a finished migration expires; None while it is kept indefinitely."""
-        ttl = int(self.redis.ttl(self.keys.migration(migration_id)))
+        ttl = int(self._redis.ttl(self.keys.migration(migration_id)))
         return ttl if ttl >= 0 else None
 
     def _follow_retention(self, migration_id: str, key: str) -> None:
         """Keys written after the migration finished (chat refs, late ticks) expire with it."""
-        ttl = int(self.redis.pttl(self.keys.migration(migration_id)))
+        ttl = int(self._redis.pttl(self.keys.migration(migration_id)))
         if ttl > 0:
-            self.redis.pexpire(key, ttl)
+            self._redis.pexpire(key, ttl)
 
     # -- copy checkpoints: what a resumed copy may keep ---------------------------------------------
 
     def checkpoints(self, migration_id: str) -> set[str]:
-        members: Any = self.redis.smembers(self.keys.checkpoints(migration_id))
+        members: Any = self._redis.smembers(self.keys.checkpoints(migration_id))
         return {_text(m) for m in members}
 
     def add_checkpoint(self, migration_id: str, key: str) -> None:
-        self.redis.sadd(self.keys.checkpoints(migration_id), key)
+        self._redis.sadd(self.keys.checkpoints(migration_id), key)
         self._follow_retention(migration_id, self.keys.checkpoints(migration_id))
 
     def remove_checkpoints(self, migration_id: str, keys: set[str]) -> None:
         if keys:
-            self.redis.srem(self.keys.checkpoints(migration_id), *keys)
+            self._redis.srem(self.keys.checkpoints(migration_id), *keys)
 
     # -- event stream -----------------------------------------------------------------------
 
@@ -265,24 +271,24 @@ class Store:
         payload = {"e": event.model_dump_json(exclude={"id"})}
         if event.data.get("tick"):
             key = self.keys.live(migration_id)
-            stream_id = self.redis.xadd(key, payload, maxlen=self.live_events_max, approximate=True)  # type: ignore[arg-type]
+            stream_id = self._redis.xadd(key, payload, maxlen=self.live_events_max, approximate=True)  # type: ignore[arg-type]
         else:
             key = self.keys.events(migration_id)
-            stream_id = self.redis.xadd(key, payload)  # type: ignore[arg-type]
+            stream_id = self._redis.xadd(key, payload)  # type: ignore[arg-type]
         self._follow_retention(migration_id, key)
         return _text(stream_id)
 
     def latest_live(self, migration_id: str) -> AuditEvent | None:
-        rows: Any = self.redis.xrevrange(self.keys.live(migration_id), count=1)
+        rows: Any = self._redis.xrevrange(self.keys.live(migration_id), count=1)
         return self._event(rows[0][0], rows[0][1]) if rows else None
 
     def events(self, migration_id: str, after: str = "-", count: int | None = None) -> list[AuditEvent]:
         start = "-" if after == "-" else f"({after}"
-        rows: Any = self.redis.xrange(self.keys.events(migration_id), min=start, count=count)
+        rows: Any = self._redis.xrange(self.keys.events(migration_id), min=start, count=count)
         return [self._event(stream_id, fields) for stream_id, fields in rows]
 
     def last_event_id(self, migration_id: str) -> str | None:
-        rows: Any = self.redis.xrevrange(self.keys.events(migration_id), count=1)
+        rows: Any = self._redis.xrevrange(self.keys.events(migration_id), count=1)
         return _text(rows[0][0]) if rows else None
 
     def wait_events(self, migration_id: str, after: str, block_ms: int, live_after: str | None = None) -> list[AuditEvent]:
@@ -290,12 +296,12 @@ class Store:
         streams = {self.keys.events(migration_id): after}
         if live_after is not None:
             streams[self.keys.live(migration_id)] = live_after
-        reply: Any = self.redis.xread(streams, block=block_ms)  # type: ignore[arg-type]
+        reply: Any = self._redis.xread(streams, block=block_ms)  # type: ignore[arg-type]
         found = [self._event(stream_id, fields) for _, rows in reply for stream_id, fields in rows]
         return sorted(found, key=lambda e: tuple(int(x) for x in (e.id or "0-0").split("-")))
 
     def last_live_id(self, migration_id: str) -> str | None:
-        rows: Any = self.redis.xrevrange(self.keys.live(migration_id), count=1)
+        rows: Any = self._redis.xrevrange(self.keys.live(migration_id), count=1)
         return _text(rows[0][0]) if rows else None
 
     @staticmethod
@@ -307,15 +313,15 @@ class Store:
     # -- where a chat edge keeps its own references (message ids, its stream cursor) ---------------
 
     def chat_ref(self, migration_id: str, name: str) -> str | None:
-        raw = self.redis.hget(self.keys.chat(migration_id), name)
+        raw = self._redis.hget(self.keys.chat(migration_id), name)
         return _text(raw) if raw else None
 
     def set_chat_ref(self, migration_id: str, name: str, value: str, only_if_missing: bool = False) -> bool:
         key = self.keys.chat(migration_id)
         if only_if_missing:
-            done = bool(self.redis.hsetnx(key, name, value))
+            done = bool(self._redis.hsetnx(key, name, value))
         else:
-            self.redis.hset(key, name, value)
+            self._redis.hset(key, name, value)
             done = True
         self._follow_retention(migration_id, key)
         return done
@@ -323,27 +329,27 @@ class Store:
     # -- the chat inbox: requests a chat edge acked, waiting for the responder (a reliable queue) ----
 
     def push_chat_request(self, payload: str) -> None:
-        self.redis.lpush(self.keys.chat_inbox, payload)
+        self._redis.lpush(self.keys.chat_inbox, payload)
 
     def take_chat_request(self, timeout_seconds: float) -> str | None:
         """The oldest request, moved aside until done() so a responder that dies loses nothing."""
-        raw = self.redis.blmove(self.keys.chat_inbox, self.keys.chat_inbox_taken, int(max(1, timeout_seconds)), "RIGHT", "LEFT")
+        raw = self._redis.blmove(self.keys.chat_inbox, self.keys.chat_inbox_taken, int(max(1, timeout_seconds)), "RIGHT", "LEFT")
         return _text(raw) if raw else None
 
     def chat_request_done(self, payload: str) -> None:
-        self.redis.lrem(self.keys.chat_inbox_taken, 1, payload)
+        self._redis.lrem(self.keys.chat_inbox_taken, 1, payload)
 
     def requeue_taken_chat_requests(self) -> int:
         """At responder start: requests a dead responder had taken go back in line."""
         moved = 0
-        while self.redis.lmove(self.keys.chat_inbox_taken, self.keys.chat_inbox, "RIGHT", "RIGHT"):
+        while self._redis.lmove(self.keys.chat_inbox_taken, self.keys.chat_inbox, "RIGHT", "RIGHT"):
             moved += 1
         return moved
 
     # -- per-server lock with a lease ------------------------------------------------------------
 
     def acquire_lock(self, server: str, token: str, lease_seconds: float) -> bool:
-        return bool(self.redis.set(self.keys.lock(server), token, nx=True, px=int(lease_seconds * 1000)))
+        return bool(self._redis.set(self.keys.lock(server), token, nx=True, px=int(lease_seconds * 1000)))
 
     def renew_lock(self, server: str, token: str, lease_seconds: float) -> bool:
         return bool(self._renew(keys=[self.keys.lock(server)], args=[token, int(lease_seconds * 1000)]))
@@ -352,20 +358,20 @@ class Store:
         return bool(self._release(keys=[self.keys.lock(server)], args=[token]))
 
     def lock_holder(self, server: str) -> str | None:
-        token = self.redis.get(self.keys.lock(server))
+        token = self._redis.get(self.keys.lock(server))
         return _text(token) if token else None
 
     # -- idempotency ---------------------------------------------------------------------------
 
     def claim_once(self, key: str, ttl_seconds: int = 3600) -> bool:
         """True for the first caller with this key; later callers (retries, double clicks) get False."""
-        return bool(self.redis.set(self.keys.idempotency(key), b"", nx=True, ex=ttl_seconds))
+        return bool(self._redis.set(self.keys.idempotency(key), b"", nx=True, ex=ttl_seconds))
 
     def remember(self, key: str, payload: str, ttl_seconds: int = 3600) -> None:
-        self.redis.set(self.keys.idempotency(key), payload, ex=ttl_seconds)
+        self._redis.set(self.keys.idempotency(key), payload, ex=ttl_seconds)
 
     def recall(self, key: str) -> str | None:
-        raw = self.redis.get(self.keys.idempotency(key))
+        raw = self._redis.get(self.keys.idempotency(key))
         return _text(raw) if raw else None
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from state.models import AclItem
+from pgmove.state.models import AclItem
 
 # aclexplode's privilege names -> the letters of an aclitem's text form (utils/acl.h ACL_*_CHR).
 LETTERS = {"INSERT": "a", "SELECT": "r", "UPDATE": "w", "DELETE": "d", "TRUNCATE": "D", "REFERENCES": "x",

@@ -21,11 +21,11 @@ from typing import Any
 
 from psycopg import sql
 
-from state.errors import StepFailed
-from state.models import FreezeSnapshot
-from steps import guards
-from steps.connect import Endpoint, Progress
-from steps.tools import ToolSet, file_name, run_tool
+from pgmove.state.errors import StepFailed
+from pgmove.state.models import FreezeSnapshot
+from pgmove.steps import guards
+from pgmove.steps.connect import Endpoint, Progress
+from pgmove.steps.tools import ToolSet, file_name, run_tool
 
 MANIFEST = "MANIFEST.sha256"
 INCOMPLETE = ".pgmove-archive-incomplete"

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from state.models import DatabaseInfo
+from pgmove.state.models import DatabaseInfo
 
 # `postgres` exists on every server; it moves only when asked for by name.
 MAINTENANCE_DB = "postgres"

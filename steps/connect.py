@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from state.errors import ConnectionFailed, StepFailed
+from pgmove.state.errors import ConnectionFailed, StepFailed
 
 log = logging.getLogger("pgmove.steps")
 

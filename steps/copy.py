@@ -26,17 +26,17 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import sql
 
-from state.errors import StepFailed
-from state.models import FreezeSnapshot
-from steps import freezeroles, guards, objects, schema, tables
-from steps.catalog import DatabaseDefinition, database_definition
-from steps.connect import Endpoint, Progress, connect, connection, describe
-from steps.copyprogress import Ticker
-from steps.dbprops import apply_database_properties, apply_role_settings, create_database
-from steps.pool import Pool
-from steps.roles import copy_roles
-from steps.settings import before_freeze, read_settings
-from steps.tools import ToolSet
+from pgmove.state.errors import StepFailed
+from pgmove.state.models import FreezeSnapshot
+from pgmove.steps import freezeroles, guards, objects, schema, tables
+from pgmove.steps.catalog import DatabaseDefinition, database_definition
+from pgmove.steps.connect import Endpoint, Progress, connect, connection, describe
+from pgmove.steps.copyprogress import Ticker
+from pgmove.steps.dbprops import apply_database_properties, apply_role_settings, create_database
+from pgmove.steps.pool import Pool
+from pgmove.steps.roles import copy_roles
+from pgmove.steps.settings import before_freeze, read_settings
+from pgmove.steps.tools import ToolSet
 
 # A table bigger than this is copied in ctid ranges (about this size each), at most one per job.
 SPLIT_BYTES = 256 * 1024 * 1024

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 
-from steps.connect import Progress
-from steps.tables import Moved, Slice
+from pgmove.steps.connect import Progress
+from pgmove.steps.tables import Moved, Slice
 
 EVERY = 5.0
 

@@ -13,11 +13,11 @@ from typing import IO, Any
 import psycopg
 from psycopg import sql
 
-from state.errors import StepFailed
-from state.models import HookReport
-from steps.connect import Endpoint, Progress, connection, describe
-from steps.freeze import READ_ONLY
-from steps.settings import read_settings
+from pgmove.state.errors import StepFailed
+from pgmove.state.models import HookReport
+from pgmove.steps.connect import Endpoint, Progress, connection, describe
+from pgmove.steps.freeze import READ_ONLY
+from pgmove.steps.settings import read_settings
 
 _WRITABLE_COLUMN = """
     SELECT n.nspname, c.relname, a.attname

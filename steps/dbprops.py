@@ -11,10 +11,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from state.errors import StepFailed
-from steps.catalog import DatabaseDefinition
-from steps.connect import Endpoint, connection, describe
-from steps.settings import set_statement
+from pgmove.state.errors import StepFailed
+from pgmove.steps.catalog import DatabaseDefinition
+from pgmove.steps.connect import Endpoint, connection, describe
+from pgmove.steps.settings import set_statement
 
 
 def create_database(d: DatabaseDefinition, target_major: int) -> sql.Composed:

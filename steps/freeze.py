@@ -16,12 +16,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from state.errors import PgmoveError, StepFailed
-from state.models import FreezeMode, FreezeSnapshot, SettingRow
-from steps import freezerecord, freezeroles, guards, prepared, subscriptions
-from steps.connect import Endpoint, Progress, connection, describe
-from steps.sessions import end_sessions
-from steps.settings import read_settings, set_statement
+from pgmove.state.errors import PgmoveError, StepFailed
+from pgmove.state.models import FreezeMode, FreezeSnapshot, SettingRow
+from pgmove.steps import freezerecord, freezeroles, guards, prepared, subscriptions
+from pgmove.steps.connect import Endpoint, Progress, connection, describe
+from pgmove.steps.sessions import end_sessions
+from pgmove.steps.settings import read_settings, set_statement
 
 READ_ONLY = "default_transaction_read_only"
 

@@ -16,9 +16,9 @@ import psycopg
 from psycopg import sql
 from pydantic import ValidationError
 
-from state.errors import Refused
-from state.models import FreezeSnapshot
-from steps import guards
+from pgmove.state.errors import Refused
+from pgmove.state.models import FreezeSnapshot
+from pgmove.steps import guards
 
 _FOUND = """
     SELECT (SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %(schema)s),

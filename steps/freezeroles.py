@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from state.models import FreezeSnapshot, RoleGrant
+from pgmove.state.models import FreezeSnapshot, RoleGrant
 
 _GRANTS = """
     SELECT oid::bigint, rolname, rolcreatedb, rolcreaterole FROM pg_roles

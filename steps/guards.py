@@ -15,9 +15,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from state.errors import StepFailed
-from state.models import AclRow
-from steps import aclitems
+from pgmove.state.errors import StepFailed
+from pgmove.state.models import AclRow
+from pgmove.steps import aclitems
 
 SCHEMA = "_pgmove_freeze"
 TABLE_TRIGGER = "pgmove_freeze_guard"

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from steps import guards
+from pgmove.steps import guards
 
 _USER = "n.nspname NOT IN ('pg_catalog', 'information_schema', %(freeze)s) AND n.nspname !~ '^pg_(toast|temp)'"
 

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from state.errors import StepFailed
+from pgmove.state.errors import StepFailed
 
 log = logging.getLogger("pgmove.copy")
 

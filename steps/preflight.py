@@ -9,12 +9,12 @@ from typing import Any
 
 import psycopg
 
-from state.errors import ConnectionFailed
-from state.models import PreflightReport
-from steps import freezerecord, prepared, subscriptions
-from steps.catalog import MAINTENANCE_DB, list_databases, selected, user_object_count
-from steps.connect import Endpoint, Progress, connect, connection, server_major
-from steps.tools import choose_toolset
+from pgmove.state.errors import ConnectionFailed
+from pgmove.state.models import PreflightReport
+from pgmove.steps import freezerecord, prepared, subscriptions
+from pgmove.steps.catalog import MAINTENANCE_DB, list_databases, selected, user_object_count
+from pgmove.steps.connect import Endpoint, Progress, connect, connection, server_major
+from pgmove.steps.tools import choose_toolset
 
 HEADROOM = 1.2  # a restored database is about its source size; indexes rebuilt fresh are rarely larger
 

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from steps.connect import Endpoint, connection
+from pgmove.steps.connect import Endpoint, connection
 
 _PENDING = """
     SELECT gid, owner, database, extract(epoch FROM now() - prepared)::int, transaction::text

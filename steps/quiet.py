@@ -17,9 +17,9 @@ from typing import Any
 
 import psycopg
 
-from state.models import QuietMark
-from steps import shared, writes
-from steps.connect import Endpoint, connection
+from pgmove.state.models import QuietMark
+from pgmove.steps import shared, writes
+from pgmove.steps.connect import Endpoint, connection
 
 _TABLE_COUNTERS = """
     SELECT coalesce(sum(n_tup_ins), 0), coalesce(sum(n_tup_upd), 0), coalesce(sum(n_tup_del), 0), count(*)

@@ -18,10 +18,10 @@ from typing import Any
 
 import psycopg
 
-from state.errors import StepFailed
-from steps import guards
-from steps.connect import Endpoint
-from steps.tools import ToolSet, file_name, psql_path, run_tool
+from pgmove.state.errors import StepFailed
+from pgmove.steps import guards
+from pgmove.steps.connect import Endpoint
+from pgmove.steps.tools import ToolSet, file_name, psql_path, run_tool
 
 _TOC_LINE = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
 _ENTRY_HEADER = re.compile(r"^--\n-- TOC entry (\d+) \(class \d+ OID \d+\)\n", re.MULTILINE)

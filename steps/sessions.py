@@ -8,8 +8,8 @@ from typing import Any
 
 import psycopg
 
-from steps import prepared
-from steps.connect import Endpoint, Progress
+from pgmove.steps import prepared
+from pgmove.steps.connect import Endpoint, Progress
 
 _IN_TRANSACTION = ("idle in transaction", "idle in transaction (aborted)", "active", "fastpath function call")
 

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from state.models import FreezeSnapshot, SettingRow
+from pgmove.state.models import FreezeSnapshot, SettingRow
 
 # Settings whose value is a list: pg_dump writes each element as its own literal (makeAlterConfigCommand).
 LIST_SETTINGS = frozenset(

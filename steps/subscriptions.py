@@ -13,9 +13,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from state.errors import StepFailed
-from state.models import SubscriptionRow
-from steps.connect import Endpoint, connection
+from pgmove.state.errors import StepFailed
+from pgmove.state.models import SubscriptionRow
+from pgmove.steps.connect import Endpoint, connection
 
 WORKER_STOP_SECONDS = 30.0
 

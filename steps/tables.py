@@ -19,10 +19,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from state.errors import StepFailed
-from steps import guards
-from steps.connect import Endpoint, describe
-from steps.tools import ToolSet, psql_path, spawn_tool
+from pgmove.state.errors import StepFailed
+from pgmove.steps import guards
+from pgmove.steps.connect import Endpoint, describe
+from pgmove.steps.tools import ToolSet, psql_path, spawn_tool
 
 # Tables smaller than this stream through pgmove's own connections; bigger ones through psql, whose
 # C loop reads COPY rows several times faster than a Python loop can.

@@ -12,12 +12,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from state.errors import StepFailed
-from state.models import FreezeSnapshot, QuietMark
-from steps import checksum, inventory, largeobjects, quiet
-from steps.connect import Endpoint, Progress, connect, connection
-from steps.cutover import smoke_test
-from steps.settings import before_freeze, read_settings
+from pgmove.state.errors import StepFailed
+from pgmove.state.models import FreezeSnapshot, QuietMark
+from pgmove.steps import checksum, inventory, largeobjects, quiet
+from pgmove.steps.connect import Endpoint, Progress, connect, connection
+from pgmove.steps.cutover import smoke_test
+from pgmove.steps.settings import before_freeze, read_settings
 
 # An extension's own tables and sequences are its business, except its configuration tables, whose rows pg_dump
 # carries as user data (pg_extension_config_dump).

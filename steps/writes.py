@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from steps import guards
+from pgmove.steps import guards
 
 MAX_LISTED = 200_000  # committed xids looked at one by one; beyond this every xid counts as unexplained
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from worker import runner
-from worker.runtime import current
+from pgmove.worker import runner
+from pgmove.worker.runtime import current
 
 
 def advance(migration_id: str) -> None:

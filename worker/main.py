@@ -7,18 +7,18 @@ import threading
 
 from rq import SimpleWorker
 
-from state.config import Config
-from state.store import Store
-from worker.queue import PgmoveJob, make_queue
-from worker.reaper import reap
-from worker.runtime import Runtime, default_worker_id, install
+from pgmove.state.config import Config
+from pgmove.state.store import Store
+from pgmove.worker.queue import PgmoveJob, make_queue
+from pgmove.worker.reaper import reap
+from pgmove.worker.runtime import Runtime, default_worker_id, install
 
 log = logging.getLogger("pgmove.worker")
 
 
 def build_runtime(config: Config, worker_id: str | None = None) -> Runtime:
     store = Store.from_config(config)
-    return Runtime(config=config, store=store, queue=make_queue(store.redis, config.queue_name),
+    return Runtime(config=config, store=store, queue=make_queue(store, config.queue_name),
                    worker_id=worker_id or default_worker_id())
 
 
@@ -31,8 +31,9 @@ def run_worker(config: Config, burst: bool = False, worker_id: str | None = None
     reaper = threading.Thread(target=_reap_forever, args=(rt, stop), name="reaper", daemon=True)
     reaper.start()
     try:
-        worker = SimpleWorker([rt.queue], connection=rt.store.redis, name=f"pgmove-{rt.worker_id}".replace(":", "-"),
-                              serializer=rt.queue.serializer, job_class=PgmoveJob)
+        name = f"pgmove-{rt.worker_id}".replace(":", "-")
+        worker = rt.store.bind(lambda client: SimpleWorker([rt.queue], connection=client, name=name,
+                                                          serializer=rt.queue.serializer, job_class=PgmoveJob))
         return bool(worker.work(burst=burst, logging_level="WARNING", with_scheduler=False))
     finally:
         stop.set()

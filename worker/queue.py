@@ -12,13 +12,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import redis
-from redis.client import Pipeline
 from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-JOB = "worker.jobs.advance"
+from pgmove.state.store import Store
+
+JOB = "pgmove.worker.jobs.advance"
 _MIGRATION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
 
@@ -31,7 +31,9 @@ class PgmoveJob(Job):
 
     @property
     def func(self) -> Callable[..., Any]:
-        from worker import jobs  # the allowed function, imported by pgmove, not by a name read from Redis
+        from pgmove.worker import (
+            jobs,  # the allowed function, imported by pgmove, not by a name read from Redis
+        )
 
         if self.func_name != JOB or self.instance is not None:
             raise UntrustedJob(f"refusing job {self.id}: it calls {self.func_name!r}, not {JOB}")
@@ -53,14 +55,14 @@ class PgmoveJob(Job):
         return None
 
 
-def make_queue(client: redis.Redis, name: str = "pgmove") -> Queue:
-    return Queue(name, connection=client, serializer=JSONSerializer, job_class=PgmoveJob)
+def make_queue(store: Store, name: str = "pgmove") -> Queue:
+    return store.bind(lambda client: Queue(name, connection=client, serializer=JSONSerializer, job_class=PgmoveJob))
 
 
 def enqueuer(queue: Queue):  # type: ignore[no-untyped-def]
     """A store-compatible enqueue callback: the job is written inside the caller's MULTI pipeline."""
 
-    def enqueue(pipe: Pipeline, migration_id: str) -> None:
+    def enqueue(pipe: Any, migration_id: str) -> None:
         queue.enqueue_call(JOB, args=(migration_id,), timeout=-1, result_ttl=3600, failure_ttl=86400, pipeline=pipe)
 
     return enqueue

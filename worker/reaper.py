@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from state.actions import Outcome, fail_step
-from state.errors import Refused
-from state.models import Migration
-from state.store import Store
+from pgmove.state.actions import Outcome, fail_step
+from pgmove.state.errors import Refused
+from pgmove.state.models import Migration
+from pgmove.state.store import Store
 
 log = logging.getLogger("pgmove.reaper")
 

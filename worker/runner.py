@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from state.actions import (
+from pgmove.state.actions import (
     RUNNING_STATE,
     Outcome,
     fail_step,
@@ -21,14 +21,14 @@ from state.actions import (
     stop_step,
     with_changes,
 )
-from state.errors import PgmoveError, Refused, StepFailed
-from state.machine import Event
-from state.models import AuditEvent, EventKind, HookReport, Migration, StepName
-from steps import archive, copy, cutover, freeze, freezerecord, preflight, quiet, verify
-from steps.catalog import list_databases, selected
-from steps.connect import Endpoint, StopToken, connection
-from steps.tools import choose_toolset
-from worker.runtime import Runtime
+from pgmove.state.errors import PgmoveError, Refused, StepFailed
+from pgmove.state.machine import Event
+from pgmove.state.models import AuditEvent, EventKind, HookReport, Migration, StepName
+from pgmove.steps import archive, copy, cutover, freeze, freezerecord, preflight, quiet, verify
+from pgmove.steps.catalog import list_databases, selected
+from pgmove.steps.connect import Endpoint, StopToken, connection
+from pgmove.steps.tools import choose_toolset
+from pgmove.worker.runtime import Runtime
 
 log = logging.getLogger("pgmove.worker")
 
@@ -78,7 +78,7 @@ def advance(rt: Runtime, migration_id: str, lock_wait: float | None = None) -> N
     token, server = uuid.uuid4().hex, m.source
     if not _acquire(rt, server, token, lock_wait if lock_wait is not None else rt.config.lease_seconds * 2):
         log.info("%s is busy with another worker; %s goes back in the queue", server, migration_id)
-        rt.queue.enqueue_call("worker.jobs.advance", args=(migration_id,), timeout=-1)
+        rt.queue.enqueue_call("pgmove.worker.jobs.advance", args=(migration_id,), timeout=-1)
         return
     try:
         with Heartbeat(rt, server, token) as heartbeat:

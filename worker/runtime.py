@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from rq import Queue
 
-from state.config import Config
-from state.store import Store
-from steps.connect import Endpoint
+from pgmove.state.config import Config
+from pgmove.state.store import Store
+from pgmove.steps.connect import Endpoint
 
 
 @dataclass

@@ -7,8 +7,8 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from handlers import blocks
-from state.store import Store
+from pgmove.handlers import blocks
+from pgmove.state.store import Store
 
 
 def register(app: App, store: Store) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from state.store import Store
+from pgmove.state.store import Store
 
 
 def register(app: App, store: Store) -> None:

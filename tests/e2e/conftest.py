@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from cli.sandbox import free_port, wait_until
-from state.store import Store
-from tests.fakeslack.driver import Driver
-from tests.fakeslack.server import FakeSlack, Message
+from pgmove.sandbox.fakeslack.driver import Driver
+from pgmove.sandbox.fakeslack.server import FakeSlack, Message
+from pgmove.sandbox.servers import free_port, wait_until
+from pgmove.state.store import Store
 
 SIGNING_SECRET = "e2e-signing-secret-0123456789"
 

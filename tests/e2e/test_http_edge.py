@@ -8,8 +8,8 @@ import socket
 import threading
 from pathlib import Path
 
-from bot.http import DEADLINE, MAX_BODY, WORKERS
-from cli.sandbox import wait_until
+from pgmove.bot.http import DEADLINE, MAX_BODY, WORKERS
+from pgmove.sandbox.servers import wait_until
 
 
 def _status(pid: int) -> dict[str, int]:

@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from handlers import blocks, views
-from state.machine import Event, State
-from state.models import AuditEvent, EventKind, Plan
+from pgmove.handlers import blocks, views
+from pgmove.sandbox.fakeslack.driver import sign
+from pgmove.sandbox.fakeslack.limits import MAX_BLOCKS, MAX_SECTION_TEXT, check_blocks
+from pgmove.state.machine import Event, State
+from pgmove.state.models import AuditEvent, EventKind, Plan
 from tests.e2e.conftest import SIGNING_SECRET, wait_until
-from tests.fakeslack.driver import sign
-from tests.fakeslack.limits import MAX_BLOCKS, MAX_SECTION_TEXT, check_blocks
 from tests.integration.helpers import snapshot
 
 pytestmark = pytest.mark.slow
@@ -103,10 +103,10 @@ def test_the_status_survives_a_bot_killed_and_restarted_mid_migration(http_world
 
 def test_every_update_arrives_in_order_when_every_second_call_is_rate_limited(redis_server):  # type: ignore[no-untyped-def]
     """429 with Retry-After: the client waits and retries; order is kept because one notifier posts in sequence."""
-    from bot.app import web_client
-    from bot.notifier import Notifier
-    from bot.settings import SlackSettings
-    from tests.fakeslack.server import FakeSlack
+    from pgmove.bot.app import web_client
+    from pgmove.bot.notifier import Notifier
+    from pgmove.bot.settings import SlackSettings
+    from pgmove.sandbox.fakeslack.server import FakeSlack
     from tests.integration.helpers import make_deps
 
     slack = FakeSlack().start()
@@ -131,10 +131,10 @@ def test_every_update_arrives_in_order_when_every_second_call_is_rate_limited(re
 
 def test_a_verification_summary_of_500_tables_with_3_differences_fits_and_loses_nothing(redis_server):  # type: ignore[no-untyped-def]
     """The summary stays within Slack's limits and names all 3 differences; the full report is attached."""
-    from bot.app import web_client
-    from bot.notifier import Notifier
-    from bot.settings import SlackSettings
-    from tests.fakeslack.server import FakeSlack
+    from pgmove.bot.app import web_client
+    from pgmove.bot.notifier import Notifier
+    from pgmove.bot.settings import SlackSettings
+    from pgmove.sandbox.fakeslack.server import FakeSlack
     from tests.integration.helpers import make_deps
 
     tables = [{"table": f"public.t{i:03d}", "source_rows": i, "target_rows": i} for i in range(500)]
@@ -165,7 +165,7 @@ def test_a_verification_summary_of_500_tables_with_3_differences_fits_and_loses_
 
 
 def _fake_migration(verification):  # type: ignore[no-untyped-def]
-    from state import actions
+    from pgmove.state import actions
 
     m = actions.new_migration("mig-big", Plan(source="prod-old", target="prod-new"), "U_ALICE", datetime.now(UTC)).migration
     m.verification = verification
@@ -174,7 +174,7 @@ def _fake_migration(verification):  # type: ignore[no-untyped-def]
 
 def _migration_with_events(store, n: int, verification=None):  # type: ignore[no-untyped-def]
     """A migration record with n progress events and one transition, written straight to the store."""
-    from state import actions
+    from pgmove.state import actions
 
     now = datetime.now(UTC)
     out = actions.new_migration("mig-edge", Plan(source="prod-old", target="prod-new"), "U_ALICE", now)
@@ -200,11 +200,11 @@ def test_an_expired_request_says_so_and_loses_its_buttons(redis_server):  # type
     """Nobody decided in time: the approval message shows it expired, and nothing can be clicked."""
     from datetime import timedelta
 
-    from bot.app import web_client
-    from bot.notifier import Notifier
-    from bot.settings import SlackSettings
-    from handlers.commands import handle
-    from tests.fakeslack.server import FakeSlack
+    from pgmove.bot.app import web_client
+    from pgmove.bot.notifier import Notifier
+    from pgmove.bot.settings import SlackSettings
+    from pgmove.handlers.commands import handle
+    from pgmove.sandbox.fakeslack.server import FakeSlack
     from tests.integration.helpers import Clock, make_deps, preflight_passes
 
     slack = FakeSlack().start()
@@ -232,8 +232,8 @@ def test_a_stalled_slack_delays_the_channel_but_loses_nothing(redis_server):  # 
     """Calls that time out are retried on the next pass, from the cursor: every update still arrives, in order."""
     from slack_sdk import WebClient
 
-    from bot.notifier import Notifier
-    from tests.fakeslack.server import FakeSlack
+    from pgmove.bot.notifier import Notifier
+    from pgmove.sandbox.fakeslack.server import FakeSlack
     from tests.integration.helpers import make_deps
 
     slack = FakeSlack().start()
@@ -265,11 +265,11 @@ def test_a_stalled_slack_delays_the_channel_but_loses_nothing(redis_server):  # 
 def test_a_request_committed_while_the_notifier_reads_still_gets_its_approval_message(redis_server):  # type: ignore[no-untyped-def]
     """Regression: the notifier once read the record before the events, so a request committed in between
     was announced by an event the stale record knew nothing of, and its approval message was never posted."""
-    from bot.app import web_client
-    from bot.notifier import Notifier
-    from bot.settings import SlackSettings
-    from handlers.commands import handle
-    from tests.fakeslack.server import FakeSlack
+    from pgmove.bot.app import web_client
+    from pgmove.bot.notifier import Notifier
+    from pgmove.bot.settings import SlackSettings
+    from pgmove.handlers.commands import handle
+    from pgmove.sandbox.fakeslack.server import FakeSlack
     from tests.integration.helpers import make_deps, preflight_passes
 
     slack = FakeSlack().start()
@@ -297,12 +297,12 @@ def test_a_request_committed_while_the_notifier_reads_still_gets_its_approval_me
 
 def test_live_copy_progress_edits_the_status_message_and_stays_out_of_the_thread(redis_server):  # type: ignore[no-untyped-def]
     """Per-table ticks every few seconds would flood a thread: they show as the status message's live line."""
-    from bot.app import web_client
-    from bot.notifier import Notifier
-    from bot.settings import SlackSettings
-    from state import actions
-    from state.models import StepName, StepRecord, StepStatus
-    from tests.fakeslack.server import FakeSlack
+    from pgmove.bot.app import web_client
+    from pgmove.bot.notifier import Notifier
+    from pgmove.bot.settings import SlackSettings
+    from pgmove.sandbox.fakeslack.server import FakeSlack
+    from pgmove.state import actions
+    from pgmove.state.models import StepName, StepRecord, StepStatus
     from tests.integration.helpers import make_deps
 
     slack = FakeSlack().start()

@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from cli.sandbox import PgCluster
+from pgmove.sandbox.servers import PgCluster
 
 GLOBAL = {
     "db_role_settings": """SELECT coalesce(d.datname, '*'), coalesce(r.rolname, '*'), s.setconfig FROM pg_db_role_setting s

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from cli.sandbox import PgCluster
+from pgmove.sandbox.servers import PgCluster
 
 AWKWARD_SQL = Path(__file__).with_name("awkward.sql")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from cli.sampledata import Secrets
-from cli.sandbox import PgCluster, wait_until
+from pgmove.sandbox.sampledata import Secrets
+from pgmove.sandbox.servers import PgCluster, wait_until
 
 FEED = "CREATE TABLE public.feed (id int PRIMARY KEY, note text)"
 

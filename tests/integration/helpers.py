@@ -7,12 +7,12 @@ from typing import Any
 
 import redis
 
-from handlers.commands import Deps
-from state import actions
-from state.config import Config
-from state.machine import Event
-from state.models import PreflightReport
-from state.store import Store
+from pgmove.handlers.commands import Deps
+from pgmove.state import actions
+from pgmove.state.config import Config
+from pgmove.state.machine import Event
+from pgmove.state.models import PreflightReport
+from pgmove.state.store import Store
 
 CONFIG = {
     "access": {"operators": ["U_ALICE", "U_BOB", "U_CAROL", "U_DAVE"], "approvers": ["U_BOB", "U_CAROL"],

@@ -9,10 +9,10 @@ import subprocess
 import psycopg
 import pytest
 
-from state.errors import StepFailed
-from steps import archive
-from steps.connect import Endpoint
-from steps.tools import choose_toolset, file_name
+from pgmove.state.errors import StepFailed
+from pgmove.steps import archive
+from pgmove.steps.connect import Endpoint
+from pgmove.steps.tools import choose_toolset, file_name
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,9 @@ import re
 import psycopg
 import pytest
 
-from steps import copy
-from steps.connect import Endpoint
-from steps.tools import choose_toolset
+from pgmove.steps import copy
+from pgmove.steps.connect import Endpoint
+from pgmove.steps.tools import choose_toolset
 
 pytestmark = pytest.mark.slow
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from state.errors import StepFailed
-from steps import tables
-from steps.connect import Endpoint
-from steps.tools import choose_toolset
+from pgmove.state.errors import StepFailed
+from pgmove.steps import tables
+from pgmove.steps.connect import Endpoint
+from pgmove.steps.tools import choose_toolset
 
 pytestmark = pytest.mark.slow
 

@@ -7,10 +7,10 @@ import os
 import sys
 import time
 
-from state.errors import StepFailed
-from state.models import HookReport
-from steps.connect import Endpoint
-from steps.cutover import run_hook
+from pgmove.state.errors import StepFailed
+from pgmove.state.models import HookReport
+from pgmove.steps.connect import Endpoint
+from pgmove.steps.cutover import run_hook
 
 DST = Endpoint("prod-new", "host=127.0.0.1 port=5999 user=pgmove dbname=postgres", password="target-secret")
 

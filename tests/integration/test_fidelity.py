@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from steps.tools import choose_toolset
+from pgmove.steps.tools import choose_toolset
 from tests.integration import fidelity
 
 pytestmark = pytest.mark.slow

@@ -9,9 +9,9 @@ import time
 import psycopg
 import pytest
 
-from state.models import FreezeMode
-from steps import freeze
-from steps.connect import Endpoint
+from pgmove.state.models import FreezeMode
+from pgmove.steps import freeze
+from pgmove.steps.connect import Endpoint
 from tests.integration.catalog import customize, snapshot
 
 pytestmark = pytest.mark.slow

@@ -7,10 +7,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from cli.sandbox import wait_until
-from state.models import FreezeMode
-from steps import freeze
-from steps.connect import Endpoint
+from pgmove.sandbox.servers import wait_until
+from pgmove.state.models import FreezeMode
+from pgmove.steps import freeze
+from pgmove.steps.connect import Endpoint
 from tests.integration.catalog import customize, snapshot
 from tests.integration.freezeworld import (
     Events,

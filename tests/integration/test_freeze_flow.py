@@ -7,9 +7,9 @@ import json
 import psycopg
 import pytest
 
-from state.models import FreezeMode
-from steps import freeze, quiet
-from steps.connect import Endpoint
+from pgmove.state.models import FreezeMode
+from pgmove.steps import freeze, quiet
+from pgmove.steps.connect import Endpoint
 from tests.integration.catalog import customize, snapshot
 from tests.integration.test_worker import store_of, wait_for
 

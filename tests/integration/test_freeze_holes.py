@@ -8,12 +8,12 @@ import subprocess
 import psycopg
 import pytest
 
-from cli.sandbox import wait_until
-from state.errors import StepFailed
-from state.models import FreezeMode
-from steps import freeze, freezerecord, freezeroles, guards, preflight
-from steps.connect import Endpoint
-from steps.roles import copy_roles
+from pgmove.sandbox.servers import wait_until
+from pgmove.state.errors import StepFailed
+from pgmove.state.models import FreezeMode
+from pgmove.steps import freeze, freezerecord, freezeroles, guards, preflight
+from pgmove.steps.connect import Endpoint
+from pgmove.steps.roles import copy_roles
 from tests.integration.catalog import customize, snapshot
 from tests.integration.freezeworld import (
     Events,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from state.models import FreezeMode
-from steps import copy, freeze, quiet, verify
-from steps.connect import Endpoint
-from steps.tools import choose_toolset
+from pgmove.state.models import FreezeMode
+from pgmove.steps import copy, freeze, quiet, verify
+from pgmove.steps.connect import Endpoint
+from pgmove.steps.tools import choose_toolset
 
 pytestmark = pytest.mark.slow
 MOVED = ["appdb", "archive", "pagila"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-from handlers.commands import handle
-from state.models import Decision, EventKind
-from state.store import Store
+from pgmove.handlers.commands import handle
+from pgmove.state.models import Decision, EventKind
+from pgmove.state.store import Store
 from tests.integration.helpers import make_deps, preflight_passes
 
 
@@ -33,7 +33,7 @@ def test_two_freeze_requests_at_once_make_one_pending_approval(redis_server):  #
     """Only one request wins; the other is told one is already waiting."""
     for _ in range(10):
         deps = make_deps(redis_server.url)
-        deps.store.redis.flushall()
+        deps.store.bind(lambda client: client.flushall())
         handle(deps, "U_ALICE", "plan prod-old prod-new")
         preflight_passes(deps.store)
         replies = race(redis_server.url, [("U_ALICE", "freeze prod-old"), ("U_DAVE", "freeze prod-old")])
@@ -48,7 +48,7 @@ def test_two_approvals_at_once_make_one_transition(redis_server):  # type: ignor
     """Bob and Carol click at the same moment: one approval, one job, one state change."""
     for _ in range(10):
         deps = make_deps(redis_server.url)
-        deps.store.redis.flushall()
+        deps.store.bind(lambda client: client.flushall())
         handle(deps, "U_ALICE", "plan prod-old prod-new")
         preflight_passes(deps.store)
         handle(deps, "U_ALICE", "freeze prod-old")
@@ -126,7 +126,7 @@ def test_two_plans_for_one_target_at_once_claim_it_once(redis_server):  # type: 
     """Two sources planned onto the same target at the same instant: one wins, the other is refused by name."""
     for _ in range(30):
         deps = make_deps(redis_server.url)
-        deps.store.redis.flushall()
+        deps.store.bind(lambda client: client.flushall())
         replies = race(redis_server.url, [("U_ALICE", "plan prod-old prod-new"), ("U_DAVE", "plan spare prod-new")])
         assert sorted(r.ok for r in replies) == [False, True], [r.text for r in replies]
         assert "prod-new is already part of the migration" in next(r for r in replies if not r.ok).text
@@ -137,7 +137,7 @@ def test_a_plan_onto_a_server_being_planned_as_a_source_is_claimed_once(redis_se
     """prod-old -> prod-new and prod-new -> spare at once: a server is never both a source and a target."""
     for _ in range(30):
         deps = make_deps(redis_server.url)
-        deps.store.redis.flushall()
+        deps.store.bind(lambda client: client.flushall())
         replies = race(redis_server.url, [("U_ALICE", "plan prod-old prod-new"), ("U_DAVE", "plan prod-new spare")])
         assert sorted(r.ok for r in replies) == [False, True], [r.text for r in replies]
         assert len(deps.store.migrations()) == 1

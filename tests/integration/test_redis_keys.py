@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 import redis
 
-from handlers import views
-from handlers.commands import handle
-from state.models import AuditEvent, EventKind, StepName
-from state.store import Store
+from pgmove.handlers import views
+from pgmove.handlers.commands import handle
+from pgmove.state.models import AuditEvent, EventKind, StepName
+from pgmove.state.store import Store
+from pgmove.worker.reaper import reap
 from tests.integration.helpers import make_deps, preflight_passes
-from worker.reaper import reap
 
 
 def _calls(client: redis.Redis, command: str) -> int:

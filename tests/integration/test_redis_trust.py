@@ -15,13 +15,13 @@ import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from cli.sandbox import free_port, wait_until
-from state.config import Config
-from state.errors import ConfigError
-from state.store import Store
+from pgmove.sandbox.servers import free_port, wait_until
+from pgmove.state.config import Config
+from pgmove.state.errors import ConfigError
+from pgmove.state.store import Store
+from pgmove.worker.queue import JOB, make_queue
 from tests.fixtures.services import PGMOVE, REPO
 from tests.integration.helpers import CONFIG
-from worker.queue import JOB, make_queue
 
 PASSWORD = "s3cret-redis-Pw0rd"  # noqa: S105 -- a test's throwaway password
 
@@ -152,7 +152,7 @@ def test_rediss_connects_over_tls(tmp_path):  # type: ignore[no-untyped-def]
     try:
         url = f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={ca}"
         store = Store.from_url(url)
-        wait_until(lambda: _pings(store.redis), 20, "redis-server over TLS")
+        wait_until(lambda: store.bind(_pings), 20, "redis-server over TLS")
         config = _config(tmp_path / "pgmove.toml", url)
         planned = _pgmove(config, "do", "--as", "U_ALICE", "--json", "plan prod-old prod-new")
         assert planned.returncode == 0, planned.stderr

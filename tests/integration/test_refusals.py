@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handlers.commands import handle
-from state.machine import Event
+from pgmove.handlers.commands import handle
+from pgmove.state.machine import Event
 from tests.integration.helpers import Clock, force_state, make_deps, preflight_passes, snapshot
 
 
@@ -86,7 +86,7 @@ def test_cutover_after_failed_verification_is_refused_with_reasons(awaiting_free
     assert handle(awaiting_freeze, "U_BOB", "approve prod-old").ok
     force_state(store, "prod-old", Event.FROZEN, Event.COPY_STARTED, Event.COPIED)
     m = store.active_for("prod-old")
-    from state import actions
+    from pgmove.state import actions
 
     def failed(cur):  # type: ignore[no-untyped-def]
         out = actions.step_transition(cur, Event.VERIFY_FAILED, cur.updated_at, "verification failed", "test")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from steps.roles import copy_roles
+from pgmove.steps.roles import copy_roles
 
 pytestmark = pytest.mark.slow
 

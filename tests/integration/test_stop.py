@@ -10,8 +10,8 @@ import tomllib
 import psycopg
 import pytest
 
-from cli.sandbox import wait_until
-from state.store import Store
+from pgmove.sandbox.servers import wait_until
+from pgmove.state.store import Store
 
 pytestmark = pytest.mark.slow
 

@@ -11,10 +11,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from cli.sandbox import PgCluster
-from steps import checksum, copy, largeobjects, verify
-from steps.connect import Endpoint
-from steps.tools import choose_toolset
+from pgmove.sandbox.servers import PgCluster
+from pgmove.steps import checksum, copy, largeobjects, verify
+from pgmove.steps.connect import Endpoint
+from pgmove.steps.tools import choose_toolset
 
 pytestmark = pytest.mark.slow
 _n = itertools.count()
@@ -130,10 +130,10 @@ def test_each_kind_of_difference_is_detected_and_named(pair, sandbox_root, what,
 
 def test_a_real_database_of_500_tables_with_3_differences_fits_slack_and_names_all_3(source, target, passwords):  # type: ignore[no-untyped-def]
     """Real copy, real verification, three injected differences: the summary fits and names each; the report has all 500."""
-    from handlers import blocks
-    from state import actions
-    from state.models import Plan
-    from tests.fakeslack.limits import check_blocks
+    from pgmove.handlers import blocks
+    from pgmove.sandbox.fakeslack.limits import check_blocks
+    from pgmove.state import actions
+    from pgmove.state.models import Plan
 
     with psycopg.connect(source.admin_dsn(), autocommit=True) as conn:
         conn.execute("CREATE DATABASE many")
@@ -178,7 +178,7 @@ def test_quick_mode_keeps_exact_counts_and_says_it_was_quick(pair, sandbox_root)
 
 def test_a_table_with_equal_counts_but_different_content_is_not_marked_ok(pair, sandbox_root):  # type: ignore[no-untyped-def]
     """The per-table line agrees with the headline: equal counts with a changed value or column are a DIFF."""
-    from handlers import blocks
+    from pgmove.handlers import blocks
 
     result = _verify_with(pair, sandbox_root, "UPDATE public.wide SET c17 = 'changed' WHERE id = 2222; "
                                               "ALTER TABLE public.awkward ALTER COLUMN label TYPE varchar(20)")

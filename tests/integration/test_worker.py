@@ -8,13 +8,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from cli.sandbox import wait_until
-from state.models import EventKind
-from state.store import Store
-from steps.tools import choose_toolset
+from pgmove.sandbox.servers import wait_until
+from pgmove.state.models import EventKind
+from pgmove.state.store import Store
+from pgmove.steps.tools import choose_toolset
+from pgmove.worker.queue import JOB
 from tests.integration import fidelity
 from tests.integration.helpers import snapshot
-from worker.queue import JOB
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +78,7 @@ def test_two_workers_never_run_steps_on_one_server_at_once(pgmove, source, targe
     m = store.active_for("prod-old")
     from rq import Queue
 
-    queue = Queue("pgmove", connection=store.redis)
+    queue = store.bind(lambda client: Queue("pgmove", connection=client))
     assert pgmove.do("U_BOB", "approve prod-old").returncode == 0
     for _ in range(4):
         queue.enqueue_call(JOB, args=(m.id,), timeout=-1)

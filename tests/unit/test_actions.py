@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from state import actions
-from state.errors import Refused
-from state.machine import Event, State
-from state.models import ApprovalAction, FreezeSnapshot, Plan, StepName
+from pgmove.state import actions
+from pgmove.state.errors import Refused
+from pgmove.state.machine import Event, State
+from pgmove.state.models import ApprovalAction, FreezeSnapshot, Plan, StepName
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 POLICY = actions.Policy(approvers=frozenset({"bob", "carol", "alice"}), approval_ttl=timedelta(minutes=30))

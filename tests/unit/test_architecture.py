@@ -1,4 +1,4 @@
-"""The import directions of DESIGN.md, checked by parsing every module's imports."""
+"""The import directions of DESIGN.md, checked by parsing every module's imports, tests and benchmarks included."""
 
 from __future__ import annotations
 
@@ -6,15 +6,20 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ["state", "handlers", "steps", "worker", "bot", "cli"]
+PACKAGES = ["state", "handlers", "steps", "worker", "bot", "cli", "sandbox"]
 ALLOWED = {
-    "cli": {"cli", "bot", "worker", "handlers", "state", "steps"},
+    "cli": {"cli", "bot", "worker", "handlers", "state", "sandbox"},
     "bot": {"bot", "handlers", "state"},
     "worker": {"worker", "steps", "state"},
     "handlers": {"handlers", "state"},
     "steps": {"steps", "state"},
     "state": {"state"},
+    "sandbox": {"sandbox", "state"},
+    "tests": {"tests", *PACKAGES},
+    "bench": {"bench", *PACKAGES},
 }
+# Only the demo's entry in cli may reach into the sandbox: product code never plays the world around it.
+SANDBOX_ENTRY = {"cli/main.py"}
 CORE = {"state/machine.py", "state/models.py", "state/errors.py", "state/actions.py"}
 # handlers may build Block Kit with slack_sdk's models (pure objects), never call Slack.
 THIRD_PARTY_BANNED = {"handlers": {"psycopg", "redis", "rq", "slack_bolt"},
@@ -23,29 +28,81 @@ THIRD_PARTY_BANNED = {"handlers": {"psycopg", "redis", "rq", "slack_bolt"},
 
 
 def imports(path: Path) -> set[str]:
+    """Top-level names a module imports, with pgmove.<package> counted as <package>."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        for name in names:
+            parts = name.split(".")
+            found.add(parts[1] if parts[0] == "pgmove" and len(parts) > 1 else parts[0])
+    return found
+
+
+def unqualified(path: Path) -> set[str]:
+    """Our packages imported by their bare name: a second copy of every module (and of every enum) in memory."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module.split(".")[0])
-    return found
+    return found & set(PACKAGES)
+
+
+def modules(package: str) -> list[Path]:
+    return sorted((ROOT / package).glob("**/*.py"))
 
 
 def test_imports_point_inward():
-    for package in PACKAGES:
-        for path in (ROOT / package).glob("**/*.py"):
-            ours = imports(path) & set(PACKAGES)
-            assert ours <= ALLOWED[package], f"{path.relative_to(ROOT)} imports {ours - ALLOWED[package]}"
+    """Every package, tests and benchmarks included, imports only what DESIGN.md lets it."""
+    for package, allowed in ALLOWED.items():
+        for path in modules(package):
+            rel = str(path.relative_to(ROOT))
+            ours = imports(path) & {*PACKAGES, "tests", "bench"}
+            if rel in SANDBOX_ENTRY:
+                allowed = allowed | {"sandbox"}
+            elif package == "cli":
+                allowed = allowed - {"sandbox"}
+            assert ours <= allowed, f"{rel} imports {ours - allowed}"
             banned = imports(path) & THIRD_PARTY_BANNED.get(package, set())
-            assert not banned, f"{path.relative_to(ROOT)} imports {banned}"
+            assert not banned, f"{rel} imports {banned}"
+
+
+def test_our_packages_are_imported_by_their_pgmove_name():
+    """`from state...` would load a second copy of a module beside pgmove.state's; only pgmove.* is installed."""
+    for package in [*PACKAGES, "tests", "bench"]:
+        for path in modules(package):
+            assert not unqualified(path), f"{path.relative_to(ROOT)} imports {unqualified(path)} without pgmove."
+
+
+def test_nothing_imports_the_tests():
+    """Tests use the product and the sandbox; nothing uses the tests."""
+    for package in [*PACKAGES, "bench"]:
+        for path in modules(package):
+            assert "tests" not in imports(path), f"{path.relative_to(ROOT)} imports tests"
+
+
+def test_cli_composes_and_never_reaches_the_servers():
+    """cli wires bot, worker and handlers together; talking to PostgreSQL is the steps' business, through a worker."""
+    for path in modules("cli"):
+        assert not imports(path) & {"steps", "psycopg"}, f"{path.relative_to(ROOT)} imports {imports(path) & {'steps', 'psycopg'}}"
 
 
 def test_only_the_store_imports_redis_and_the_core_is_stdlib_and_pydantic():
-    for path in (ROOT / "state").glob("*.py"):
+    """In every product module, redis is the store's alone; the core needs nothing but the standard library and pydantic."""
+    for package in ALLOWED:
+        if package in ("tests", "bench", "sandbox"):
+            continue
+        for path in modules(package):
+            rel = str(path.relative_to(ROOT))
+            if "redis" in imports(path):
+                assert rel == "state/store.py", f"{rel} imports redis"
+    for path in modules("state"):
         rel = str(path.relative_to(ROOT))
-        if "redis" in imports(path):
-            assert rel == "state/store.py"
         if rel in CORE:
             assert imports(path) <= {"__future__", "state", "pydantic", "datetime", "enum", "typing", "hashlib",
                                      "json", "secrets", "dataclasses"}, rel

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from steps.copyprogress import Ticker
-from steps.tables import Moved, Slice, Table
+from pgmove.steps.copyprogress import Ticker
+from pgmove.steps.tables import Moved, Slice, Table
 
 
 def test_a_long_table_reports_every_interval_with_rate_and_eta() -> None:

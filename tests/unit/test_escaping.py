@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from handlers import blocks, views
-from handlers.commands import Deps, _handle
-from state.config import Config
-from state.machine import State
-from state.models import (
+from pgmove.handlers import blocks, views
+from pgmove.handlers.commands import Deps, _handle
+from pgmove.sandbox.fakeslack.limits import unescaped_mentions
+from pgmove.state.config import Config
+from pgmove.state.machine import State
+from pgmove.state.models import (
     Approval,
     ApprovalAction,
     AuditEvent,
@@ -28,7 +29,6 @@ from state.models import (
     StepRecord,
     StepStatus,
 )
-from tests.fakeslack.limits import unescaped_mentions
 
 EVIL = "<!channel> <!here|here> <@U_MALLORY> <#C_OTHER> <https://evil.example|click> & more"
 NOW = datetime.now(UTC)

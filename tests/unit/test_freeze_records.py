@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from state.models import AclItem, AclRow, FreezeSnapshot, RoleGrant, SubscriptionRow
-from steps import aclitems, freezeroles
-from steps.freezerecord import Found, is_own, refusal
+from pgmove.state.models import AclItem, AclRow, FreezeSnapshot, RoleGrant, SubscriptionRow
+from pgmove.steps import aclitems, freezeroles
+from pgmove.steps.freezerecord import Found, is_own, refusal
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

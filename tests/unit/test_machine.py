@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from state.machine import RESTING, TERMINAL, TRANSITIONS, WORKING, Event, State, next_state
+from pgmove.state.machine import RESTING, TERMINAL, TRANSITIONS, WORKING, Event, State, next_state
 
 
 def test_every_state_has_a_row_and_every_target_is_a_state():

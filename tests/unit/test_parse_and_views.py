@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from handlers import views
-from handlers.parse import FreezeCmd, PlanCmd, ServerCmd, parse
-from state import actions
-from state.errors import UsageError
-from state.machine import State
-from state.models import Plan
+from pgmove.handlers import views
+from pgmove.handlers.parse import FreezeCmd, PlanCmd, ServerCmd, parse
+from pgmove.state import actions
+from pgmove.state.errors import UsageError
+from pgmove.state.machine import State
+from pgmove.state.models import Plan
 
 
 def test_plan_with_options_in_both_spellings():
@@ -59,7 +59,7 @@ def test_every_state_has_a_next_hint_and_a_status_text():
 
 
 def test_verify_takes_quick_as_a_flag():
-    from handlers.parse import VerifyCmd
+    from pgmove.handlers.parse import VerifyCmd
 
     assert parse("verify prod-old --quick") == VerifyCmd(server="prod-old", quick=True)
     assert parse("verify prod-old") == VerifyCmd(server="prod-old")
@@ -72,9 +72,9 @@ def test_the_writes_back_approval_says_what_the_cutover_hook_reported():
     or that it never ran, or that its end was never recorded."""
     from datetime import timedelta
 
-    from handlers import blocks, views
-    from state import actions
-    from state.models import HookReport
+    from pgmove.handlers import blocks, views
+    from pgmove.state import actions
+    from pgmove.state.models import HookReport
     from tests.unit.test_actions import NOW, POLICY, failed_cutover
 
     ran = HookReport(argv0="/opt/switch-app", started_at=NOW, finished_at=NOW + timedelta(seconds=3), exit_status=3,

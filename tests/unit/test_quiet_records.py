@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from state import actions
-from state.models import Migration, Plan, QuietMark
-from steps.shared import changes
+from pgmove.state import actions
+from pgmove.state.models import Migration, Plan, QuietMark
+from pgmove.steps.shared import changes
 
 
 def test_a_migration_with_a_quiet_mark_round_trips_through_json():

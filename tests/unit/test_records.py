@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 from psycopg import sql
 
-from state.config import Config, load_config
-from state.errors import ConfigError
-from state.models import (
+from pgmove.state.config import Config, load_config
+from pgmove.state.errors import ConfigError
+from pgmove.state.models import (
     Approval,
     ApprovalAction,
     AuditEvent,
@@ -18,14 +18,14 @@ from state.models import (
     Migration,
     SettingRow,
 )
-from steps.settings import before_freeze, set_statement, split_list_value
+from pgmove.steps.settings import before_freeze, set_statement, split_list_value
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
 def test_a_migration_with_every_part_round_trips_through_json():
-    from state import actions
-    from state.models import Plan
+    from pgmove.state import actions
+    from pgmove.state.models import Plan
 
     m = actions.new_migration("m1", Plan(source="a", target="b", databases=["x"]), "alice", NOW).migration
     m.approval = Approval(id="abcd1234", action=ApprovalAction.FREEZE, requester="alice", plan_digest="d",

@@ -17,8 +17,8 @@ from typing import Any
 
 from websockets.sync.server import ServerConnection, serve
 
-from cli.sandbox import free_port
-from tests.fakeslack.limits import SlackError, check_message, unescaped_mentions
+from pgmove.sandbox.fakeslack.limits import SlackError, check_message, unescaped_mentions
+from pgmove.sandbox.servers import free_port
 
 BOT_USER, BOT_ID, TEAM = "U_PGMOVE", "B_PGMOVE", "T_TEAM"
 

@@ -15,11 +15,13 @@ from typing import Any
 
 import psycopg
 
-from cli.sampledata import Secrets, seed_source, seed_target
-from cli.sandbox import PgCluster, RedisServer, free_port, postgres_bin_dir, temp_base, wait_until
-from state.store import Store
+from pgmove.sandbox.fakeslack.driver import Driver
+from pgmove.sandbox.fakeslack.server import FakeSlack
+from pgmove.sandbox.fakeslack.transcript import as_html, as_text
+from pgmove.sandbox.sampledata import PAGILA, Secrets, seed_source, seed_target
+from pgmove.sandbox.servers import PgCluster, RedisServer, free_port, postgres_bin_dir, temp_base, wait_until
+from pgmove.state.store import Store
 
-REPO = Path(__file__).resolve().parents[1]
 SIGNING_SECRET = "demo-signing-secret"
 
 
@@ -49,12 +51,6 @@ class LiveWriter(threading.Thread):
 
 
 def run_demo(keep: bool = False) -> int:
-    if str(REPO) not in sys.path:  # the Slack stand-in lives with the tests; the demo runs from a checkout
-        sys.path.insert(0, str(REPO))
-    from tests.fakeslack.driver import Driver
-    from tests.fakeslack.server import FakeSlack
-    from tests.fakeslack.transcript import as_html, as_text
-
     base = temp_base("pgmove-demo-")
     servers: list[PgCluster] = []
     processes: list[subprocess.Popen[bytes]] = []
@@ -62,13 +58,16 @@ def run_demo(keep: bool = False) -> int:
     slack = FakeSlack()
     writer: LiveWriter | None = None
     try:
-        say("starting throwaway PostgreSQL servers (prod-old with Pagila, prod-new), Redis and a local Slack ...")
+        # Pagila sits beside a checkout (../shared/fixtures); an installed package moves the app databases alone.
+        with_pagila = (PAGILA / "pagila-schema.sql").exists()
+        say(f"starting throwaway PostgreSQL servers (prod-old{' with Pagila' if with_pagila else ''}, prod-new), "
+            "Redis and a local Slack ...")
         pw = Secrets()
         source = PgCluster(base / "src", postgres_bin_dir(), pw.superuser, "prod-old").init().start()
         servers.append(source)
         target = PgCluster(base / "dst", postgres_bin_dir(), pw.superuser, "prod-new").init().start()
         servers.append(target)
-        seed_source(source, pw)
+        seed_source(source, pw, with_pagila=with_pagila)
         seed_target(target, pw)
         redis_server.start()
         slack.start()
@@ -79,8 +78,8 @@ def run_demo(keep: bool = False) -> int:
                "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": slack.api_url}
         env.pop("SLACK_APP_TOKEN", None)
         for args, log in ((["worker"], "worker.log"), (["bot", "--port", str(port), "--host", "127.0.0.1"], "bot.log")):
-            processes.append(subprocess.Popen([sys.executable, "-m", "cli", "--config", str(config), "--log-level", "INFO", *args],
-                                              env=env, cwd=REPO, stdout=open(base / log, "ab"), stderr=subprocess.STDOUT))  # noqa: SIM115
+            processes.append(subprocess.Popen([sys.executable, "-m", "pgmove.cli", "--config", str(config), "--log-level", "INFO", *args],
+                                              env=env, cwd=base, stdout=open(base / log, "ab"), stderr=subprocess.STDOUT))  # noqa: SIM115
         store = Store.from_url(redis_server.url)
         drive = Driver(slack, SIGNING_SECRET, bot_url=f"http://127.0.0.1:{port}/slack/events")
         wait_until(lambda: _listening(port), 30, "the bot")

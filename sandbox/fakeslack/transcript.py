@@ -6,7 +6,7 @@ import html
 import re
 from typing import Any
 
-from tests.fakeslack.server import FakeSlack
+from pgmove.sandbox.fakeslack.server import FakeSlack
 
 NAMES = {"U_ALICE": "alice", "U_BOB": "bob", "U_CAROL": "carol", "U_PGMOVE": "pgmove"}
 

@@ -11,7 +11,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from tests.fakeslack.server import TEAM, FakeSlack, Message
+from pgmove.sandbox.fakeslack.server import TEAM, FakeSlack, Message
 
 _trigger = itertools.count(1)
 
