@@ -95,7 +95,7 @@ def main() -> None:
             result = verify.run(src, dst, dataset.DATABASES, None, lambda *a, **k: None, jobs=2)
             ours.append(time.monotonic() - started)
             print(f"run {run + 1}: floor {floors[-1]:.1f}s, pgmove verify {ours[-1]:.1f}s "
-                  f"(ok={result['ok']}, {result['rows']:,} rows)", flush=True)
+                  f"(ok={result.ok}, {result.rows:,} rows)", flush=True)
         floor, mine = statistics.median(floors), statistics.median(ours)
         print(f"median: floor {floor:.1f}s, pgmove full verification {mine:.1f}s, copy {copy_seconds:.1f}s")
         print(f"ratio to the floor: {mine / floor:.2f}x (goal <= 1.3x); share of the copy time: "

@@ -26,6 +26,7 @@ from pgmove.handlers import views
 from pgmove.handlers.views import esc, mention
 from pgmove.state.machine import State
 from pgmove.state.models import Approval, AuditEvent, Decision, Migration, StepStatus
+from pgmove.state.report import VerificationReport
 
 MAX_TEXT = 2900  # under Slack's 3000, with room for the marker of a split
 MAX_BLOCKS = 45
@@ -149,17 +150,15 @@ def _decision_line(a: Approval, now: datetime) -> str | None:
 
 def verification_message(m: Migration) -> tuple[Message, str | None]:
     """The summary for the approver, and the full report to attach when the summary cannot hold it all."""
-    v = m.verification or {}
-    problems: list[str] = v.get("problems", [])
-    ok = v.get("ok", False)
-    head = (f":white_check_mark: *Verified*: {v.get('tables', 0)} tables, {v.get('rows', 0):,} rows compared "
-            f"in {v.get('seconds', 0):.1f}s, all equal." if ok else
-            f":warning: *Verification failed*: {len(problems)} difference(s) in {v.get('tables', 0)} tables "
-            f"({v.get('rows', 0):,} rows compared). Cutover is blocked.")
-    per_db = [f"• {esc(d['database'])}: {d['tables']} tables, {d['rows']:,} rows"
-              + (f", {len(d['problems'])} difference(s)" if d.get("problems") else ", equal")
-              for d in v.get("databases", [])]
-    shown = problems[:10]
+    v = m.verification or VerificationReport()
+    head = (f":white_check_mark: *Verified*: {v.tables} tables, {v.rows:,} rows compared "
+            f"in {v.seconds:.1f}s, all equal." if v.ok else
+            f":warning: *Verification failed*: {len(v.problems)} difference(s) in {v.tables} tables "
+            f"({v.rows:,} rows compared). Cutover is blocked.")
+    per_db = [f"• {esc(d.database)}: {d.tables} tables, {d.rows:,} rows"
+              + (f", {len(d.problems)} difference(s)" if d.problems else ", equal")
+              for d in v.databases]
+    shown = v.problems[:10]
     blocks: list[Block] = [_md(head)]
     for piece in chunks("\n".join(per_db))[:20]:
         if piece.strip():
@@ -169,21 +168,20 @@ def verification_message(m: Migration) -> tuple[Message, str | None]:
     full = full_verification_report(views.for_terminal(head.replace("*", "")), v)  # a file: plain text, not mrkdwn
     if full is not None:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(
-            text=f"Every table with its row counts on both sides, and all {len(problems)} difference(s): attached below.")]))
+            text=f"Every table with its row counts on both sides, and all {len(v.problems)} difference(s): attached below.")]))
     return (head.replace("*", ""), _dump(blocks)), full
 
 
-def full_verification_report(headline: str, v: dict[str, Any]) -> str | None:
+def full_verification_report(headline: str, v: VerificationReport) -> str | None:
     """Everything verification compared, one line per table: the file beside the summary."""
     lines = [headline, ""]
-    for d in v.get("databases", []):
-        lines.append(f"== {d['database']}: {d['tables']} tables, {d['rows']:,} rows")
-        for t in d.get("table_counts", []):
-            mark = "ok  " if t.get("ok", t["source_rows"] == t["target_rows"]) else "DIFF"
-            lines.append(f"  {mark} {t['table']}: source {t['source_rows']}, target {t['target_rows']}")
-        lines += [f"  - {p}" for p in d.get("problems", [])]
-    lines += ["", "All differences:"] + [f"- {p}" for p in v.get("problems", [])] or ["- none"]
-    return "\n".join(lines) if v.get("databases") or v.get("problems") else None
+    for d in v.databases:
+        lines.append(f"== {d.database}: {d.tables} tables, {d.rows:,} rows")
+        for t in d.table_counts:
+            lines.append(f"  {'ok  ' if t.ok else 'DIFF'} {t.table}: source {t.source_rows}, target {t.target_rows}")
+        lines += [f"  - {p}" for p in d.problems]
+    lines += ["", "All differences:"] + [f"- {p}" for p in v.problems] or ["- none"]
+    return "\n".join(lines) if v.databases or v.problems else None
 
 
 def final_report(m: Migration) -> Message:

@@ -136,8 +136,8 @@ def status_text(m: Migration) -> str:
         took = f" in {(step.finished_at - step.started_at).total_seconds():.1f}s" if step.finished_at else ""
         mark = {StepStatus.DONE: "done", StepStatus.RUNNING: "running", StepStatus.FAILED: "FAILED"}[step.status]
         lines.append(f"  {step.name.value}: {mark}{took}{' - ' + esc(step.message) if step.message else ''}")
-    if m.verification and m.verification.get("problems"):
-        problems = m.verification["problems"]
+    if m.verification and m.verification.problems:
+        problems = m.verification.problems
         lines += [f"  difference: {esc(p)}" for p in problems[:10]]
         if len(problems) > 10:
             lines.append(f"  ... and {len(problems) - 10} more (`/pgmove history {esc(m.source)}`)")

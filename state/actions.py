@@ -26,6 +26,7 @@ from pgmove.state.models import (
     StepRecord,
     StepStatus,
 )
+from pgmove.state.report import VerifyMode
 
 
 @dataclass
@@ -78,10 +79,10 @@ def replan(m: Migration, plan: Plan, actor: str, now: datetime) -> Outcome:
 
 def request_approval(m: Migration, action: ApprovalAction, actor: str, now: datetime, policy: Policy) -> Outcome:
     event = Event.FREEZE_REQUESTED if action == ApprovalAction.FREEZE else Event.CUTOVER_REQUESTED
-    if action == ApprovalAction.CUTOVER and m.state == State.VERIFIED and (m.verification or {}).get("mode") == "quick":
+    if action == ApprovalAction.CUTOVER and m.state == State.VERIFIED and m.verification and m.verification.mode == VerifyMode.QUICK:
         raise Refused(f"The last verification was a quick one; cutover needs a full one: `/pgmove verify {m.source}`.")
     if action == ApprovalAction.CUTOVER and m.state == State.VERIFY_FAILED:
-        reasons = "; ".join((m.verification or {}).get("problems", [])[:5]) or "see the verification report"
+        reasons = "; ".join(m.verification.problems[:5] if m.verification else []) or "see the verification report"
         raise Refused(f"Cutover refused: the last verification failed ({reasons}). Fix, re-copy or `/pgmove verify {m.source}`.")
     if next_state(m.state, event) is None:
         raise Refused(_not_now(m, event))

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pgmove.state.machine import State
+from pgmove.state.report import VerificationReport
 
 
 class Record(BaseModel):
@@ -240,7 +241,7 @@ class Migration(Record):
     verify_quick: bool = False  # the next verification is the quick one (asked for with verify --quick)  # per-database write fingerprint taken when the freeze held
     aborting: bool = False
     created_target_databases: list[str] = Field(default_factory=list)
-    verification: dict[str, Any] | None = None
+    verification: VerificationReport | None = None
     hook: HookReport | None = None  # the cutover hook's last run
 
     @property

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -14,6 +15,7 @@ from psycopg import sql
 
 from pgmove.state.errors import StepFailed
 from pgmove.state.models import FreezeSnapshot, QuietMark
+from pgmove.state.report import DatabaseReport, LargeObjectCounts, TableReport, VerificationReport, VerifyMode
 from pgmove.steps import checksum, inventory, largeobjects, quiet
 from pgmove.steps.connect import Endpoint, Progress, connect, connection
 from pgmove.steps.cutover import smoke_test
@@ -67,7 +69,7 @@ class Connections:
 def run(
     src: Endpoint, dst: Endpoint, databases: list[str], snapshot: FreezeSnapshot | None, progress: Progress,
     jobs: int = 2, quick: bool = False, freshness: list[dict[str, str]] | None = None, mark: QuietMark | None = None,
-) -> dict[str, Any]:
+) -> VerificationReport:
     started = time.monotonic()
     problems: list[str] = []
     notes: list[str] = []
@@ -79,7 +81,7 @@ def run(
         problems += _compare_roles(s, d) + _compare_settings(s, d, snapshot, set(databases))
         present = {r[0] for r in d.execute("SELECT datname FROM pg_database").fetchall()}
         same_major = int(s.info.server_version) // 10000 == int(d.info.server_version) // 10000
-    per_db = []
+    per_db: list[DatabaseReport] = []
     pool = Connections()
     try:
         with ThreadPoolExecutor(max_workers=max(2, 2 * jobs)) as executor:
@@ -92,30 +94,45 @@ def run(
                 started_dbs.append(_start_database(src, dst, name, executor, pool, same_major, quick))
             for pending in started_dbs:
                 result = _finish_database(pending, progress)
-                name = result["database"]
-                result["problems"] += _freshness(src, dst, name, [f for f in freshness or [] if f.get("database") == name])
+                name = result.database
+                result.problems += _freshness(src, dst, name, [f for f in freshness or [] if f.get("database") == name])
                 per_db.append(result)
-                problems += result["problems"]
-                notes += result.pop("notes")
-                progress(f"{name}: {result['tables']} tables, {result['rows']:,} rows compared, "
-                         f"{len(result['problems'])} difference(s)", database=name, rows=result["rows"])
+                problems += result.problems
+                notes += pending.notes
+                progress(f"{name}: {result.tables} tables, {result.rows:,} rows compared, "
+                         f"{len(result.problems)} difference(s)", database=name, rows=result.rows)
     finally:
         pool.close()
     try:
         smoke = smoke_test(dst, databases, progress)
     except StepFailed as exc:
         smoke, problems = [], [*problems, f"write test on the target: {exc.message}"]
-    return {
-        "ok": not problems, "mode": "quick" if quick else "full", "problems": problems, "notes": notes,
-        "databases": per_db, "tables": sum(r["tables"] for r in per_db), "rows": sum(r["rows"] for r in per_db),
-        "smoke": smoke, "seconds": round(time.monotonic() - started, 2),
-    }
+    return VerificationReport(
+        ok=not problems, mode=VerifyMode.QUICK if quick else VerifyMode.FULL, problems=problems, notes=notes,
+        databases=per_db, tables=sum(r.tables for r in per_db), rows=sum(r.rows for r in per_db),
+        smoke=smoke, seconds=round(time.monotonic() - started, 2),
+    )
+
+
+@dataclass
+class _Pending:
+    """One database's work in flight: its checksum futures queued, its catalog comparison done."""
+
+    database: str
+    plans: list[checksum.TablePlan]
+    futures: dict[tuple[str, str], list[Future[Any]]]  # (table label or "large objects", side) -> per segment
+    problems: list[str]  # inventory and sequences; the content differences join them as they are found
+    notes: list[str]
+    endpoints: tuple[Endpoint, Endpoint]
+    pool: Connections
+    executor: ThreadPoolExecutor
+    lo_ranges: list[tuple[int, int]]
 
 
 def _start_database(src: Endpoint, dst: Endpoint, name: str, executor: ThreadPoolExecutor, pool: Connections,
-                    same_major: bool, quick: bool) -> dict[str, Any]:
+                    same_major: bool, quick: bool) -> _Pending:
     sample = QUICK_SAMPLE if quick else 1
-    futures: dict[tuple[str, str], list[Any]] = {}
+    futures: dict[tuple[str, str], list[Future[Any]]] = {}
     with connection(src, name) as s, connection(dst, name) as d:
         tables = [(r[0], r[1]) for r in s.execute(_TABLES).fetchall()]
         target_tables = {(r[0], r[1]) for r in d.execute(_TABLES).fetchall()}
@@ -131,13 +148,12 @@ def _start_database(src: Endpoint, dst: Endpoint, name: str, executor: ThreadPoo
         # The catalog work runs while the executor hashes.
         inv_problems, notes = inventory.compare(name, inventory.inventory(s), inventory.inventory(d), same_major)
         problems = inv_problems + _compare_sequences(s, d, name)
-    return {"database": name, "plans": plans, "futures": futures, "problems": problems, "notes": notes,
-            "endpoints": (src, dst), "pool": pool, "executor": executor, "lo_ranges": lo_ranges}
+    return _Pending(name, plans, futures, problems, notes, (src, dst), pool, executor, lo_ranges)
 
 
-def _finish_database(pending: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    name, plans, futures, problems = pending["database"], pending["plans"], pending["futures"], pending["problems"]
-    counts: list[dict[str, Any]] = []
+def _finish_database(pending: _Pending, progress: Progress) -> DatabaseReport:
+    name, plans, futures, problems = pending.database, pending.plans, pending.futures, pending.problems
+    counts: list[TableReport] = []
     last_report = time.monotonic()
     for plan in plans:
         parts: dict[str, list[dict[int, tuple[int, int]]]] = {"source": [], "target": []}
@@ -155,34 +171,34 @@ def _finish_database(pending: dict[str, Any], progress: Progress) -> dict[str, A
         content = [f"{name}: {p}" for p in checksum.differences(plan, left, right)]
         problems += content
         # ok means everything about the table: rows, content, and its columns, constraints and triggers.
-        about = [p for p in pending["problems"] if _names_table(p, name, plan.label)]
-        counts.append({"table": plan.label, "source_rows": left.rows, "target_rows": right.rows,
-                       "ok": left.rows == right.rows and not content and not about,
-                       "differences": len(content) + len(about)})
+        about = [p for p in pending.problems if _names_table(p, name, plan.label)]
+        counts.append(TableReport(table=plan.label, source_rows=left.rows, target_rows=right.rows,
+                                  ok=left.rows == right.rows and not content and not about,
+                                  differences=len(content) + len(about)))
         if time.monotonic() - last_report >= 5:
             progress(f"{name}: {len(counts)}/{len(plans)} tables compared", database=name, done=len(counts), total=len(plans))
             last_report = time.monotonic()
     lo_problems, lo_counts = _compare_large_objects(pending)
     problems += [f"{name}: {p}" for p in lo_problems]
-    return {"database": name, "tables": len(plans), "rows": sum(c["source_rows"] for c in counts),
-            "problems": problems, "notes": pending["notes"], "table_counts": counts, "large_objects": lo_counts}
+    return DatabaseReport(database=name, tables=len(plans), rows=sum(c.source_rows for c in counts),
+                          problems=problems, table_counts=counts, large_objects=lo_counts)
 
 
 def _lo_sums(pool: Connections, ep: Endpoint, db: str, low: int, high: int) -> tuple[int, int, int]:
     return largeobjects.range_sums(pool.get(ep, db), low, high)
 
 
-def _compare_large_objects(pending: dict[str, Any]) -> tuple[list[str], dict[str, int]]:
+def _compare_large_objects(pending: _Pending) -> tuple[list[str], LargeObjectCounts]:
     """Range sums from both sides; a range that differs is read object by object to name what differs."""
-    name, futures, (src, dst) = pending["database"], pending["futures"], pending["endpoints"]
+    name, futures, (src, dst) = pending.database, pending.futures, pending.endpoints
     sums = {side: [f.result() for f in futures[("large objects", side)]] for side in ("source", "target")}
     problems = []
-    for (low, high), left, right in zip(pending["lo_ranges"], sums["source"], sums["target"], strict=True):
+    for (low, high), left, right in zip(pending.lo_ranges, sums["source"], sums["target"], strict=True):
         if left != right:
-            problems += largeobjects.differences(largeobjects.objects(pending["pool"].get(src, name), low, high),
-                                                 largeobjects.objects(pending["pool"].get(dst, name), low, high))
-    counts = {f"{side}_{what}": sum(part[n] for part in sums[side])
-              for side in ("source", "target") for n, what in ((0, "objects"), (1, "bytes"))}
+            problems += largeobjects.differences(largeobjects.objects(pending.pool.get(src, name), low, high),
+                                                 largeobjects.objects(pending.pool.get(dst, name), low, high))
+    counts = LargeObjectCounts(**{f"{side}_{what}": sum(part[n] for part in sums[side])
+                                  for side in ("source", "target") for n, what in ((0, "objects"), (1, "bytes"))})
     return problems, counts
 
 
@@ -197,14 +213,13 @@ def _sums(pool: Connections, ep: Endpoint, db: str, plan: checksum.TablePlan, pi
     return checksum.sums(pool.get(ep, db), plan, piece, sample, by_chunk)
 
 
-def _pin(pending: dict[str, Any], plan: checksum.TablePlan) -> tuple[checksum.TableSums, checksum.TableSums]:
+def _pin(pending: _Pending, plan: checksum.TablePlan) -> tuple[checksum.TableSums, checksum.TableSums]:
     """Both sides again, grouped by chunk: only for tables whose totals differ."""
-    src, dst = pending["endpoints"]
     sides = []
-    for ep in (src, dst):
-        conn = pending["pool"].get(ep, pending["database"])
-        sides.append(checksum.merged([pending["executor"].submit(_sums, pending["pool"], ep, pending["database"], plan,
-                                                                 piece, 1, True).result()
+    for ep in pending.endpoints:
+        conn = pending.pool.get(ep, pending.database)
+        sides.append(checksum.merged([pending.executor.submit(_sums, pending.pool, ep, pending.database, plan,
+                                                              piece, 1, True).result()
                                       for piece in checksum.segments(conn, plan)]))
     return sides[0], sides[1]
 

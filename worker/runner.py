@@ -372,11 +372,12 @@ def _verify(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     freshness = [f.model_dump() for f in rt.config.freshness]
     result = verify.run(ctx.endpoint(m.source), ctx.endpoint(_target(m)), _databases(m), m.freeze, ctx.progress,
                         m.plan.jobs, quick=m.verify_quick, freshness=freshness, mark=m.quiet_mark)
-    if result["ok"]:
-        message = f"verified ({result['mode']}): {result['tables']} tables, {result['rows']} rows, all equal"
-        return Event.VERIFY_PASSED, message, result, {"verification": result, "verify_quick": False}
-    message = f"verification ({result['mode']}) found {len(result['problems'])} difference(s)"
-    return Event.VERIFY_FAILED, message, result, {"verification": result, "verify_quick": False}
+    report = result.model_dump(mode="json")  # the step's record keeps the report as it was, as data
+    if result.ok:
+        message = f"verified ({result.mode}): {result.tables} tables, {result.rows} rows, all equal"
+        return Event.VERIFY_PASSED, message, report, {"verification": result, "verify_quick": False}
+    message = f"verification ({result.mode}) found {len(result.problems)} difference(s)"
+    return Event.VERIFY_FAILED, message, report, {"verification": result, "verify_quick": False}
 
 
 def _cutover(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:

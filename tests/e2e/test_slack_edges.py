@@ -16,6 +16,7 @@ from pgmove.sandbox.fakeslack.driver import sign
 from pgmove.sandbox.fakeslack.limits import MAX_BLOCKS, MAX_SECTION_TEXT, check_blocks
 from pgmove.state.machine import Event, State
 from pgmove.state.models import AuditEvent, EventKind, Plan
+from pgmove.state.report import VerificationReport
 from tests.e2e.conftest import SIGNING_SECRET, wait_until
 from tests.integration.helpers import snapshot
 
@@ -141,9 +142,9 @@ def test_a_verification_summary_of_500_tables_with_3_differences_fits_and_loses_
     problems = ["big: public.t007 has 7 rows on the source, 6 on the target",
                 "big: public.t250 has 250 rows on the source, 251 on the target",
                 "big: sequence public.s499 is behind on the target (10 < 12)"]
-    verification = {"ok": False, "problems": problems, "tables": 500, "rows": sum(range(500)), "seconds": 3.2,
-                    "databases": [{"database": "big", "tables": 500, "rows": sum(range(500)), "problems": problems,
-                                   "table_counts": tables}]}
+    verification = VerificationReport.model_validate({
+        "ok": False, "problems": problems, "tables": 500, "rows": sum(range(500)), "seconds": 3.2,
+        "databases": [{"database": "big", "tables": 500, "rows": sum(range(500)), "problems": problems, "table_counts": tables}]})
     (text, summary), full = blocks.verification_message(_fake_migration(verification))
     check_blocks(summary)
     assert len(summary) <= MAX_BLOCKS and all(len(b.get("text", {}).get("text", "")) <= MAX_SECTION_TEXT for b in summary)

@@ -106,8 +106,8 @@ def test_a_password_rotated_after_the_copy_fails_verification_by_name(source, ta
     dst = Endpoint("prod-new", target.tcp_dsn("pgmove"), passwords.target_pgmove, ("app",))
     copy.run(copy.CopyJob(src, dst, MOVED, 2, choose_toolset(15, 15), snap, None, []),
              lambda *a, **k: None, lambda name: None, lambda: False)
-    assert verify.run(src, dst, MOVED, snap, lambda *a, **k: None, mark=mark)["ok"]
+    assert verify.run(src, dst, MOVED, snap, lambda *a, **k: None, mark=mark).ok
     with psycopg.connect(source.tcp_dsn("app", "appdb"), password=passwords.app, autocommit=True) as conn:
         conn.execute("BEGIN READ WRITE; ALTER ROLE app PASSWORD 'rotated'; COMMIT")
     result = verify.run(src, dst, MOVED, snap, lambda *a, **k: None, mark=mark)
-    assert not result["ok"] and "during the freeze, the password of role app was changed" in result["problems"]
+    assert not result.ok and "during the freeze, the password of role app was changed" in result.problems

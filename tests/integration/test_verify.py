@@ -82,13 +82,13 @@ def _verify_with(pair, sandbox_root, mutation: str | None, db: str = "appdb", **
 def test_an_identical_copy_passes_including_awkward_types_and_tables_without_a_key(pair, sandbox_root):  # type: ignore[no-untyped-def]
     """No primary key, NULLs, arrays, jsonb, bytea, NaN and infinities, duplicate rows: all equal, nothing flagged."""
     result = _verify_with(pair, sandbox_root, None)
-    assert result["ok"], result["problems"]
-    counts = {t["table"]: t for d in result["databases"] for t in d["table_counts"]}
-    assert counts["public.awkward"]["source_rows"] == counts["public.awkward"]["target_rows"] == 5
-    assert counts["public.wide"]["target_rows"] == 3000 and result["rows"] > 50000
-    assert result["smoke"], "the write test as the app role did not run"
-    appdb = next(d for d in result["databases"] if d["database"] == "appdb")
-    assert appdb["large_objects"]["source_objects"] == appdb["large_objects"]["target_objects"] == 3
+    assert result.ok, result.problems
+    counts = {t.table: t for d in result.databases for t in d.table_counts}
+    assert counts["public.awkward"].source_rows == counts["public.awkward"].target_rows == 5
+    assert counts["public.wide"].target_rows == 3000 and result.rows > 50000
+    assert result.smoke, "the write test as the app role did not run"
+    appdb = next(d for d in result.databases if d.database == "appdb")
+    assert appdb.large_objects.source_objects == appdb.large_objects.target_objects == 3
 
 
 CASES = [
@@ -122,8 +122,8 @@ CASES = [
 @pytest.mark.parametrize(("what", "mutation", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_each_kind_of_difference_is_detected_and_named(pair, sandbox_root, what, mutation, expected):  # type: ignore[no-untyped-def]
     result = _verify_with(pair, sandbox_root, mutation)
-    assert not result["ok"], f"{what} went unnoticed"
-    text = "\n".join(result["problems"])
+    assert not result.ok, f"{what} went unnoticed"
+    text = "\n".join(result.problems)
     for needle in expected:
         assert needle in text, f"{what}: {needle!r} not in\n{text}"
 
@@ -150,7 +150,7 @@ def test_a_real_database_of_500_tables_with_3_differences_fits_slack_and_names_a
         conn.execute("UPDATE t250 SET v = 'changed' WHERE id = 11")
         conn.execute("INSERT INTO t499 VALUES (21, 'extra')")
     result = verify.run(src, dst, ["many"], None, lambda *a, **k: None, jobs=2)
-    assert not result["ok"] and result["tables"] == 500
+    assert not result.ok and result.tables == 500
     m = actions.new_migration("mig-500", Plan(source="prod-old", target="prod-new"), "U_ALICE", datetime.now(UTC)).migration
     m.verification = result
     (text, summary), full = blocks.verification_message(m)
@@ -164,16 +164,16 @@ def test_a_real_database_of_500_tables_with_3_differences_fits_slack_and_names_a
 def test_a_freshness_check_compares_the_newest_value(pair, sandbox_root):  # type: ignore[no-untyped-def]
     """A configured freshness check names the table and both maxima when they differ."""
     check = [{"database": "appdb", "table": "public.orders", "column": "created_at"}]
-    assert _verify_with(pair, sandbox_root, None, freshness=check)["ok"]
+    assert _verify_with(pair, sandbox_root, None, freshness=check).ok
     result = _verify_with(pair, sandbox_root, "UPDATE public.orders SET created_at = '2099-01-01' WHERE id = 2", freshness=check)
-    assert any("freshness of public.orders.created_at" in p for p in result["problems"]), result["problems"]
+    assert any("freshness of public.orders.created_at" in p for p in result.problems), result.problems
 
 
 def test_quick_mode_keeps_exact_counts_and_says_it_was_quick(pair, sandbox_root):  # type: ignore[no-untyped-def]
     """Quick samples content but still counts every row: a deleted row is always found."""
-    assert _verify_with(pair, sandbox_root, None, quick=True)["mode"] == "quick"
+    assert _verify_with(pair, sandbox_root, None, quick=True).mode == "quick"
     result = _verify_with(pair, sandbox_root, "DELETE FROM public.wide WHERE id = 2999", quick=True)
-    assert any("public.wide" in p and "rows on the source" in p for p in result["problems"]), result["problems"]
+    assert any("public.wide" in p and "rows on the source" in p for p in result.problems), result.problems
 
 
 def test_a_table_with_equal_counts_but_different_content_is_not_marked_ok(pair, sandbox_root):  # type: ignore[no-untyped-def]
@@ -182,10 +182,10 @@ def test_a_table_with_equal_counts_but_different_content_is_not_marked_ok(pair, 
 
     result = _verify_with(pair, sandbox_root, "UPDATE public.wide SET c17 = 'changed' WHERE id = 2222; "
                                               "ALTER TABLE public.awkward ALTER COLUMN label TYPE varchar(20)")
-    tables = {t["table"]: t for d in result["databases"] for t in d["table_counts"]}
-    assert tables["public.wide"]["source_rows"] == tables["public.wide"]["target_rows"]
-    assert tables["public.wide"]["ok"] is False and tables["public.awkward"]["ok"] is False
-    assert tables["public.orders"]["ok"] is True
+    tables = {t.table: t for d in result.databases for t in d.table_counts}
+    assert tables["public.wide"].source_rows == tables["public.wide"].target_rows
+    assert tables["public.wide"].ok is False and tables["public.awkward"].ok is False
+    assert tables["public.orders"].ok is True
     report = blocks.full_verification_report("verification failed", result) or ""
     assert "DIFF public.wide: source 3000, target 3000" in report and "DIFF public.awkward:" in report
     assert "ok   public.orders:" in report

@@ -61,7 +61,7 @@ def test_a_worker_killed_during_the_copy_fails_the_step_and_retry_ends_with_an_i
     done = pgmove.do("U_ALICE", "retry prod-old", "--wait", "--json")
     assert json.loads(done.stdout)["state"] == "verified", json.loads(done.stdout).get("failure")
     final = store.active_for("prod-old")
-    assert final.verification["ok"] and final.verification["rows"] > 40000
+    assert final.verification is not None and final.verification.ok and final.verification.rows > 40000
     messages = " ".join(e.message for e in store.events(m.id))
     assert "resuming" in messages, copied_when_killed  # finished tables were kept, not copied again
     problems = fidelity.differences(before, fidelity.snapshot(target, databases, toolset.path("pg_dump")))

@@ -10,6 +10,7 @@ from pgmove.state import actions
 from pgmove.state.errors import Refused
 from pgmove.state.machine import Event, State
 from pgmove.state.models import ApprovalAction, FreezeSnapshot, Plan, StepName
+from pgmove.state.report import VerificationReport, VerifyMode
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 POLICY = actions.Policy(approvers=frozenset({"bob", "carol", "alice"}), approval_ttl=timedelta(minutes=30))
@@ -123,10 +124,10 @@ def test_cutover_needs_a_full_verification_not_a_quick_one():
     """A quick verification samples content; the point of no return needs every row compared."""
     m = ready()
     m.state = State.VERIFIED
-    m.verification = {"ok": True, "mode": "quick"}
+    m.verification = VerificationReport(ok=True, mode=VerifyMode.QUICK)
     with pytest.raises(Refused, match="full one"):
         actions.request_approval(m, ApprovalAction.CUTOVER, "alice", NOW, POLICY)
-    m.verification = {"ok": True, "mode": "full"}
+    m.verification = VerificationReport(ok=True, mode=VerifyMode.FULL)
     assert actions.request_approval(m, ApprovalAction.CUTOVER, "alice", NOW, POLICY).migration.state == State.AWAITING_CUTOVER_APPROVAL
 
 
