@@ -85,10 +85,10 @@ def request_approval(
     record with the request: they are part of what the approver sees and approves."""
     if freeze_options is not None and action != ApprovalAction.FREEZE:
         raise ValueError(f"freeze options belong to a freeze request, not a {action.value} request")
-    event = Event.FREEZE_REQUESTED if action == ApprovalAction.FREEZE else Event.CUTOVER_REQUESTED
-    if action == ApprovalAction.FREEZE and freeze_options is not None and freeze_options.archive and m.target is None:
+    if freeze_options is not None and freeze_options.archive and m.target is None:
         raise Refused("--archive is taken during a move's copy; plan one first "
                       f"(`/pgmove plan {m.source} <target>`), or freeze without --archive.")
+    event = Event.FREEZE_REQUESTED if action == ApprovalAction.FREEZE else Event.CUTOVER_REQUESTED
     if action == ApprovalAction.CUTOVER and m.state == State.VERIFIED and (m.verification or {}).get("mode") == "quick":
         raise Refused(f"The last verification was a quick one; cutover needs a full one: `/pgmove verify {m.source}`.")
     if action == ApprovalAction.CUTOVER and m.state == State.VERIFY_FAILED:
