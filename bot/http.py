@@ -47,7 +47,7 @@ class BodyLimit:
         raw = (environ.get("CONTENT_LENGTH") or "").strip()
         if not raw:
             return _refuse(start_response, "411 Length Required", "a Content-Length is required")
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):  # isdigit alone takes `²`, which int() then refuses
             return _refuse(start_response, "400 Bad Request", "Content-Length is not a number")
         length = int(raw)
         if length > self.max_body:

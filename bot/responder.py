@@ -12,8 +12,7 @@ from typing import Any
 from slack_sdk.webhook import WebhookClient
 
 from pgmove.handlers import blocks, views
-from pgmove.handlers.commands import Deps, handle
-from pgmove.handlers.reply import Reply
+from pgmove.handlers.commands import Deps, decide, handle
 
 log = logging.getLogger("pgmove.responder")
 
@@ -63,19 +62,13 @@ class Responder:
 
     def _action(self, body: dict[str, Any]) -> None:
         action = body["actions"][0]
-        user, channel = body["user"]["id"], (body.get("channel") or {}).get("id")
-        if not channel:  # a click Slack sent without its channel must not skip the channel check
-            self._respond(body.get("response_url"), views.no_channel_text(), in_channel=False)
-            return
-        migration_id, _, request_id = str(action.get("value", "")).partition(":")
-        migration = self.deps.store.get(migration_id)
-        if migration is None or not request_id:
+        user, channel = body["user"]["id"], (body.get("channel") or {}).get("id") or ""
+        command = blocks.clicked(str(action.get("action_id", "")), str(action.get("value", "")))
+        if command is None:
             self._respond(body.get("response_url"), "That request is not known to pgmove any more.", in_channel=False)
             return
-        verb = "approve" if action["action_id"] == blocks.APPROVE else "reject"
-        text = f"approve {migration.source} {request_id}" if verb == "approve" else f"reject {migration.source} --request {request_id}"
-        reply: Reply = handle(self.deps, user, text, channel=channel,
-                              request_key=f"action:{body.get('trigger_id') or action.get('action_ts')}")
+        reply = decide(self.deps, user, command, channel,
+                       request_key=f"action:{body.get('trigger_id') or action.get('action_ts')}")
         if not reply.ok and not reply.duplicate:
             # The decision itself shows in the approval message (the notifier edits it); a refusal goes
             # to the one who clicked, and to nobody else.

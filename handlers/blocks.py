@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
 from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
@@ -23,6 +24,7 @@ from slack_sdk.models.blocks import (
 )
 
 from pgmove.handlers import views
+from pgmove.handlers.verbs import Decide
 from pgmove.handlers.views import esc, mention
 from pgmove.state.machine import State
 from pgmove.state.models import Approval, AuditEvent, Decision, Migration, StepStatus
@@ -133,6 +135,16 @@ def approval_message(m: Migration, approval: Approval, approvers: list[str], now
     else:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=decided)]))
     return f"{action} of {views.title(m)} requested by {esc(approval.requester)}", _dump(blocks)
+
+
+def clicked(action_id: str, value: str) -> Decide | None:
+    """The decision a click on approval_message's buttons stands for; None if the click is not one of them."""
+    verb = {APPROVE: "approve", REJECT: "reject"}.get(action_id)
+    migration_id, _, request_id = value.partition(":")
+    try:
+        return Decide.model_validate({"verb": verb, "migration_id": migration_id, "request_id": request_id})
+    except ValidationError:
+        return None
 
 
 def _decision_line(a: Approval, now: datetime) -> str | None:

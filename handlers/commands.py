@@ -1,4 +1,5 @@
-"""The /pgmove verbs. Chat-agnostic: Slack and the CLI both call `handle` and render its Reply."""
+"""The /pgmove verbs. Chat-agnostic: Slack and the CLI both call `handle` (text) or `decide` (a click), and
+render the Reply."""
 
 from __future__ import annotations
 
@@ -11,18 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pgmove.handlers import views
-from pgmove.handlers.parse import (
-    USAGE,
-    Approve,
-    FreezeCmd,
-    PlanCmd,
-    Reject,
-    ServerCmd,
-    Status,
-    VerifyCmd,
-    parse,
-)
+from pgmove.handlers.parse import USAGE, parse
 from pgmove.handlers.reply import Reply, server_listing
+from pgmove.handlers.verbs import Approve, Decide, FreezeCmd, PlanCmd, Reject, ServerCmd, Status, VerifyCmd
 from pgmove.state import actions
 from pgmove.state.actions import Outcome, Policy
 from pgmove.state.config import Config
@@ -53,13 +45,28 @@ def handle(deps: Deps, actor: str, text: str, channel: str | None = None, reques
     """Run one command as `actor`. Never raises: every outcome, refusals included, is a Reply.
 
     `request_key` makes retries harmless: a second call with the same key gets the first call's reply.
+    `channel` None means there is no channel to check (the CLI).
     """
+    return _once(deps, request_key, lambda: _handle(deps, actor, text, channel))
+
+
+def decide(deps: Deps, actor: str, command: Decide, channel: str, request_key: str | None = None) -> Reply:
+    """Approve or reject one request as a click names it, with the checks and the idempotency of `handle`.
+
+    A click always comes from a channel: an empty one is refused, never taken as "nothing to check".
+    """
+    if not channel:
+        return Reply.refusal("refused", views.no_channel_text(), command.verb)
+    return _once(deps, request_key, lambda: _decide(deps, actor, command, channel))
+
+
+def _once(deps: Deps, request_key: str | None, run: Callable[[], Reply]) -> Reply:
     if request_key is not None and not deps.store.claim_once(request_key):
         remembered = deps.store.recall(request_key)
         if remembered:
             return Reply.model_validate_json(remembered).model_copy(update={"duplicate": True})
         return Reply(ok=True, kind="info", text="Already working on that request.", duplicate=True)
-    reply = _handle(deps, actor, text, channel)
+    reply = run()
     if request_key is not None:
         deps.store.remember(request_key, reply.model_dump_json())
     return reply
@@ -72,14 +79,35 @@ def _handle(deps: Deps, actor: str, text: str, channel: str | None) -> Reply:
         verb = command.verb
         _authorize(deps.config, actor, verb, channel)
         return VERBS[verb](deps, actor, command)
-    except UsageError as exc:
+    except Exception as exc:
+        return _failed(deps, actor, verb, exc)
+
+
+def _decide(deps: Deps, actor: str, command: Decide, channel: str) -> Reply:
+    now = deps.clock()
+
+    def decision(current: Migration | None) -> Outcome:
+        if current is None:
+            raise Refused("That request is not known to pgmove any more.")
+        _known(deps.config, current.source)
+        return actions.decide(current, actor, command.approve, now, deps.policy, command.request_id, command.reason)
+
+    try:
+        _authorize(deps.config, actor, command.verb, channel)
+        return _accepted(deps.store.update(command.migration_id, decision, deps.enqueue), command.verb)
+    except Exception as exc:
+        return _failed(deps, actor, command.verb, exc)
+
+
+def _failed(deps: Deps, actor: str, verb: str | None, exc: Exception) -> Reply:
+    """Every failure as a Reply: ours say why; anything else is logged and named by a reference."""
+    if isinstance(exc, UsageError):
         return Reply.refusal("usage", views.core_text(exc.message, _people(deps.config, actor)), verb)
-    except PgmoveError as exc:
+    if isinstance(exc, PgmoveError):
         return Reply.refusal("refused", views.core_text(exc.message, _people(deps.config, actor)), verb)
-    except Exception:
-        ref = uuid.uuid4().hex[:8]
-        log.exception("unexpected error handling %r for %s (ref %s)", verb, actor, ref)
-        return Reply.refusal("error", f"Unexpected error, nothing was changed as far as pgmove knows; see log {ref}.", verb)
+    ref = uuid.uuid4().hex[:8]
+    log.error("unexpected error handling %r for %s (ref %s)", verb, actor, ref, exc_info=exc)
+    return Reply.refusal("error", f"Unexpected error, nothing was changed as far as pgmove knows; see log {ref}.", verb)
 
 
 def _people(config: Config, actor: str) -> set[str]:
@@ -186,12 +214,7 @@ def cmd_freeze(deps: Deps, actor: str, command: FreezeCmd) -> Reply:
             current = actions.standalone_freeze_record(f"mig-{secrets.token_hex(4)}", server, actor, now)
         elif current.state == State.CUT_OVER:
             raise Refused(f"{server} was cut over to {current.target}; it is frozen already and stays so.")
-        if command.archive and current.target is None:
-            raise Refused("--archive is taken during a move's copy; plan one first "
-                          f"(`/pgmove plan {server} <target>`), or freeze without --archive.")
-        out = actions.request_approval(current, ApprovalAction.FREEZE, actor, now, deps.policy)
-        out.migration.freeze_options = options  # part of what the approver sees and approves
-        return out
+        return actions.request_approval(current, ApprovalAction.FREEZE, actor, now, deps.policy, options)
 
     return _accepted(deps.store.update_server(server, decide, deps.enqueue), "freeze")
 

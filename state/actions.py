@@ -19,6 +19,7 @@ from pgmove.state.models import (
     Decision,
     EventKind,
     Failure,
+    FreezeOptions,
     Lease,
     Migration,
     Plan,
@@ -77,7 +78,17 @@ def replan(m: Migration, plan: Plan, actor: str, now: datetime) -> Outcome:
     return out
 
 
-def request_approval(m: Migration, action: ApprovalAction, actor: str, now: datetime, policy: Policy) -> Outcome:
+def request_approval(
+    m: Migration, action: ApprovalAction, actor: str, now: datetime, policy: Policy,
+    freeze_options: FreezeOptions | None = None,
+) -> Outcome:
+    """Ask a second person for the freeze or the cutover. A freeze's options (None: the defaults) go on the
+    record with the request: they are part of what the approver sees and approves."""
+    if freeze_options is not None and action != ApprovalAction.FREEZE:
+        raise ValueError(f"freeze options belong to a freeze request, not a {action.value} request")
+    if freeze_options is not None and freeze_options.archive and m.target is None:
+        raise Refused("--archive is taken during a move's copy; plan one first "
+                      f"(`/pgmove plan {m.source} <target>`), or freeze without --archive.")
     event = Event.FREEZE_REQUESTED if action == ApprovalAction.FREEZE else Event.CUTOVER_REQUESTED
     if action == ApprovalAction.CUTOVER and m.state == State.VERIFIED and m.verification and m.verification.mode == VerifyMode.QUICK:
         raise Refused(f"The last verification was a quick one; cutover needs a full one: `/pgmove verify {m.source}`.")
@@ -100,6 +111,8 @@ def request_approval(m: Migration, action: ApprovalAction, actor: str, now: date
         id=secrets.token_hex(4), action=action, requester=actor, plan_digest=m.plan_digest,
         requested_at=now, expires_at=now + policy.approval_ttl, prior_state=prior,
     )
+    if action == ApprovalAction.FREEZE:
+        out.migration.freeze_options = freeze_options or FreezeOptions()
     return out
 
 
@@ -113,6 +126,9 @@ def decide(
         if a is not None and approval_id in (None, a.id) and a.decision != Decision.PENDING:
             who = f" by <@{a.approver}>" if a.approver else ""
             raise Refused(f"That {a.action} request was already {a.decision.value}{who}; nothing to decide.")
+        if a is not None and a.decision == Decision.PENDING:
+            raise Refused(f"Request {approval_id} is not the one waiting on {m.source}: that is the {a.action} request "
+                          f"{a.id} from <@{a.requester}>.")
         raise Refused(f"There is no pending request for {m.source} to decide.")
     if approve and actor == a.requester:
         raise Refused(f"You requested this {a.action}; a second person must approve it (two-person rule).")

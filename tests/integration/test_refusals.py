@@ -105,6 +105,8 @@ def test_cutover_after_failed_verification_is_refused_with_reasons(awaiting_free
         ("launch prod-old", "unknown command"),
         ("plan prod-old prod-new --jobz 3", "not an option of plan"),
         ("plan prod-old prod-new --jobs 0", "whole number from 1 to 64"),
+        ("plan prod-old prod-new --jobs ²", "--jobs takes a whole number from 1 to 64, not `²`"),
+        ("freeze prod-old --grace ٣s", "--grace takes a duration up to an hour"),
         ("plan prod-old prod-new --jobs", "needs a value"),
         ("freeze prod-old; drop database x", "not a server name"),
         ("freeze 'prod-old; drop database x'", "not a server name"),
