@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -11,13 +10,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pgmove.handlers import blocks, views
+from pgmove.handlers import views
 from pgmove.sandbox.fakeslack.driver import sign
-from pgmove.sandbox.fakeslack.limits import MAX_BLOCKS, MAX_SECTION_TEXT, check_blocks
 from pgmove.state.machine import Event, State
 from pgmove.state.models import AuditEvent, EventKind, Plan
 from tests.e2e.conftest import SIGNING_SECRET, wait_until
 from tests.integration.helpers import snapshot
+from tests.unit.samples import verification_of_500_tables
 
 pytestmark = pytest.mark.slow
 
@@ -129,28 +128,15 @@ def test_every_update_arrives_in_order_when_every_second_call_is_rate_limited(re
         slack.stop()
 
 
-def test_a_verification_summary_of_500_tables_with_3_differences_fits_and_loses_nothing(redis_server):  # type: ignore[no-untyped-def]
-    """The summary stays within Slack's limits and names all 3 differences; the full report is attached."""
+def test_a_verification_report_of_500_tables_is_attached_whole_to_the_status_thread(redis_server):  # type: ignore[no-untyped-def]
+    """The summary fits Slack (tests/unit/test_blocks.py); the notifier posts it and attaches the full report as a file."""
     from pgmove.bot.app import web_client
     from pgmove.bot.notifier import Notifier
     from pgmove.bot.settings import SlackSettings
     from pgmove.sandbox.fakeslack.server import FakeSlack
     from tests.integration.helpers import make_deps
 
-    tables = [{"table": f"public.t{i:03d}", "source_rows": i, "target_rows": i} for i in range(500)]
-    problems = ["big: public.t007 has 7 rows on the source, 6 on the target",
-                "big: public.t250 has 250 rows on the source, 251 on the target",
-                "big: sequence public.s499 is behind on the target (10 < 12)"]
-    verification = {"ok": False, "problems": problems, "tables": 500, "rows": sum(range(500)), "seconds": 3.2,
-                    "databases": [{"database": "big", "tables": 500, "rows": sum(range(500)), "problems": problems,
-                                   "table_counts": tables}]}
-    (text, summary), full = blocks.verification_message(_fake_migration(verification))
-    check_blocks(summary)
-    assert len(summary) <= MAX_BLOCKS and all(len(b.get("text", {}).get("text", "")) <= MAX_SECTION_TEXT for b in summary)
-    for p in problems:
-            assert views.esc(p) in json.dumps(summary)  # escaped: "<" is data here
-    assert full is not None and all(t["table"] in full for t in tables)
-
+    verification, tables, _ = verification_of_500_tables()
     slack = FakeSlack().start()
     try:
         deps = make_deps(redis_server.url)
@@ -162,14 +148,6 @@ def test_a_verification_summary_of_500_tables_with_3_differences_fits_and_loses_
         assert files and all(t["table"] in files[0]["content"] for t in tables)
     finally:
         slack.stop()
-
-
-def _fake_migration(verification):  # type: ignore[no-untyped-def]
-    from pgmove.state import actions
-
-    m = actions.new_migration("mig-big", Plan(source="prod-old", target="prod-new"), "U_ALICE", datetime.now(UTC)).migration
-    m.verification = verification
-    return m
 
 
 def _migration_with_events(store, n: int, verification=None):  # type: ignore[no-untyped-def]
