@@ -21,6 +21,7 @@ def test_a_dsn_with_a_password_is_refused(tmp_path):
 
 
 def test_config_errors_say_which_file_and_what():
+    """A missing config file is refused as such, and a server name that is not a plain name is rejected."""
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("/nonexistent/pgmove.toml")
     with pytest.raises(ValueError):

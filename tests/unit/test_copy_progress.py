@@ -9,6 +9,8 @@ from pgmove.steps.tables import Moved, Slice, Table
 
 
 def test_a_long_table_reports_every_interval_with_rate_and_eta() -> None:
+    """While a table streams, a progress line comes every interval with the bytes moved, the rate, the rows and an
+    ETA."""
     table = Table(1, "public", "big", ("id",), size_bytes=100_000_000, rows_estimate=1_000_000, builtin_types=True,
                   condition=None)
     lines: list[tuple[str, dict[str, object]]] = []
@@ -25,6 +27,7 @@ def test_a_long_table_reports_every_interval_with_rate_and_eta() -> None:
 
 
 def test_a_range_is_measured_against_its_share_of_the_table() -> None:
+    """A range of a table is measured against its share of the table's size and rows, not against the whole table."""
     table = Table(1, "public", "big", ("id",), size_bytes=8192 * 100, rows_estimate=1000, builtin_types=True, condition=None)
     lines: list[str] = []
     moved = Moved(bytes=8192 * 25)

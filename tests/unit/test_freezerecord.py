@@ -7,6 +7,8 @@ from tests.unit.samples import snapshot
 
 
 def test_only_the_same_freeze_counts_as_its_own_and_a_refusal_names_the_other():
+    """A record on the server counts as this freeze's own only if its freeze id matches, and the refusal names the
+    other freeze and its start, or says there is no record."""
     snap = snapshot()
     assert is_own(Found("appdb", snap), snap)
     assert not is_own(Found("appdb", snap.model_copy(update={"freeze_id": "m2"})), snap)

@@ -9,18 +9,23 @@ from pgmove.state.errors import UsageError
 
 
 def test_plan_with_options_in_both_spellings():
+    """plan reads --name value and --name=value alike, ignores the verb's case and a leading /pgmove, and defaults to
+    2 jobs."""
     assert parse("plan prod-old prod-new --databases a,b --jobs=4") == PlanCmd(
         source="prod-old", target="prod-new", databases=["a", "b"], jobs=4)
     assert parse("/pgmove PLAN prod-old prod-new").jobs == 2
 
 
 def test_server_verbs_take_exactly_one_server():
+    """A verb about one server takes exactly one, and without it the reply says it needs more."""
     assert parse("unfreeze prod-old") == ServerCmd(verb="unfreeze", server="prod-old")
     with pytest.raises(UsageError, match="needs more"):
         parse("retry")
 
 
 def test_freeze_takes_a_mode_and_a_grace_period():
+    """freeze takes --mode read-only or no-connect and a --grace duration up to an hour, and refuses anything else
+    with the allowed values."""
     assert parse("freeze prod-old") == FreezeCmd(server="prod-old")
     assert parse("freeze prod-old --mode no-connect --grace 2m") == FreezeCmd(
         server="prod-old", mode="no-connect", grace_seconds=120)
@@ -31,6 +36,7 @@ def test_freeze_takes_a_mode_and_a_grace_period():
 
 
 def test_freeze_takes_an_archive_name_never_a_path():
+    """freeze --archive takes a plain folder name and refuses a path, a hidden name or an empty one."""
     assert parse("freeze prod-old --archive drill-2026.11") == FreezeCmd(server="prod-old", archive="drill-2026.11")
     for bad in ("../etc", "/tmp/x", "a/b", ".hidden", ""):
         with pytest.raises(UsageError, match="--archive takes a folder name"):
@@ -45,6 +51,7 @@ def test_user_text_is_echoed_back_defanged():
 
 
 def test_verify_takes_quick_as_a_flag():
+    """verify takes --quick as a flag and refuses an option it does not have."""
     from pgmove.handlers.parse import VerifyCmd
 
     assert parse("verify prod-old --quick") == VerifyCmd(server="prod-old", quick=True)

@@ -22,6 +22,8 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
 def test_a_migration_with_every_part_round_trips_through_json():
+    """A migration with an approval and a freeze snapshot, and an audit event with data, read back from JSON exactly
+    as written."""
     from pgmove.state import actions
     from pgmove.state.models import Plan
 
@@ -43,6 +45,8 @@ def test_a_snapshot_with_every_new_part_round_trips_through_json_and_an_old_one_
 
 
 def test_a_migration_with_a_quiet_mark_round_trips_through_json():
+    """A migration holding the quiet check's mark (the next transaction id and the shared objects' state) reads back
+    from JSON exactly."""
     m = actions.new_migration("m1", Plan(source="a", target="b"), "alice", datetime(2026, 11, 22, tzinfo=UTC)).migration
     m.quiet_mark = QuietMark(next_xid=(7 << 32) + 12, shared={"role app": "LOGIN", "password app": "abc"},
                              with_passwords=False)

@@ -13,11 +13,14 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
 def test_list_settings_split_like_the_server_does():
+    """A list setting splits on commas outside quotes, with doubled quotes undone, as the server splits it."""
     assert split_list_value('"$user", public') == ["$user", "public"]
     assert split_list_value('a, "b,c", "d""e"') == ["a", "b,c", 'd"e']
 
 
 def test_setting_statements_quote_everything_from_the_catalog():
+    """Setting statements quote every database, role, name and list element from the catalog, and a setting without a
+    value becomes a RESET."""
     row = SettingRow(database='we"ird', role="app", name="search_path", value='"$user", public')
     assert set_statement(row, row.value).as_string(None) == (
         'ALTER ROLE "app" IN DATABASE "we""ird" SET "search_path" = \'$user\', \'public\'')

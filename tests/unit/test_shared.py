@@ -6,6 +6,8 @@ from pgmove.steps.shared import changes
 
 
 def test_shared_changes_name_each_object_and_never_show_a_password_digest():
+    """Each change to a database, role, membership or password is named as what happened, and no password digest
+    appears."""
     before = {"database appdb": "app UTF8", "role app": "LOGIN", "password app": "d1", "role old": "LOGIN",
               "password old": "d2", "membership app in readers": "member"}
     now = {"database appdb": "app UTF8", "database sneaky": "app UTF8", "role app": "LOGIN CREATEDB",

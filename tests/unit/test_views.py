@@ -11,6 +11,7 @@ from pgmove.state.models import Plan
 
 
 def test_every_state_has_a_next_hint_and_a_status_text():
+    """Every state has a status line naming the source and a hint of what to do next."""
     m = actions.new_migration("m1", Plan(source="a", target="b"), "alice", datetime.now(UTC)).migration
     for state in State:
         m.state = state
