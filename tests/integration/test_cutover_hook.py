@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from pgmove.sandbox.servers import wait_until
 from pgmove.state.errors import StepFailed
 from pgmove.state.models import HookReport
 from pgmove.steps.connect import Endpoint
@@ -63,10 +64,8 @@ def test_a_hook_past_its_time_limit_is_ended_with_its_children_and_reported_as_t
     assert took < 5
     assert reports[-1].timed_out and reports[-1].exit_status is None and reports[-1].output == ["halfway"]
     child = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and os.path.exists(f"/proc/{child}") and "Z" not in _state(child):
-        time.sleep(0.05)
-    assert not os.path.exists(f"/proc/{child}") or "Z" in _state(child), "the hook's child outlived its time limit"
+    wait_until(lambda: not os.path.exists(f"/proc/{child}") or "Z" in _state(child), 5,
+               "the hook's child to end with its time limit")
 
 
 def _state(pid: int) -> str:
