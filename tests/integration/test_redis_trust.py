@@ -63,7 +63,7 @@ def test_a_pickled_or_foreign_job_planted_in_the_queue_runs_no_code_in_the_worke
     assert not imported.exists(), "a job naming another function ran it in the worker"
     assert client.llen("rq:queue:pgmove") == 0, done.stderr
     assert done.returncode == 0, done.stderr
-    assert make_queue(client).failed_job_registry.count == 2  # refused, kept for a person to look at
+    assert make_queue(Store(client)).failed_job_registry.count == 2  # refused, kept for a person to look at
 
 
 def test_pgmove_enqueues_json_jobs_the_worker_still_runs(redis_server, tmp_path):  # type: ignore[no-untyped-def]
