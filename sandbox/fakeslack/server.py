@@ -78,6 +78,7 @@ class FakeSlack:
         self.rate_limit_every = 0  # N > 0: every Nth Web API call gets 429
         self.throttled = 0
         self.stall_calls, self.stall_seconds = 0, 0.0  # the next N calls answer only after a delay
+        self.stalled = 0  # stalled calls that have not taken effect yet: a test waits for 0 instead of sleeping
         self._counter = itertools.count(1)
         self._clock = itertools.count(1)
         self._sockets: list[ServerConnection] = []
@@ -108,26 +109,30 @@ class FakeSlack:
         with self.lock:
             stall = self.stall_calls > 0
             self.stall_calls -= 1 if stall else 0
+            self.stalled += 1 if stall else 0
         if stall:
             # Like a slow Slack: the caller may give up, while the call still takes effect afterwards.
             time.sleep(self.stall_seconds)
         with self.lock:
-            n = next(self._counter)
-            self.calls.append({"method": method, "params": params, "at": time.time()})
-            if self.rate_limit_every and n % self.rate_limit_every == 0:
-                self.throttled += 1
-                return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "0"}
             try:
-                expected = self.app_token if method == "apps.connections.open" else self.bot_token
-                if token != expected:
-                    raise SlackError("invalid_auth")
-                handler = getattr(self, "_" + method.replace(".", "_"), None)
-                if handler is None:
-                    raise SlackError("unknown_method")
-                return 200, {"ok": True, **handler(params)}, {}
-            except SlackError as exc:
-                self.errors.append({"method": method, "error": exc.error, "detail": exc.detail, "params": params})
-                return 200, {"ok": False, "error": exc.error, "detail": exc.detail}, {}
+                n = next(self._counter)
+                self.calls.append({"method": method, "params": params, "at": time.time()})
+                if self.rate_limit_every and n % self.rate_limit_every == 0:
+                    self.throttled += 1
+                    return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "0"}
+                try:
+                    expected = self.app_token if method == "apps.connections.open" else self.bot_token
+                    if token != expected:
+                        raise SlackError("invalid_auth")
+                    handler = getattr(self, "_" + method.replace(".", "_"), None)
+                    if handler is None:
+                        raise SlackError("unknown_method")
+                    return 200, {"ok": True, **handler(params)}, {}
+                except SlackError as exc:
+                    self.errors.append({"method": method, "error": exc.error, "detail": exc.detail, "params": params})
+                    return 200, {"ok": False, "error": exc.error, "detail": exc.detail}, {}
+            finally:
+                self.stalled -= 1 if stall else 0
 
     def _check(self, method: str, text: Any, blocks: Any) -> None:
         """Slack's limits refuse the call; an unescaped mention goes through (Slack would notify) but is noted."""

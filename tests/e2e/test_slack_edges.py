@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -11,14 +10,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pgmove.handlers import blocks, views
+from pgmove.handlers import views
 from pgmove.sandbox.fakeslack.driver import sign
-from pgmove.sandbox.fakeslack.limits import MAX_BLOCKS, MAX_SECTION_TEXT, check_blocks
 from pgmove.state.machine import Event, State
 from pgmove.state.models import AuditEvent, EventKind, Plan
-from pgmove.state.report import VerificationReport
 from tests.e2e.conftest import SIGNING_SECRET, wait_until
 from tests.integration.helpers import snapshot
+from tests.unit.samples import verification_of_500_tables
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +42,8 @@ def test_unsigned_wrongly_signed_and_stale_requests_get_401_and_change_nothing(h
     for name, headers in cases.items():
         status, _ = http_world.driver.post(body, headers, form)
         assert status == 401, name
-    time.sleep(1)
+    # No wait needed: the bot stores a request before it acks, and only a stored request is ever acted on or answered
+    # in Slack, so one wrongly accepted would already be in Redis when its response came.
     assert snapshot(_url(http_world)) == before
     assert not http_world.slack.messages and not http_world.slack.ephemerals
     status, _ = http_world.driver.post(body, sign(SIGNING_SECRET, body), form)  # the same body, signed: accepted
@@ -90,7 +89,8 @@ def test_the_status_survives_a_bot_killed_and_restarted_mid_migration(http_world
     m = w.store.active_for("prod-old")
     status = w.message_with(f"pgmove {m.id}")
     wait_until(lambda: any("Verified" in x.all_text() for x in w.slack.thread(status.ts)), 30, "the summary after restart")
-    time.sleep(1.5)  # a few more notifier passes: nothing may be posted twice
+    # Posted lines come before the cursor moves: once it reaches the last event, every pass after posts nothing.
+    wait_until(lambda: w.store.chat_ref(m.id, "cursor") == w.store.events(m.id)[-1].id, 30, "the notifier to catch up")
     thread_text = views.for_terminal("\n".join(x.text for x in w.slack.thread(status.ts)))  # as people read it
     for event in w.store.events(m.id):
         line = event.message
@@ -130,28 +130,15 @@ def test_every_update_arrives_in_order_when_every_second_call_is_rate_limited(re
         slack.stop()
 
 
-def test_a_verification_summary_of_500_tables_with_3_differences_fits_and_loses_nothing(redis_server):  # type: ignore[no-untyped-def]
-    """The summary stays within Slack's limits and names all 3 differences; the full report is attached."""
+def test_a_verification_report_of_500_tables_is_attached_whole_to_the_status_thread(redis_server):  # type: ignore[no-untyped-def]
+    """The summary fits Slack (tests/unit/test_blocks.py); the notifier posts it and attaches the full report as a file."""
     from pgmove.bot.app import web_client
     from pgmove.bot.notifier import Notifier
     from pgmove.bot.settings import SlackSettings
     from pgmove.sandbox.fakeslack.server import FakeSlack
     from tests.integration.helpers import make_deps
 
-    tables = [{"table": f"public.t{i:03d}", "source_rows": i, "target_rows": i} for i in range(500)]
-    problems = ["big: public.t007 has 7 rows on the source, 6 on the target",
-                "big: public.t250 has 250 rows on the source, 251 on the target",
-                "big: sequence public.s499 is behind on the target (10 < 12)"]
-    verification = VerificationReport.model_validate({
-        "ok": False, "problems": problems, "tables": 500, "rows": sum(range(500)), "seconds": 3.2,
-        "databases": [{"database": "big", "tables": 500, "rows": sum(range(500)), "problems": problems, "table_counts": tables}]})
-    (text, summary), full = blocks.verification_message(_fake_migration(verification))
-    check_blocks(summary)
-    assert len(summary) <= MAX_BLOCKS and all(len(b.get("text", {}).get("text", "")) <= MAX_SECTION_TEXT for b in summary)
-    for p in problems:
-            assert views.esc(p) in json.dumps(summary)  # escaped: "<" is data here
-    assert full is not None and all(t["table"] in full for t in tables)
-
+    verification, tables, _ = verification_of_500_tables()
     slack = FakeSlack().start()
     try:
         deps = make_deps(redis_server.url)
@@ -163,14 +150,6 @@ def test_a_verification_summary_of_500_tables_with_3_differences_fits_and_loses_
         assert files and all(t["table"] in files[0]["content"] for t in tables)
     finally:
         slack.stop()
-
-
-def _fake_migration(verification):  # type: ignore[no-untyped-def]
-    from pgmove.state import actions
-
-    m = actions.new_migration("mig-big", Plan(source="prod-old", target="prod-new"), "U_ALICE", datetime.now(UTC)).migration
-    m.verification = verification
-    return m
 
 
 def _migration_with_events(store, n: int, verification=None):  # type: ignore[no-untyped-def]
@@ -220,7 +199,7 @@ def test_an_expired_request_says_so_and_loses_its_buttons(redis_server):  # type
         notifier = Notifier(deps.store, web_client(SlackSettings("xoxb-test", "s", None, slack.api_url)), deps.config)
         notifier.sync(m.id)
         request = next(x for x in slack.channel_messages("C_DBMIG") if "Approve freeze" in x.all_text())
-        time.sleep(1.2)
+        wait_until(lambda: datetime.now(UTC) >= m.approval.expires_at, 5, "the request to expire")  # by the wall clock
         notifier.sync(m.id)
         expired = slack.find(request.ts)
         assert "Expired at" in expired.all_text() and '"actions"' not in expired.all_text()
@@ -252,7 +231,7 @@ def test_a_stalled_slack_delays_the_channel_but_loses_nothing(redis_server):  # 
             except Exception:
                 assert passes < 10
         assert passes > 1, "no call timed out: the test proves nothing"
-        time.sleep(1.2)  # let the stalled calls land, as a slow Slack would apply them late
+        wait_until(lambda: slack.stalled == 0, 10, "the stalled calls to land, as a slow Slack applies them late")
         statuses = slack.channel_messages("C_DBMIG")
         thread = "\n".join(x.text for s_ in statuses for x in slack.thread(s_.ts))
         for i in range(12):

@@ -25,6 +25,8 @@ def with_archive_dir(pgmove, folder) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_an_archive_checks_out_and_restores_without_the_freeze(pgmove, source, target, tmp_path):  # type: ignore[no-untyped-def]
+    """The kept archive passes its checksum manifest and restores into a scratch database with every row, the
+    sequence grants as they were and none of the freeze's guards."""
     with psycopg.connect(source.admin_dsn("appdb")) as conn:
         acl_before = conn.execute(SEQUENCE_ACL).fetchone()[0]
         orders = conn.execute("SELECT count(*) FROM public.orders").fetchone()[0]
@@ -58,6 +60,8 @@ def test_an_archive_checks_out_and_restores_without_the_freeze(pgmove, source, t
 
 
 def test_an_archive_without_a_configured_folder_is_refused_and_changes_nothing(pgmove):  # type: ignore[no-untyped-def]
+    """Asking for an archive when no archive_dir is configured is refused, naming the setting, and the migration
+    stays ready."""
     pgmove.start_worker()
     assert pgmove.do("U_ALICE", "plan prod-old prod-new", "--wait").returncode == 0
     refused = pgmove.do("U_ALICE", "freeze prod-old --archive drill-1")

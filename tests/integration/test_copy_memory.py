@@ -37,6 +37,8 @@ def _rss_of_tree(root: int) -> int:
 
 
 def test_a_table_bigger_than_the_bound_streams_through_a_worker_that_stays_under_it(pgmove, source):  # type: ignore[no-untyped-def]
+    """A table larger than 300 MB is copied by a worker whose process tree never holds 300 MB: the data streams, it
+    is not buffered."""
     with psycopg.connect(source.admin_dsn("appdb"), autocommit=True) as conn:
         conn.execute("CREATE TABLE public.big (id int PRIMARY KEY, payload text NOT NULL)")
         conn.execute("INSERT INTO public.big SELECT g, repeat(md5(g::text), 30) FROM generate_series(1, 330000) g")

@@ -14,6 +14,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_stream_cut_off_midway_leaves_the_target_table_as_it_was(source, target):  # type: ignore[no-untyped-def]
+    """A copy stopped midway through a table's stream leaves the target table with exactly the rows it had, and a
+    second copy then brings every row."""
     with psycopg.connect(source.admin_dsn("appdb"), autocommit=True) as conn:
         conn.execute("CREATE TABLE public.stream (id int, payload text)")
         conn.execute("INSERT INTO public.stream SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 100000) g")

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from pgmove.sandbox.servers import wait_until
 from pgmove.state.errors import StepFailed
 from pgmove.state.models import HookReport
 from pgmove.steps.connect import Endpoint
@@ -44,6 +45,8 @@ def test_a_hook_that_leaves_a_background_child_on_its_output_succeeds_at_once(tm
 
 
 def test_a_failing_hook_has_its_exit_status_and_last_output_recorded(tmp_path):  # type: ignore[no-untyped-def]
+    """A hook that exits 3 fails the cutover step, and the report keeps status 3 and its last lines of stdout and
+    stderr."""
     argv = hook(tmp_path, "echo 'DNS updated'\necho 'app restart failed' >&2\nexit 3")
     reports, _, outcome = run([argv])
     assert isinstance(outcome, StepFailed) and "status 3" in outcome.message
@@ -52,6 +55,8 @@ def test_a_failing_hook_has_its_exit_status_and_last_output_recorded(tmp_path): 
 
 
 def test_a_hook_past_its_time_limit_is_ended_with_its_children_and_reported_as_timed_out(tmp_path):  # type: ignore[no-untyped-def]
+    """A hook still running at its time limit is killed with its background child, and the report says it timed out
+    and keeps the output it had."""
     pidfile = tmp_path / "child.pid"
     argv = hook(tmp_path, f"echo halfway\nsleep 60 &\necho $! > {pidfile}\nwait")
     reports, took, outcome = run([argv], timeout=1)
@@ -59,10 +64,8 @@ def test_a_hook_past_its_time_limit_is_ended_with_its_children_and_reported_as_t
     assert took < 5
     assert reports[-1].timed_out and reports[-1].exit_status is None and reports[-1].output == ["halfway"]
     child = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and os.path.exists(f"/proc/{child}") and "Z" not in _state(child):
-        time.sleep(0.05)
-    assert not os.path.exists(f"/proc/{child}") or "Z" in _state(child), "the hook's child outlived its time limit"
+    wait_until(lambda: not os.path.exists(f"/proc/{child}") or "Z" in _state(child), 5,
+               "the hook's child to end with its time limit")
 
 
 def _state(pid: int) -> str:
@@ -74,6 +77,8 @@ def _state(pid: int) -> str:
 
 
 def test_the_hook_never_sees_a_password(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """The hook's environment names the migration and the target's port but holds no password: not PGPASSWORD, not a
+    configured secret, not the target's."""
     monkeypatch.setenv("PGPASSWORD", "libpq-secret")
     monkeypatch.setenv("PGMOVE_SECRET_X", "configured-secret")
     dump = tmp_path / "env.txt"
@@ -88,6 +93,8 @@ def test_the_hook_never_sees_a_password(tmp_path, monkeypatch):  # type: ignore[
 
 
 def test_a_hook_that_cannot_start_is_recorded_as_such(tmp_path):  # type: ignore[no-untyped-def]
+    """A hook that does not exist fails the step with 'could not start', and the report records the error and an end
+    time."""
     reports, _, outcome = run([str(tmp_path / "missing")])
     assert isinstance(outcome, StepFailed) and "could not start" in outcome.message
     assert reports[-1].error and reports[-1].finished_at is not None

@@ -9,6 +9,7 @@ import time
 import psycopg
 import pytest
 
+from pgmove.sandbox.servers import wait_until
 from pgmove.state.models import FreezeMode
 from pgmove.steps import freeze
 from pgmove.steps.connect import Endpoint
@@ -148,7 +149,9 @@ def test_sessions_are_ended_gracefully_and_reported(source, passwords, src):  # 
 
     thread = threading.Thread(target=long_read)
     thread.start()
-    time.sleep(0.5)
+    with psycopg.connect(source.admin_dsn("appdb"), autocommit=True) as watcher:
+        wait_until(lambda: watcher.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = 'nightly-report' "
+                                           "AND state = 'active'").fetchone(), 10, "the long read to be running")
     started = time.monotonic()
     _, result, events = do_freeze(src, grace=2.0)
     took = time.monotonic() - started

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 
 import psycopg
 import pytest
 
+from pgmove.sandbox.servers import wait_until
 from tests.integration.writer import Writer
 
 pytestmark = pytest.mark.slow
@@ -30,12 +30,12 @@ def test_full_dump_migration_with_a_live_writer(pgmove, source, target, password
     try:
         assert state_of(pgmove.do("U_ALICE", "plan prod-old prod-new --jobs 2", "--wait", "--json")) == "ready"
         assert state_of(pgmove.do("U_ALICE", "freeze prod-old", "--json")) == "awaiting_freeze_approval"
-        time.sleep(0.5)  # let the writer get some inserts in before the freeze
+        wait_until(lambda: len(writer.acknowledged) >= 10, 30, "the writer's inserts before the freeze")
         done = pgmove.do("U_BOB", "approve prod-old", "--wait", "--json")
         migration = json.loads(done.stdout)
         assert migration["state"] == "verified", done.stderr
         frozen_at = next(s for s in migration["steps"] if s["name"] == "freeze")["finished_at"]
-        time.sleep(0.5)
+        wait_until(lambda: [t for t, _ in writer.refused if t > _ts(frozen_at)], 30, "an insert refused after the freeze")
     finally:
         writer.stop()
     assert state_of(pgmove.do("U_ALICE", "cutover prod-old", "--json")) == "awaiting_cutover_approval"

@@ -111,3 +111,20 @@ def test_a_password_rotated_after_the_copy_fails_verification_by_name(source, ta
         conn.execute("BEGIN READ WRITE; ALTER ROLE app PASSWORD 'rotated'; COMMIT")
     result = verify.run(src, dst, MOVED, snap, lambda *a, **k: None, mark=mark)
     assert not result.ok and "during the freeze, the password of role app was changed" in result.problems
+
+
+
+def test_the_quiet_check_sees_a_superuser_overriding_the_freeze(source, passwords):  # type: ignore[no-untyped-def]
+    """Nothing written may go unnoticed: a superuser who disables the guards and writes moves the fingerprint."""
+    src = Endpoint("prod-old", source.tcp_dsn("pgmove"), passwords.source_pgmove, ("app",))
+    snap = freeze.capture(src, FreezeMode.READ_ONLY, "test")
+    freeze.apply(src, snap, 0.5, lambda *a, **k: None)
+    baseline = quiet.fingerprint(src, snap.databases)
+    assert quiet.changed(baseline, quiet.fingerprint(src, snap.databases)) == []
+    with psycopg.connect(source.admin_dsn("appdb"), autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")  # the documented superuser override
+        conn.execute("BEGIN READ WRITE; INSERT INTO public.orders (customer) VALUES ('override'); COMMIT")
+    assert quiet.changed(baseline, quiet.fingerprint(src, snap.databases)) == ["appdb"]
+    with psycopg.connect(source.admin_dsn("pagila"), autocommit=True) as conn:
+        conn.execute("BEGIN READ WRITE; SELECT setval('public.actor_actor_id_seq', 99999); COMMIT")
+    assert quiet.changed(baseline, quiet.fingerprint(src, snap.databases)) == ["appdb", "pagila"]

@@ -14,6 +14,8 @@ ROLE = "SELECT rolcanlogin, rolconnlimit, rolcreatedb, rolpassword FROM pg_authi
 
 
 def test_existing_roles_are_reconciled_and_keep_their_password(source, target):  # type: ignore[no-untyped-def]
+    """A role that already exists on the target takes the source's attributes and memberships and keeps the target's
+    password hash."""
     with psycopg.connect(target.admin_dsn(), autocommit=True) as dst:
         dst.execute("CREATE ROLE reporter NOLOGIN CREATEDB CONNECTION LIMIT 1 PASSWORD 'set-by-the-target-admins'")
         target_hash = dst.execute(ROLE, ("reporter",)).fetchone()[3]
@@ -29,6 +31,8 @@ def test_existing_roles_are_reconciled_and_keep_their_password(source, target): 
 
 
 def test_a_managed_target_without_superuser_is_reported_in_the_plan_with_what_works(pgmove, target):  # type: ignore[no-untyped-def]
+    """A target where pgmove is not a superuser fails the plan with a problem naming the privileges it has and the
+    copy_role_passwords = false way out."""
     import json
 
     target.psql("-c", "ALTER ROLE pgmove NOSUPERUSER CREATEROLE CREATEDB")

@@ -121,6 +121,8 @@ CASES = [
 
 @pytest.mark.parametrize(("what", "mutation", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_each_kind_of_difference_is_detected_and_named(pair, sandbox_root, what, mutation, expected):  # type: ignore[no-untyped-def]
+    """Each kind of difference injected into a perfect copy fails verification with a problem that names the object
+    and how it differs."""
     result = _verify_with(pair, sandbox_root, mutation)
     assert not result.ok, f"{what} went unnoticed"
     text = "\n".join(result.problems)

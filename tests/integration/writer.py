@@ -44,7 +44,7 @@ class Writer:
                 self.refused.append((time.time(), str(exc).splitlines()[0]))
                 if conn is not None and (conn.closed or conn.broken):
                     conn = None
-                time.sleep(0.05)
-            time.sleep(0.01)
+                time.sleep(0.05)  # a refused app backs off a little before it tries again
+            time.sleep(0.01)  # the pace of the app this plays: an insert about every 10 ms, not a wait for anything
         if conn is not None:
             conn.close()

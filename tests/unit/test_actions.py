@@ -38,11 +38,13 @@ def test_the_requester_may_withdraw_by_rejecting():
 
 
 def test_approval_needs_a_configured_approver():
+    """Someone who is not a configured approver cannot approve a request."""
     with pytest.raises(Refused, match="not a configured approver"):
         actions.decide(awaiting(), "dave", True, NOW, POLICY)
 
 
 def test_approval_after_expiry_is_refused():
+    """An approval that comes when the request's time is up is refused as expired."""
     with pytest.raises(Refused, match="expired"):
         actions.decide(awaiting(), "bob", True, NOW + timedelta(minutes=30), POLICY)
 
@@ -56,6 +58,8 @@ def test_approval_is_bound_to_the_plan_digest():
 
 
 def test_a_good_approval_moves_to_freezing_and_asks_for_the_worker():
+    """A configured second person's approval in time moves the migration to freezing, records the approver and
+    enqueues the worker."""
     out = actions.decide(awaiting(), "bob", True, NOW, POLICY)
     assert out.migration.state == State.FREEZING and out.enqueue
     assert out.migration.approval.approver == "bob"
@@ -63,6 +67,7 @@ def test_a_good_approval_moves_to_freezing_and_asks_for_the_worker():
 
 
 def test_replan_voids_the_pending_request():
+    """Replanning while a request is pending voids it, so approving it afterwards is refused."""
     out = actions.replan(awaiting(), Plan(source="prod-old", target="prod-new", jobs=4), "alice", NOW)
     assert out.migration.state == State.PLANNED
     assert out.migration.approval.decision == "voided"
@@ -71,6 +76,7 @@ def test_replan_voids_the_pending_request():
 
 
 def test_a_frozen_source_cannot_be_replanned():
+    """Once the source is frozen, a new plan is refused."""
     m = actions.decide(awaiting(), "bob", True, NOW, POLICY).migration
     m.freeze = FreezeSnapshot(taken_at=NOW, databases=["a"])
     with pytest.raises(Refused, match="frozen"):
@@ -88,6 +94,7 @@ def test_a_failed_step_resumes_where_it_should():
 
 
 def test_a_step_result_from_a_worker_that_lost_its_lease_is_dropped():
+    """A worker whose lease token is no longer the current one cannot record its step's result."""
     m = actions.decide(awaiting(), "bob", True, NOW, POLICY).migration
     m = actions.start_step(m, StepName.FREEZE, "w", "tok", NOW).migration
     with pytest.raises(Refused, match="dropped"):
@@ -95,6 +102,7 @@ def test_a_step_result_from_a_worker_that_lost_its_lease_is_dropped():
 
 
 def test_unfreeze_is_refused_after_cutover_and_when_not_frozen():
+    """Unfreeze is refused when nothing is frozen, and after the cutover, when the source stays frozen for good."""
     m = ready()
     with pytest.raises(Refused, match="not frozen"):
         actions.request_unfreeze(m, "alice", NOW)
@@ -104,6 +112,7 @@ def test_unfreeze_is_refused_after_cutover_and_when_not_frozen():
 
 
 def test_abort_without_a_freeze_ends_at_once_and_with_one_unfreezes_first():
+    """Abort ends a migration at once when nothing is frozen, and otherwise has the worker unfreeze the source first."""
     assert actions.request_unfreeze(ready(), "alice", NOW, abort=True).migration.state == State.ABORTED
     m = actions.decide(awaiting(), "bob", True, NOW, POLICY).migration
     m.freeze = FreezeSnapshot(taken_at=NOW, databases=["a"])
@@ -112,6 +121,7 @@ def test_abort_without_a_freeze_ends_at_once_and_with_one_unfreezes_first():
 
 
 def test_a_standalone_freeze_has_nothing_to_copy():
+    """A freeze requested without a plan runs the freeze step and then has no step due: there is nothing to copy."""
     m = actions.standalone_freeze_record("m2", "prod-old", "alice", NOW)
     m = actions.request_approval(m, ApprovalAction.FREEZE, "alice", NOW, POLICY).migration
     m = actions.decide(m, "bob", True, NOW, POLICY).migration
@@ -163,6 +173,8 @@ def test_after_a_cutover_started_giving_writes_back_takes_two_people(abort):  # 
 
 
 def test_a_rejected_writes_back_request_leaves_the_failed_cutover_to_retry():
+    """Rejecting a request to give writes back after a failed cutover keeps the source frozen, and retry runs the
+    cutover again."""
     m = actions.request_unfreeze(failed_cutover(), "alice", NOW, abort=True, policy=POLICY).migration
     back = actions.decide(m, "bob", False, NOW, POLICY, reason="the app is on prod-new").migration
     assert back.state == State.FAILED and back.source_frozen and not back.aborting
@@ -170,6 +182,7 @@ def test_a_rejected_writes_back_request_leaves_the_failed_cutover_to_retry():
 
 
 def test_while_the_cutover_runs_unfreeze_is_refused():
+    """While the cutover step runs, unfreeze is refused with a request to wait."""
     m = failed_cutover()
     m.state, m.failure = State.CUTTING_OVER, None
     with pytest.raises(Refused, match="running; wait"):

@@ -1,0 +1,28 @@
+"""Configuration is validated when it is read: a password in a DSN, a missing file, a bad server name."""
+
+from __future__ import annotations
+
+import pytest
+
+from pgmove.state.config import Config, load_config
+from pgmove.state.errors import ConfigError
+
+
+def test_a_dsn_with_a_password_is_refused(tmp_path):
+    """Passwords live in the environment only; a config that holds one is rejected outright."""
+    path = tmp_path / "c.toml"
+    path.write_text('[servers.a]\ndsn = "host=h user=u password=hunter2"\n')
+    with pytest.raises(ConfigError, match="must not hold a password") as caught:
+        load_config(path)
+    assert "hunter2" not in caught.value.message
+    path.write_text('[servers.a]\ndsn = "postgresql://u:hunter2@h/db"\n')
+    with pytest.raises(ConfigError):
+        load_config(path)
+
+
+def test_config_errors_say_which_file_and_what():
+    """A missing config file is refused as such, and a server name that is not a plain name is rejected."""
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("/nonexistent/pgmove.toml")
+    with pytest.raises(ValueError):
+        Config.model_validate({"servers": {"bad name;": {"dsn": "host=h"}}})

@@ -1,0 +1,45 @@
+"""The text pgmove says back: a status and a next step for every state, and what an approver reads."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pgmove.handlers import views
+from pgmove.state import actions
+from pgmove.state.machine import State
+from pgmove.state.models import Plan
+
+
+def test_every_state_has_a_next_hint_and_a_status_text():
+    """Every state has a status line naming the source and a hint of what to do next."""
+    m = actions.new_migration("m1", Plan(source="a", target="b"), "alice", datetime.now(UTC)).migration
+    for state in State:
+        m.state = state
+        assert views.next_hint(m)
+        assert m.source in views.status_text(m)
+
+
+def test_the_writes_back_approval_says_what_the_cutover_hook_reported():
+    """The approver of an unfreeze after a cutover started reads the hook's exit status and last output,
+    or that it never ran, or that its end was never recorded."""
+    from datetime import timedelta
+
+    from pgmove.handlers import blocks, views
+    from pgmove.state import actions
+    from pgmove.state.models import HookReport
+    from tests.unit.test_actions import NOW, POLICY, failed_cutover
+
+    ran = HookReport(argv0="/opt/switch-app", started_at=NOW, finished_at=NOW + timedelta(seconds=3), exit_status=3,
+                     output=["pausing pgbouncer", "DNS updated", "app restart failed"])
+    m = actions.request_unfreeze(failed_cutover(ran), "alice", NOW, policy=POLICY).migration
+    text = views.accepted_text("unfreeze", m, [])
+    assert "exited with status 3" in text and "app restart failed" in text and "approve prod-old" in text
+    _, message = blocks.approval_message(m, m.approval, ["U_BOB"], NOW)
+    shown = str(message)
+    assert "exited with status 3" in shown and "DNS updated" in shown and "pgmove_approve" in shown
+    never = actions.request_unfreeze(failed_cutover(None), "alice", NOW, policy=POLICY).migration
+    assert "never ran" in views.approval_text(never)
+    unknown = actions.request_unfreeze(failed_cutover(HookReport(argv0="/opt/switch-app", started_at=NOW)), "alice",
+                                       NOW, policy=POLICY).migration
+    assert "never recorded" in views.approval_text(unknown)
+    assert "writes back" in views.next_hint(unknown)
