@@ -126,3 +126,19 @@ def test_a_cut_over_source_is_not_taken_over_by_a_freeze_after_its_migration_exp
     back = json.loads(pgmove.do("U_ALICE", "unfreeze prod-old", "--wait", "--json").stdout)
     assert back["state"] == "ready", back.get("failure")
     assert not source_is_frozen(source)
+
+
+def test_a_cutover_retried_after_its_hook_failed_is_not_refused_by_its_own_cut_over_mark(pgmove, source, tmp_path):  # type: ignore[no-untyped-def]
+    """The first attempt marks the source's record cut over, then the hook fails; the retry's quiet check knows those
+    marks are pgmove's own and the cutover goes through."""
+    ready = tmp_path / "app-ready"
+    hook = tmp_path / "switch-app"  # the fixture's configured hook, replaced
+    hook.write_text(f"#!/bin/sh\n[ -e {ready} ] || {{ echo 'app not ready' >&2; exit 3; }}\necho 'app switched'\n")
+    _verified(pgmove)
+    failed = _cut_over(pgmove)
+    assert failed["state"] == "failed" and failed["failure"]["step"] == "cutover", failed.get("failure")
+    assert "exited with status 3" in failed["failure"]["reason"]
+    assert all(r.get("cut_over") for r in _records(source).values())
+    ready.touch()
+    done = json.loads(pgmove.do("U_ALICE", "retry prod-old", "--wait", "--json").stdout)
+    assert done["state"] == "cut_over", done.get("failure")
