@@ -164,7 +164,9 @@ def request_verify(m: Migration, actor: str, now: datetime, quick: bool = False)
 
 def cutover_started(m: Migration) -> bool:
     """From here on the hook may have switched the app: writes back to the source risk two writable servers."""
-    failed_in_cutover = m.state == State.FAILED and m.failure is not None and m.failure.step == StepName.CUTOVER
+    # A cutover refused because the source moved (it resumes with a new copy) changed nothing on either side.
+    failed_in_cutover = (m.state == State.FAILED and m.failure is not None and m.failure.step == StepName.CUTOVER
+                         and m.failure.resume_state == State.CUTTING_OVER)
     return m.state in (State.CUTTING_OVER, State.AWAITING_UNFREEZE_APPROVAL) or failed_in_cutover
 
 
@@ -182,7 +184,7 @@ def request_unfreeze(m: Migration, actor: str, now: datetime, abort: bool = Fals
         raise Refused(f"{m.source} is not frozen; nothing to unfreeze.")
     verb = "aborted the migration; unfreezing" if abort else "asked to unfreeze"
     out = _transition(m, Event.UNFREEZE_REQUESTED, actor, now, f"{actor} {verb} {m.source}")
-    out.migration.aborting = abort
+    out.migration.aborting, out.migration.source_moved = abort, None
     if out.migration.approval and out.migration.approval.decision == Decision.PENDING:
         out.migration.approval.decision = Decision.VOIDED
         out.migration.approval.reason = "unfreeze requested"
@@ -212,8 +214,15 @@ def _request_writes_back(m: Migration, actor: str, now: datetime, abort: bool, p
 def retry(m: Migration, actor: str, now: datetime) -> Outcome:
     if m.state != State.FAILED or m.failure is None:
         raise Refused(f"Only a failed migration can be retried; {m.source} is {m.state.value}.")
-    out = _transition(m, Event.RETRY, actor, now, f"{actor} retried the {m.failure.step} step", to=m.failure.resume_state)
+    moved = m.source_moved if m.failure.step == StepName.CUTOVER and m.failure.resume_state == State.FROZEN else None
+    what = f"the copy of {m.source}, whose source moved after verification" if moved else f"the {m.failure.step} step"
+    out = _transition(m, Event.RETRY, actor, now, f"{actor} retried {what}", to=m.failure.resume_state)
     out.migration.failure = None
+    if moved is not None:
+        # Retrying is the decision to take the source as the cutover found it: the new copy's quiet checks and
+        # verification compare against that, so a write since is still caught. Nothing else resets this baseline.
+        out.migration.quiet_baseline, out.migration.quiet_mark = moved.baseline, moved.mark
+        out.migration.source_moved = None
     out.enqueue = True
     return out
 
@@ -343,11 +352,20 @@ def fail_step(m: Migration, step: StepName, reason: str, now: datetime, actor: s
         raise Refused(f"{step} failure not recorded: the step is no longer this worker's")
     if m.state != RUNNING_STATE[step]:
         raise Refused(f"{step} failure not recorded: {m.source} moved on to {m.state.value}")
-    out = fail(m, step, reason, now, actor, RESUME_STATE[step])
+    out = fail(m, step, reason, now, actor, _resume_state(m, step))
     record = out.migration.last_step(step)
     if record is not None and record.status == StepStatus.RUNNING:
         record.status, record.finished_at, record.message = StepStatus.FAILED, now, reason
     return out
+
+
+def _resume_state(m: Migration, step: StepName) -> State:
+    """Where a retry goes: a cutover that found the source moved during this very run resumes with a new copy,
+    as retrying the cutover would only refuse again."""
+    moved = m.source_moved
+    if step == StepName.CUTOVER and moved is not None and m.lease is not None and moved.at >= m.lease.started_at:
+        return State.FROZEN
+    return RESUME_STATE[step]
 
 
 def stop_step(m: Migration, step: StepName, token: str, now: datetime) -> Outcome:

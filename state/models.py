@@ -130,6 +130,14 @@ class SubscriptionRow(Record):
     enabled: bool
 
 
+class CutOverMark(Record):
+    """On the source's own freeze record: a cutover to `target` started, so no one person may give the source writes."""
+
+    target: str
+    migration_id: str
+    at: datetime
+
+
 class FreezeSnapshot(Record):
     """What the freeze is about to change, recorded before the change so unfreeze is exact.
 
@@ -150,6 +158,7 @@ class FreezeSnapshot(Record):
     database_oids: dict[str, int] = Field(default_factory=dict)
     role_grants: list[RoleGrant] = Field(default_factory=list)
     subscriptions: list[SubscriptionRow] = Field(default_factory=list)
+    cut_over: CutOverMark | None = None  # set on the server's copy once a cutover started: this freeze is for good
 
 
 class QuietMark(Record):
@@ -158,6 +167,16 @@ class QuietMark(Record):
     next_xid: int  # the first transaction id not yet handed out, with its epoch
     shared: dict[str, str] = Field(default_factory=dict)  # databases, roles, memberships, password digests
     with_passwords: bool = True  # whether password digests were recorded (the copy carries the hashes)
+
+
+class MovedSource(Record):
+    """What the cutover found written on the frozen source after verification: the copy lacks it, so a retry
+    re-copies, starting from the source as the cutover saw it (never the cutover itself from this state)."""
+
+    problems: list[str]
+    at: datetime
+    baseline: dict[str, str]  # per-database fingerprints as the cutover found them
+    mark: QuietMark
 
 
 class FreezeOptions(Record):
@@ -243,6 +262,7 @@ class Migration(Record):
     created_target_databases: list[str] = Field(default_factory=list)
     verification: VerificationReport | None = None
     hook: HookReport | None = None  # the cutover hook's last run
+    source_moved: MovedSource | None = None  # the cutover refused: the source was written to after verification
 
     @property
     def source_frozen(self) -> bool:

@@ -59,15 +59,21 @@ def capture(src: Endpoint, mode: FreezeMode, label: str, freeze_id: str = "") ->
         for (db, role), value in sorted(existing.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or ""))
         if role is not None
     ]
-    acls = []
+    acls, traces = [], []
     for db in databases:
         with connection(src, db) as conn:
             found = freezerecord.read(conn, db)
-            if found is not None:
-                if found.record is not None and freeze_id and found.record.freeze_id == freeze_id:
-                    return found.record
-                raise freezerecord.refusal(found, src.name)
-            acls += guards.capture_acls(conn, db)
+            if found is None:
+                acls += guards.capture_acls(conn, db)
+            elif found.record is not None and found.record.cut_over is not None:
+                raise freezerecord.refusal(found, src.name)  # wherever it is found: a cut-over server is never taken over
+            else:
+                traces.append(found)
+    if traces:
+        found = traces[0]
+        if found.record is not None and freeze_id and found.record.freeze_id == freeze_id:
+            return found.record
+        raise freezerecord.refusal(found, src.name)
     return FreezeSnapshot(taken_at=datetime.now(UTC), databases=databases, settings=rows, mode=mode,
                           pgmove_role=pgmove_role, logins=logins, acls=acls, label=label, freeze_id=freeze_id,
                           role_oids=role_oids, database_oids=database_oids, role_grants=grants, subscriptions=subs)

@@ -132,7 +132,9 @@ def _check_what_the_target_lacks(src: Endpoint, dst_conn: psycopg.Connection[Any
 def _check_what_the_freeze_meets(conn: psycopg.Connection[Any], src: Endpoint, report: PreflightReport) -> None:
     """What writes past the guards unless the freeze deals with it, named now so nobody is surprised then."""
     found = freezerecord.read(conn, str(conn.info.dbname))
-    if found is not None:
+    if found is not None and found.record is not None and found.record.cut_over is not None:
+        report.problems.append(freezerecord.refusal(found, src.name).message)
+    elif found is not None:
         report.warnings.append(f"{freezerecord.refusal(found, src.name).message} (If pgmove lost that migration's "
                                "record, a freeze of this plan takes over the record kept on the server instead, so "
                                "that unfreeze restores the server as it was.)")

@@ -62,10 +62,11 @@ def mark(ep: Endpoint, with_passwords: bool) -> QuietMark:
                          with_passwords=with_passwords)
 
 
-def server_changes(ep: Endpoint, since: QuietMark, moved: list[str], frozen: list[str]) -> writes.Findings:
-    """Databases and roles changed, and writes seen through transaction ids, since the mark."""
+def server_changes(ep: Endpoint, since: QuietMark, moved: list[str], frozen: list[str],
+                   own: frozenset[int] = frozenset()) -> writes.Findings:
+    """Databases and roles changed, and writes seen through transaction ids, since the mark (`own`: pgmove's)."""
     with connection(ep) as conn:
         now = shared.record(conn, since.with_passwords)
-    found = writes.since(lambda db: connection(ep, db), since.next_xid, moved, frozen)
+    found = writes.since(lambda db: connection(ep, db), since.next_xid, moved, frozen, own)
     found.problems = [f"during the freeze, {c}" for c in shared.changes(since.shared, now)] + found.problems
     return found

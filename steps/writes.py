@@ -54,8 +54,10 @@ class Findings:
     notes: list[str] = field(default_factory=list)
 
 
-def since(connect: Callable[[str], Any], mark: int, moved: list[str], frozen: list[str]) -> Findings:
-    """Writes since `mark` (a next xid): problems name moved databases; `connect(db)` opens a connection."""
+def since(connect: Callable[[str], Any], mark: int, moved: list[str], frozen: list[str],
+          own: frozenset[int] = frozenset()) -> Findings:
+    """Writes since `mark` (a next xid): problems name moved databases; `connect(db)` opens a connection.
+    `own` are transactions pgmove itself committed since (32-bit xids): not writes past the freeze."""
     found = Findings()
     databases = list(dict.fromkeys([*moved, *frozen]))
     if not databases:
@@ -66,7 +68,7 @@ def since(connect: Callable[[str], Any], mark: int, moved: list[str], frozen: li
             return found
         listed = now - mark <= MAX_LISTED
         committed = ({int(r[0]) for r in conn.execute(_COMMITTED, {"low": mark, "high": now}).fetchall()}
-                     if listed else set())
+                     if listed else set()) - own
     if listed and not committed:
         return found  # aborted or still running: nothing acknowledged
     analyzed: set[int] = set()
@@ -78,8 +80,11 @@ def since(connect: Callable[[str], Any], mark: int, moved: list[str], frozen: li
     placed: set[int] = set()
     for n, db in enumerate(databases):
         with connect(db) as conn:
-            for shared, (schema, name), xids in _footprints(conn, mark, shared=n == 0):
+            for shared, (schema, name), found_xids in _footprints(conn, mark, shared=n == 0):
+                xids = found_xids - own
                 placed |= xids
+                if not xids:
+                    continue
                 if shared:
                     found.problems.append(f"server-wide catalog {name}: rows written by {len(xids)} transaction(s)")
                 elif db in moved:

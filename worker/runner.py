@@ -24,7 +24,7 @@ from pgmove.state.actions import (
 from pgmove.state.errors import PgmoveError, Refused, StepFailed
 from pgmove.state.machine import Event
 from pgmove.state.models import AuditEvent, EventKind, HookReport, Migration, StepName
-from pgmove.steps import archive, copy, cutover, freeze, freezerecord, preflight, quiet, verify
+from pgmove.steps import archive, copy, cutover, freeze, freezerecord, handover, preflight, quiet, verify
 from pgmove.steps.catalog import list_databases, selected
 from pgmove.steps.connect import Endpoint, StopToken, connection
 from pgmove.steps.tools import choose_toolset
@@ -390,6 +390,15 @@ def _cutover(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
         said = "started" if report.finished_at is None else "ended"
         ctx.record(f"cutover hook {report.argv0} {said}", hook=report)
 
+    src = ctx.endpoint(m.source)
+    if m.quiet_baseline is not None and m.quiet_mark is not None and m.freeze is not None:
+        try:  # before anything changes: a write past the freeze since verification is not in the copy
+            handover.prove_quiet(src, target, m.id, m.quiet_baseline, m.quiet_mark, _databases(m), ctx.progress)
+        except handover.SourceMoved as exc:
+            ctx.rt.store.remove_checkpoints(m.id, ctx.rt.store.checkpoints(m.id))  # the retry copies everything anew
+            ctx.record("cutover refused: the source moved after verification", source_moved=exc.seen)
+            raise
+        handover.mark_cut_over(src, m.freeze, target, m.id, ctx.progress)
     result = cutover.run(ctx.endpoint(target), _databases(m), cfg.cutover_hook, cfg.cutover_hook_timeout,
                          extra, secret_env, ctx.progress, on_hook)
     return Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen", result, {}
