@@ -4,6 +4,7 @@ and its result into the event, message and facts the step loop records."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pgmove.state.errors import PlanProblems, Refused, StepFailed
@@ -18,7 +19,15 @@ from pgmove.worker.runtime import Runtime
 if TYPE_CHECKING:
     from pgmove.worker.runner import StepContext
 
-StepResult = tuple[Event, str, dict[str, Any], dict[str, Any]]
+@dataclass(frozen=True)
+class StepResult:
+    """What a finished step hands the loop: the event it fires, the line people read, the step's own result
+    (kept on its step record), and facts for the migration record (validated by the model when written)."""
+
+    event: Event
+    message: str
+    result: dict[str, Any] = field(default_factory=dict)
+    changes: dict[str, Any] = field(default_factory=dict)
 
 
 def _preflight(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
@@ -29,7 +38,8 @@ def _preflight(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     if report.problems:
         raise PlanProblems(f"preflight found {len(report.problems)} problem(s): " + "; ".join(report.problems))
     size = report.total_bytes / 1e6
-    return Event.PREFLIGHT_OK, f"preflight ok: {len(report.databases)} databases, {size:.1f} MB", report.model_dump(mode="json"), {}
+    return StepResult(Event.PREFLIGHT_OK, f"preflight ok: {len(report.databases)} databases, {size:.1f} MB",
+                      report.model_dump(mode="json"))
 
 
 def _freeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
@@ -56,7 +66,7 @@ def _freeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     ended = len(result["sessions_ended"])
     message = (f"{m.source} frozen ({options.mode.value}): {len(result['databases'])} databases, "
                f"{result['guarded_tables']} tables guarded, {ended} session(s) ended")
-    return Event.FROZEN, message, result, {"quiet_baseline": baseline, "quiet_mark": mark}
+    return StepResult(Event.FROZEN, message, result, {"quiet_baseline": baseline, "quiet_mark": mark})
 
 
 def _adopt_lost_freeze(rt: Runtime, m: Migration, ctx: StepContext, exc: freezerecord.AlreadyFrozen) -> None:
@@ -101,7 +111,7 @@ def _copy(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     current = rt.store.get(m.id)
     _prove_quiet(current or m, src, ctx, "during the copy")
     result["databases_copied"] = databases
-    return Event.COPIED, f"copied {len(databases)} databases to {dst.name} in {result['seconds']:.1f}s", result, {}
+    return StepResult(Event.COPIED, f"copied {len(databases)} databases to {dst.name} in {result['seconds']:.1f}s", result)
 
 
 class CopyCheckpoints:
@@ -159,9 +169,9 @@ def _verify(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
                         m.plan.jobs, quick=m.verify_quick, freshness=freshness, mark=m.quiet_mark)
     if result["ok"]:
         message = f"verified ({result['mode']}): {result['tables']} tables, {result['rows']} rows, all equal"
-        return Event.VERIFY_PASSED, message, result, {"verification": result, "verify_quick": False}
+        return StepResult(Event.VERIFY_PASSED, message, result, {"verification": result, "verify_quick": False})
     message = f"verification ({result['mode']}) found {len(result['problems'])} difference(s)"
-    return Event.VERIFY_FAILED, message, result, {"verification": result, "verify_quick": False}
+    return StepResult(Event.VERIFY_FAILED, message, result, {"verification": result, "verify_quick": False})
 
 
 def _cutover(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
@@ -176,7 +186,7 @@ def _cutover(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
 
     result = cutover.run(ctx.endpoint(target), _databases(m), cfg.cutover_hook, cfg.cutover_hook_timeout,
                          extra, secret_env, ctx.progress, on_hook)
-    return Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen", result, {}
+    return StepResult(Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen", result)
 
 
 def _unfreeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
@@ -187,7 +197,7 @@ def _unfreeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     rt.store.remove_checkpoints(m.id, rt.store.checkpoints(m.id))
     event = Event.UNFROZEN_FOR_ABORT if m.aborting else Event.UNFROZEN
     verb = "aborted; " if m.aborting else ""
-    return event, f"{verb}{m.source} unfrozen: settings restored exactly", result, {"freeze": None}
+    return StepResult(event, f"{verb}{m.source} unfrozen: settings restored exactly", result, {"freeze": None})
 
 
 STEPS: dict[StepName, Callable[[Runtime, Migration, StepContext], StepResult]] = {

@@ -19,6 +19,7 @@ from pgmove.state.actions import (
     start_step,
     step_due,
     stop_step,
+    updated,
     with_changes,
 )
 from pgmove.state.errors import LockLost, PgmoveError, Refused
@@ -70,7 +71,8 @@ def _run_step(rt: Runtime, m: Migration, step: StepName, token: str, heartbeat: 
     context = StepContext(rt, m.id, step, token, heartbeat)
     try:
         with StopWatch(context):
-            event, message, result, changes = STEPS[step](rt, m, context)
+            done = STEPS[step](rt, m, context)
+        updated(m, **done.changes)  # a result the record cannot hold fails the step here, not the record later
     except Exception as exc:
         if context.stop.fired:
             try:
@@ -89,18 +91,13 @@ def _run_step(rt: Runtime, m: Migration, step: StepName, token: str, heartbeat: 
             return True  # moved on meanwhile: whatever is due now may run
         return False
 
-    def finish(cur: Migration | None) -> Outcome:
-        out = finish_step(_must(cur), step, token, event, message, result, now())
-        for key, value in changes.items():
-            setattr(out.migration, key, value)
-        return out
-
     try:
-        rt.store.update(m.id, finish)
+        rt.store.update(m.id, lambda cur: finish_step(_must(cur), step, token, done.event, done.message, done.result,
+                                                      now(), done.changes))
     except Refused as exc:
         log.warning("%s: %s", m.id, exc.message)
     else:
-        log.info("%s: %s done: %s", m.id, step, message)
+        log.info("%s: %s done: %s", m.id, step, done.message)
     return True
 
 
