@@ -10,9 +10,8 @@ from __future__ import annotations
 import io
 import logging
 import threading
-import time
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -34,27 +33,89 @@ from pgmove.state.store import Store
 log = logging.getLogger("pgmove.notifier")
 
 STATUS, CURSOR, CHANNEL = "status_ts", "cursor", "channel"
-LIVE_EVERY = 5.0  # seconds between status-message edits for live progress (chat.update is rate limited)
+LIVE_EVERY = timedelta(seconds=5)  # between status-message edits for live progress (chat.update is rate limited)
+CATCH_UP = 50  # at start, the newest migrations looked at once: a restarted bot may owe an ended one its last posts
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class Notifier:
-    def __init__(self, store: Store, client: WebClient, config: Config) -> None:
-        self.store, self.client, self.config = store, client, config
-        self.default_channel = config.access.channels[0] if config.access.channels else None
-        self._live_shown: dict[str, float] = {}
+    """Waits on the streams of the migrations it watches (every server's current one, and any that still owes
+    posts) with one blocking read, and syncs those that moved or have something due (a live line, an expiry).
 
-    def run_forever(self, stop: threading.Event, every: float = 0.3) -> None:
+    `clock` says what time it is: approvals expire and live lines are paced by it, so tests move it instead
+    of sleeping.
+    """
+
+    def __init__(self, store: Store, client: WebClient, config: Config, clock: Callable[[], datetime] = _now) -> None:
+        self.store, self.client, self.config, self.clock = store, client, config, clock
+        self.default_channel = config.access.channels[0] if config.access.channels else None
+        self._live_shown: dict[str, datetime] = {}
+        self._live_seen: dict[str, str] = {}  # the newest live tick id known, per migration
+        self._live_looked: dict[str, str] = {}  # the newest one the status message was considered for
+        self._expired: set[str] = set()  # approval ids whose expiry was handled
+        self._stuck: set[str] = set()  # migrations with events and no record or channel yet: retried each pass
+        self._watched: set[str] | None = None
+
+    def run_forever(self, stop: threading.Event, wait_seconds: float = 1.0) -> None:
         while not stop.is_set():
             try:
-                self.sync_all()
+                self.run_once(wait_seconds)
             except Exception:  # Slack or Redis down for a moment: the cursor makes the next pass pick up
                 log.warning("notifier pass failed; retrying", exc_info=True)
                 stop.wait(2.0)
-            stop.wait(every)
+
+    def run_once(self, wait_seconds: float = 1.0) -> None:
+        """Sync what is due, then block until a watched stream moves (at most `wait_seconds`: a new plan has a
+        stream nobody waits on yet) and sync what moved."""
+        watched = self._watch()
+        for m in watched.values():
+            if m.id in self._stuck or self._due(m):
+                self.sync(m.id)
+        audit = {i: self._cursor(i) for i in watched if i not in self._stuck}
+        live = {i: self._live_seen.setdefault(i, self.store.last_live_id(i) or "0-0") for i in watched}
+        for migration_id in sorted(self.store.wait_moved(audit, live, int(wait_seconds * 1000))):
+            self._live_seen[migration_id] = self.store.last_live_id(migration_id) or "0-0"
+            self.sync(migration_id)
 
     def sync_all(self) -> None:
-        for m in self.store.migrations(limit=50):
-            self.sync(m.id)
+        """One pass over every watched migration, without waiting."""
+        for migration_id in self._watch():
+            self.sync(migration_id)
+
+    def _watch(self) -> dict[str, Migration]:
+        """Every server's current migration (read from the set of servers, never a SCAN), and the ones no longer
+        current that still have events to post (an aborted migration replaced by a new plan)."""
+        if self._watched is None:
+            self._watched = {m.id for m in self.store.migrations(limit=CATCH_UP)}
+        current = {m.id: m for m in self.store.active()}
+        for migration_id in sorted(self._watched - set(current)):
+            m = self.store.get(migration_id)
+            if m is None or self._cursor(migration_id) == (self.store.last_event_id(migration_id) or "0-0"):
+                self._watched.discard(migration_id)
+                self._live_seen.pop(migration_id, None)
+                self._live_looked.pop(migration_id, None)
+            else:
+                current[migration_id] = m
+        self._watched |= set(current)
+        return current
+
+    def _cursor(self, migration_id: str) -> str:
+        cursor = self.store.chat_ref(migration_id, CURSOR)
+        return cursor if cursor and cursor != "-" else "0-0"
+
+    def _due(self, m: Migration) -> bool:
+        """Something to show that no stream entry announces: an approval past its expiry, a live line held back."""
+        now = self.clock()
+        a = m.approval
+        if a is not None and a.decision == Decision.PENDING and now >= a.expires_at and a.id not in self._expired:
+            return True
+        running = bool(m.steps) and m.steps[-1].status == StepStatus.RUNNING
+        shown = self._live_shown.get(m.id)
+        unseen = self._live_seen.get(m.id, "0-0") not in ("0-0", self._live_looked.get(m.id))
+        return running and unseen and (shown is None or now - shown >= LIVE_EVERY)
 
     def sync(self, migration_id: str) -> None:
         cursor = self.store.chat_ref(migration_id, CURSOR) or "-"
@@ -64,7 +125,10 @@ class Notifier:
         m = self.store.get(migration_id)
         channel = self.store.chat_ref(migration_id, CHANNEL) or self.default_channel
         if m is None or channel is None:
+            if events:
+                self._stuck.add(migration_id)
             return
+        self._stuck.discard(migration_id)
         status_ts = self.store.chat_ref(migration_id, STATUS)
         if status_ts is None:
             text, message = blocks.status_message(m, events[0] if events else None)
@@ -90,11 +154,14 @@ class Notifier:
     def _show_live(self, m: Migration, channel: str, status_ts: str) -> None:
         """Live progress edits the status message (in the thread it would flood it), only while its step runs:
         after a milestone the status message shows that instead."""
-        now = time.monotonic()
-        if now - self._live_shown.get(m.id, 0.0) < LIVE_EVERY:
+        now = self.clock()
+        shown = self._live_shown.get(m.id)
+        if shown is not None and now - shown < LIVE_EVERY:
             return
         running = m.steps[-1] if m.steps and m.steps[-1].status == StepStatus.RUNNING else None
         event = self.store.latest_live(m.id) if running is not None else None
+        if event is not None and event.id:
+            self._live_looked[m.id] = event.id
         if event is None or running is None or event.step != running.name or event.at < running.started_at:
             return
         self._live_shown[m.id] = now
@@ -123,7 +190,7 @@ class Notifier:
         approval = self._approval_at(m, event)
         if approval is None or self.store.chat_ref(m.id, f"approval:{approval.id}"):
             return
-        text, message = blocks.approval_message(m, approval, self.config.access.approvers, datetime.now(UTC))
+        text, message = blocks.approval_message(m, approval, self.config.access.approvers, self.clock())
         ts = self._post(channel, text, message)
         self.store.set_chat_ref(m.id, f"approval:{approval.id}", ts)
 
@@ -133,18 +200,19 @@ class Notifier:
             return
         ts = self.store.chat_ref(m.id, f"approval:{m.approval.id}")
         if ts and m.approval.decision != Decision.PENDING and not self.store.chat_ref(m.id, f"decided:{m.approval.id}"):
-            text, message = blocks.approval_message(m, m.approval, self.config.access.approvers, datetime.now(UTC))
+            text, message = blocks.approval_message(m, m.approval, self.config.access.approvers, self.clock())
             self._update(channel, ts, text, message)
             self.store.set_chat_ref(m.id, f"decided:{m.approval.id}", m.approval.decision.value)
 
     def _expire(self, m: Migration, channel: str) -> None:
         a = m.approval
-        if a is None or a.decision != Decision.PENDING or datetime.now(UTC) < a.expires_at:
+        if a is None or a.decision != Decision.PENDING or self.clock() < a.expires_at:
             return
         ts = self.store.chat_ref(m.id, f"approval:{a.id}")
         if ts and self.store.set_chat_ref(m.id, f"decided:{a.id}", "expired", only_if_missing=True):
-            text, message = blocks.approval_message(m, a, self.config.access.approvers, datetime.now(UTC))
+            text, message = blocks.approval_message(m, a, self.config.access.approvers, self.clock())
             self._update(channel, ts, text, message)
+        self._expired.add(a.id)
 
     @staticmethod
     def _approval_at(m: Migration, event: AuditEvent) -> Approval | None:

@@ -332,12 +332,14 @@ def start_step(m: Migration, step: StepName, worker: str, token: str, now: datet
 
 
 def finish_step(
-    m: Migration, step: StepName, token: str, event: Event, message: str, result: dict[str, object], now: datetime
+    m: Migration, step: StepName, token: str, event: Event, message: str, result: dict[str, object], now: datetime,
+    changes: dict[str, object] | None = None,
 ) -> Outcome:
+    """The step's transition, with the facts it established (`changes`) written through the model."""
     if m.lease is None or m.lease.token != token or m.state != RUNNING_STATE[step]:
         raise Refused(f"{step} result dropped: {m.source} moved on to {m.state.value} meanwhile")
     out = _transition(m, event, f"worker:{m.lease.worker}", now, message)
-    new = out.migration
+    new = out.migration = updated(out.migration, **(changes or {}))
     record = new.last_step(step)
     if record is not None:
         record.status, record.finished_at, record.message, record.result = StepStatus.DONE, now, message, result
@@ -383,5 +385,14 @@ def stop_step(m: Migration, step: StepName, token: str, now: datetime) -> Outcom
 
 def with_changes(m: Migration, now: datetime, message: str, actor: str, **changes: object) -> Outcome:
     """A change of the record that is not a transition (a recorded snapshot, a created database)."""
-    new = m.model_copy(deep=True, update={**changes, "updated_at": now})
+    new = updated(m, **changes, updated_at=now)
     return Outcome(new, [AuditEvent(kind=EventKind.STEP, at=now, actor=actor, message=message, step=m.lease.step if m.lease else None)])
+
+
+def updated(m: Migration, **changes: object) -> Migration:
+    """A new record with `changes`, validated as a whole: a value of the wrong shape or a name that is no field
+    raises here, before anything is written, instead of storing a record nobody can read back."""
+    unknown = sorted(set(changes) - set(Migration.model_fields))
+    if unknown:
+        raise ValueError(f"not fields of a migration: {', '.join(unknown)}")
+    return Migration.model_validate({**m.model_dump(), **changes})

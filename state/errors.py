@@ -67,7 +67,14 @@ class ToolFailed(StepFailed):
     kind = "tool"
 
 
-class Cancelled(PgmoveError):
-    """The migration moved on (unfreeze, abort) while a step was running; its result is dropped."""
+class PlanProblems(PgmoveError):
+    """Preflight found something that blocks the freeze; each problem says how to fix it."""
 
-    kind = "cancelled"
+    kind = "plan_problems"
+
+
+class LockLost(PgmoveError):
+    """The server lock's lease ran out under a step, or the migration moved on: another worker may take
+    over, so the step stops at once."""
+
+    kind = "lock_lost"

@@ -300,6 +300,17 @@ class Store:
         found = [self._event(stream_id, fields) for _, rows in reply for stream_id, fields in rows]
         return sorted(found, key=lambda e: tuple(int(x) for x in (e.id or "0-0").split("-")))
 
+    def wait_moved(self, audit_after: dict[str, str], live_after: dict[str, str], block_ms: int) -> set[str]:
+        """The migrations whose audit stream has an entry after `audit_after[id]`, or whose live stream has one
+        after `live_after[id]`; one blocking XREAD over all of them, returning as soon as any moves."""
+        streams = {self.keys.events(i): after for i, after in audit_after.items()}
+        streams |= {self.keys.live(i): after for i, after in live_after.items()}
+        if not streams:
+            return set()
+        owner = {self.keys.events(i): i for i in audit_after} | {self.keys.live(i): i for i in live_after}
+        reply: Any = self._redis.xread(streams, count=1, block=max(1, block_ms))  # type: ignore[arg-type]
+        return {owner[_text(key)] for key, rows in reply or [] if rows}
+
     def last_live_id(self, migration_id: str) -> str | None:
         rows: Any = self._redis.xrevrange(self.keys.live(migration_id), count=1)
         return _text(rows[0][0]) if rows else None

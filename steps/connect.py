@@ -144,6 +144,42 @@ def connection(endpoint: Endpoint, dbname: str | None = None) -> Iterator[psycop
         conn.close()
 
 
+class ThreadConnections:
+    """One session per thread, server and database, reused across a step's many small tasks (a copy's tables,
+    a verification's checksum ranges), all closed together when the step's pool is done.
+
+    Sessions open through their endpoint, so its stop token ends them on the server when it fires; after
+    that, asking for one (cached or not) raises, so no task keeps working on a session that was ended.
+    `setup` prepares each new session (read-only for checks, bulk-load settings for the copy's target).
+    """
+
+    def __init__(self, setup: Callable[[psycopg.Connection[Any]], None] | None = None) -> None:
+        self._setup = setup
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[psycopg.Connection[Any]] = []
+
+    def get(self, endpoint: Endpoint, dbname: str) -> psycopg.Connection[Any]:
+        if endpoint.stop is not None:
+            endpoint.stop.check()
+        cache: dict[tuple[str, str], psycopg.Connection[Any]] = self._local.__dict__.setdefault("cache", {})
+        conn = cache.get((endpoint.name, dbname))
+        if conn is None or conn.closed:
+            conn = connect(endpoint, dbname)
+            with self._lock:
+                self._all.append(conn)
+            if self._setup is not None:
+                self._setup(conn)
+            cache[(endpoint.name, dbname)] = conn
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            taken, self._all = self._all, []
+        for conn in taken:
+            conn.close()
+
+
 def describe(exc: BaseException) -> str:
     """A one-line account of a database error for the channel (psycopg's text, first line, no query)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -30,7 +30,7 @@ from pgmove.state.errors import StepFailed
 from pgmove.state.models import FreezeSnapshot
 from pgmove.steps import freezeroles, guards, objects, schema, tables
 from pgmove.steps.catalog import DatabaseDefinition, database_definition
-from pgmove.steps.connect import Endpoint, Progress, connect, connection, describe
+from pgmove.steps.connect import Endpoint, Progress, ThreadConnections, connection, describe
 from pgmove.steps.copyprogress import Ticker
 from pgmove.steps.dbprops import apply_database_properties, apply_role_settings, create_database
 from pgmove.steps.pool import Pool
@@ -114,13 +114,13 @@ class _Copy:
         self.job, self.progress, self.checkpoints, self.staging = job, progress, checkpoints, staging
         self.pool = Pool(job.jobs, should_stop)
         self.lock = threading.Lock()
-        self.local = threading.local()
         self.done = checkpoints.done()
         self.ticker = Ticker(progress)
         self.same_major = False
         self.finished: list[dict[str, Any]] = []
         self.dropped_options: set[str] = set()
-        self.connections: list[psycopg.Connection[Any]] = []
+        self.src_sessions = ThreadConnections()
+        self.dst_sessions = ThreadConnections(_tune_for_bulk_load)
 
     def run(self, will_create: Callable[[str], None], started: float) -> dict[str, Any]:
         job = self.job
@@ -139,7 +139,8 @@ class _Copy:
             try:
                 self.pool.run()
             finally:
-                self._close_connections()
+                self.src_sessions.close()
+                self.dst_sessions.close()
         apply_role_settings(job.dst, self.settings, set(job.databases))
         return {"roles": roles, "databases": self.finished, "seconds": round(time.monotonic() - started, 2),
                 "tools": job.toolset.describe(), "column_options_left_out": sorted(self.dropped_options),
@@ -315,27 +316,10 @@ class _Copy:
             self.done.add(key)
 
     def _src(self, database: str) -> psycopg.Connection[Any]:
-        return self._connection("src", self.job.src, database)
+        return self.src_sessions.get(self.job.src, database)
 
     def _dst(self, database: str) -> psycopg.Connection[Any]:
-        return self._connection("dst", self.job.dst, database)
-
-    def _connection(self, side: str, endpoint: Endpoint, database: str) -> psycopg.Connection[Any]:
-        """One connection per job thread, server and database, reused across its tasks."""
-        cache: dict[tuple[str, str], psycopg.Connection[Any]] = self.local.__dict__.setdefault("conns", {})
-        conn = cache.get((side, database))
-        if conn is None or conn.closed:
-            conn = connect(endpoint, database)
-            if side == "dst":
-                _tune_for_bulk_load(conn)
-            cache[(side, database)] = conn
-            with self.lock:
-                self.connections.append(conn)
-        return conn
-
-    def _close_connections(self) -> None:
-        for conn in self.connections:
-            conn.close()
+        return self.dst_sessions.get(self.job.dst, database)
 
 
 def _exists(conn: psycopg.Connection[Any], table: tables.Table, item: schema.TableItem) -> bool:

@@ -4,7 +4,6 @@ a write as the app role on the target (rolled back). Both servers are read in pa
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,9 +16,9 @@ from pgmove.state.errors import StepFailed
 from pgmove.state.models import FreezeSnapshot, QuietMark
 from pgmove.state.report import DatabaseReport, LargeObjectCounts, TableReport, VerificationReport, VerifyMode
 from pgmove.steps import checksum, inventory, largeobjects, quiet
-from pgmove.steps.connect import Endpoint, Progress, connect, connection
-from pgmove.steps.cutover import smoke_test
+from pgmove.steps.connect import Endpoint, Progress, ThreadConnections, connection
 from pgmove.steps.settings import before_freeze, read_settings
+from pgmove.steps.smoke import smoke_test
 
 # An extension's own tables and sequences are its business, except its configuration tables, whose rows pg_dump
 # carries as user data (pg_extension_config_dump).
@@ -42,28 +41,8 @@ _SEQUENCES = sql.SQL("""
 QUICK_SAMPLE = 8  # quick mode hashes one chunk in eight (counts stay exact)
 
 
-class Connections:
-    """One connection per worker thread, per server and database: checksums run many small queries."""
-
-    def __init__(self) -> None:
-        self.local = threading.local()
-        self.all: list[psycopg.Connection[Any]] = []
-        self.lock = threading.Lock()
-
-    def get(self, ep: Endpoint, db: str) -> psycopg.Connection[Any]:
-        cache = self.local.__dict__.setdefault("cache", {})
-        key = (ep.name, db)
-        if key not in cache:
-            conn = connect(ep, db)
-            conn.execute("SET default_transaction_read_only = on")
-            cache[key] = conn
-            with self.lock:
-                self.all.append(conn)
-        return cache[key]  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        for conn in self.all:
-            conn.close()
+def _read_only(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("SET default_transaction_read_only = on")
 
 
 def run(
@@ -82,7 +61,7 @@ def run(
         present = {r[0] for r in d.execute("SELECT datname FROM pg_database").fetchall()}
         same_major = int(s.info.server_version) // 10000 == int(d.info.server_version) // 10000
     per_db: list[DatabaseReport] = []
-    pool = Connections()
+    pool = ThreadConnections(_read_only)  # checksums run many small queries: one session per thread and database
     try:
         with ThreadPoolExecutor(max_workers=max(2, 2 * jobs)) as executor:
             # Every database's work is queued first, so the pool never idles at the tail of one database.
@@ -124,12 +103,12 @@ class _Pending:
     problems: list[str]  # inventory and sequences; the content differences join them as they are found
     notes: list[str]
     endpoints: tuple[Endpoint, Endpoint]
-    pool: Connections
+    pool: ThreadConnections
     executor: ThreadPoolExecutor
     lo_ranges: list[tuple[int, int]]
 
 
-def _start_database(src: Endpoint, dst: Endpoint, name: str, executor: ThreadPoolExecutor, pool: Connections,
+def _start_database(src: Endpoint, dst: Endpoint, name: str, executor: ThreadPoolExecutor, pool: ThreadConnections,
                     same_major: bool, quick: bool) -> _Pending:
     sample = QUICK_SAMPLE if quick else 1
     futures: dict[tuple[str, str], list[Future[Any]]] = {}
@@ -184,7 +163,7 @@ def _finish_database(pending: _Pending, progress: Progress) -> DatabaseReport:
                           problems=problems, table_counts=counts, large_objects=lo_counts)
 
 
-def _lo_sums(pool: Connections, ep: Endpoint, db: str, low: int, high: int) -> tuple[int, int, int]:
+def _lo_sums(pool: ThreadConnections, ep: Endpoint, db: str, low: int, high: int) -> tuple[int, int, int]:
     return largeobjects.range_sums(pool.get(ep, db), low, high)
 
 
@@ -208,7 +187,7 @@ def _names_table(problem: str, database: str, label: str) -> bool:
                for kind in ("table", "column", "constraint", "trigger") for end in (" ", "."))
 
 
-def _sums(pool: Connections, ep: Endpoint, db: str, plan: checksum.TablePlan, piece: tuple[int, int] | None,
+def _sums(pool: ThreadConnections, ep: Endpoint, db: str, plan: checksum.TablePlan, piece: tuple[int, int] | None,
           sample: int, by_chunk: bool) -> dict[int, tuple[int, int]]:
     return checksum.sums(pool.get(ep, db), plan, piece, sample, by_chunk)
 

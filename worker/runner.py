@@ -1,4 +1,4 @@
-"""Runs the steps a migration is due for, under the server's lock, recording every move in the store."""
+"""The step loop: runs the steps a migration is due for, under the server's lock, recording every move in the store."""
 
 from __future__ import annotations
 
@@ -19,15 +19,14 @@ from pgmove.state.actions import (
     start_step,
     step_due,
     stop_step,
+    updated,
     with_changes,
 )
-from pgmove.state.errors import PgmoveError, Refused, StepFailed
-from pgmove.state.machine import Event
-from pgmove.state.models import AuditEvent, EventKind, HookReport, Migration, StepName
-from pgmove.steps import archive, copy, cutover, freeze, freezerecord, handover, preflight, quiet, verify
-from pgmove.steps.catalog import list_databases, selected
-from pgmove.steps.connect import Endpoint, StopToken, connection
-from pgmove.steps.tools import choose_toolset
+from pgmove.state.errors import LockLost, PgmoveError, Refused
+from pgmove.state.models import AuditEvent, EventKind, Migration, StepName
+from pgmove.steps.connect import Endpoint, StopToken
+from pgmove.worker.adapters import STEPS
+from pgmove.worker.lease import Heartbeat, acquire
 from pgmove.worker.runtime import Runtime
 
 log = logging.getLogger("pgmove.worker")
@@ -37,46 +36,13 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-class LockLost(PgmoveError):
-    """The server lock's lease ran out under us: another worker may take over, so stop at once."""
-
-
-class Heartbeat:
-    """Renews the server lock every third of the lease; a step checks `.lost` and stops if renewal failed."""
-
-    def __init__(self, rt: Runtime, server: str, token: str) -> None:
-        self.rt, self.server, self.token = rt, server, token
-        self.lost = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{server}", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _beat(self) -> None:
-        lease = self.rt.config.lease_seconds
-        while not self._stop.wait(lease / 3):
-            try:
-                if not self.rt.store.renew_lock(self.server, self.token, lease):
-                    self.lost = True
-                    log.error("lost the lock on %s; stopping the step", self.server)
-                    return
-            except Exception:  # a Redis blip: the next beat may succeed before the lease runs out
-                log.warning("could not renew the lock on %s", self.server, exc_info=True)
-
-
 def advance(rt: Runtime, migration_id: str, lock_wait: float | None = None) -> None:
     """Run every step the migration is due for, in order, while holding its source server's lock."""
     m = rt.store.get(migration_id)
     if m is None or step_due(m) is None:
         return
     token, server = uuid.uuid4().hex, m.source
-    if not _acquire(rt, server, token, lock_wait if lock_wait is not None else rt.config.lease_seconds * 2):
+    if not acquire(rt, server, token, lock_wait if lock_wait is not None else rt.config.lease_seconds * 2):
         log.info("%s is busy with another worker; %s goes back in the queue", server, migration_id)
         rt.queue.enqueue_call("pgmove.worker.jobs.advance", args=(migration_id,), timeout=-1)
         return
@@ -93,16 +59,6 @@ def advance(rt: Runtime, migration_id: str, lock_wait: float | None = None) -> N
         rt.store.release_lock(server, token)
 
 
-def _acquire(rt: Runtime, server: str, token: str, wait: float) -> bool:
-    deadline = time.monotonic() + wait
-    while True:
-        if rt.store.acquire_lock(server, token, rt.config.lease_seconds):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.25)
-
-
 def _run_step(rt: Runtime, m: Migration, step: StepName, token: str, heartbeat: Heartbeat) -> bool:
     """Run one step; True when the migration moved on (by this step, or by someone else meanwhile: an
     unfreeze that stopped it) and the next step may follow under the same lock."""
@@ -115,7 +71,8 @@ def _run_step(rt: Runtime, m: Migration, step: StepName, token: str, heartbeat: 
     context = StepContext(rt, m.id, step, token, heartbeat)
     try:
         with StopWatch(context):
-            event, message, result, changes = STEPS[step](rt, m, context)
+            done = STEPS[step](rt, m, context)
+        updated(m, **done.changes)  # a result the record cannot hold fails the step here, not the record later
     except Exception as exc:
         if context.stop.fired:
             try:
@@ -134,18 +91,13 @@ def _run_step(rt: Runtime, m: Migration, step: StepName, token: str, heartbeat: 
             return True  # moved on meanwhile: whatever is due now may run
         return False
 
-    def finish(cur: Migration | None) -> Outcome:
-        out = finish_step(_must(cur), step, token, event, message, result, now())
-        for key, value in changes.items():
-            setattr(out.migration, key, value)
-        return out
-
     try:
-        rt.store.update(m.id, finish)
+        rt.store.update(m.id, lambda cur: finish_step(_must(cur), step, token, done.event, done.message, done.result,
+                                                      now(), done.changes))
     except Refused as exc:
         log.warning("%s: %s", m.id, exc.message)
     else:
-        log.info("%s: %s done: %s", m.id, step, message)
+        log.info("%s: %s done: %s", m.id, step, done.message)
     return True
 
 
@@ -229,228 +181,8 @@ class StopWatch:
                 return
 
 
-StepResult = tuple[Event, str, dict[str, Any], dict[str, Any]]
-
-
-def _preflight(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
-    src = ctx.endpoint(m.source)
-    dst = ctx.endpoint(m.target) if m.target else None
-    report = preflight.run(src, dst, m.plan.databases, rt.config.tool_dirs, rt.config.work_dir, ctx.progress)
-    ctx.record("preflight report recorded", preflight=report)
-    if report.problems:
-        raise PlanProblems(f"preflight found {len(report.problems)} problem(s): " + "; ".join(report.problems))
-    size = report.total_bytes / 1e6
-    return Event.PREFLIGHT_OK, f"preflight ok: {len(report.databases)} databases, {size:.1f} MB", report.model_dump(mode="json"), {}
-
-
-class PlanProblems(PgmoveError):
-    """Preflight found something that blocks the freeze; each problem says how to fix it."""
-
-
-def _freeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
-    src = ctx.endpoint(m.source)
-    options = m.freeze_options
-    if options.archive and rt.config.archive_dir is not None:
-        archive.check_name(rt.config.archive_dir, options.archive, m.id)  # before anything is frozen
-    if m.freeze is None:
-        # Recorded before anything changes, and never re-taken: a retried freeze must not mistake
-        # half-frozen settings for the originals.
-        label = (f"{m.source} is frozen for its move to {m.target} (pgmove {m.id})" if m.target
-                 else f"{m.source} is frozen for maintenance (pgmove {m.id})")
-        try:
-            snap = freeze.capture(src, options.mode, label, m.id)
-        except freezerecord.AlreadyFrozen as exc:
-            _adopt_lost_freeze(rt, m, ctx, exc)
-            raise
-        m = ctx.record("recorded the settings, logins and privileges the freeze will change", freeze=snap)
-    assert m.freeze is not None
-    grace = options.grace_seconds if options.grace_seconds is not None else rt.config.freeze_grace_seconds
-    result = freeze.apply(src, m.freeze, grace, ctx.progress)
-    baseline = quiet.fingerprint(src, m.freeze.databases)
-    mark = quiet.mark(src, _with_passwords(rt, m))
-    ended = len(result["sessions_ended"])
-    message = (f"{m.source} frozen ({options.mode.value}): {len(result['databases'])} databases, "
-               f"{result['guarded_tables']} tables guarded, {ended} session(s) ended")
-    return Event.FROZEN, message, result, {"quiet_baseline": baseline, "quiet_mark": mark}
-
-
-def _adopt_lost_freeze(rt: Runtime, m: Migration, ctx: StepContext, exc: freezerecord.AlreadyFrozen) -> None:
-    """The server is frozen by a migration this store no longer knows: its record on the server becomes this
-    migration's, so `unfreeze` restores the server as it was before that freeze (and nothing re-records it)."""
-    record = exc.found.record
-    if record is None or (record.freeze_id and rt.store.get(record.freeze_id) is not None):
-        return  # a freeze pgmove still tracks, or guards with no record: refused as they are
-    ctx.record(f"took over the freeze record kept on {m.source} by {record.freeze_id or 'an earlier freeze'}",
-               freeze=record)
-    raise StepFailed(f"{exc.message} pgmove has no record of that freeze any more, so this migration took over "
-                     f"the one kept on {m.source}: `/pgmove unfreeze {m.source}` puts the server back exactly as it "
-                     "was before that freeze.")
-
-
-def _copy(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
-    src, dst = ctx.endpoint(m.source), ctx.endpoint(_target(m))
-    _prove_quiet(m, src, ctx, "since the freeze took hold")
-    with connection(src) as conn:
-        databases = [d.name for d in selected(list_databases(conn), m.plan.databases)]  # re-read: one may be new
-    majors = _majors(m)
-    toolset = choose_toolset(majors[0], majors[1], rt.config.tool_dirs)
-    if toolset is None:
-        raise PlanProblems(f"no pg_dump/pg_restore of version {majors[0]} or newer is installed on this worker")
-
-    def will_create(name: str) -> None:  # called from the copy's threads, one database each
-        def add(cur: Migration) -> dict[str, Any]:
-            created = cur.created_target_databases
-            return {"created_target_databases": created if name in created else [*created, name]}
-
-        ctx.record(f"creating database {name} on {dst.name}", derive=add)
-
-    job = copy.CopyJob(src, dst, databases, m.plan.jobs, toolset, m.freeze, rt.config.work_dir, m.created_target_databases,
-                       split_bytes=rt.config.split_table_mb * 1024 * 1024,
-                       role_passwords=rt.config.servers[_target(m)].copy_role_passwords)
-    result = copy.run(job, ctx.progress, will_create, ctx.should_stop, CopyCheckpoints(rt, m.id))
-    if m.freeze_options.archive:
-        if rt.config.archive_dir is None:
-            raise StepFailed("this freeze asked for an archive, and archive_dir is no longer configured; set it and retry")
-        result["archive"] = archive.write(src, databases, toolset, rt.config.archive_dir, m.freeze_options.archive,
-                                          m.plan.jobs, m.freeze, m.id, ctx.progress, ctx.should_stop)
-    current = rt.store.get(m.id)
-    _prove_quiet(current or m, src, ctx, "during the copy")
-    result["databases_copied"] = databases
-    return Event.COPIED, f"copied {len(databases)} databases to {dst.name} in {result['seconds']:.1f}s", result, {}
-
-
-class CopyCheckpoints:
-    """The copy's record of finished work, kept beside the migration so a retry resumes instead of restarting."""
-
-    def __init__(self, rt: Runtime, migration_id: str) -> None:
-        self.store, self.migration_id = rt.store, migration_id
-
-    def done(self) -> set[str]:
-        return self.store.checkpoints(self.migration_id)
-
-    def mark(self, key: str) -> None:
-        self.store.add_checkpoint(self.migration_id, key)
-
-    def forget(self, keys: set[str]) -> None:
-        self.store.remove_checkpoints(self.migration_id, keys)
-
-
-def _prove_quiet(m: Migration, src: Endpoint, ctx: StepContext, when: str) -> None:
-    """Nothing may have written to the frozen source; if something did, stop and say where."""
-    if m.quiet_baseline is None:
-        return
-    now_seen = quiet.fingerprint(src, list(m.quiet_baseline))
-    moved = quiet.changed(m.quiet_baseline, now_seen)
-    server = quiet.server_changes(src, m.quiet_mark, _moving(m, src), list(m.quiet_baseline)) if m.quiet_mark else None
-    problems = [f"in {', '.join(moved)}"] if moved else []
-    problems += server.problems if server else []
-    if problems:
-        # The next attempt compares against what is there now: whatever wrote is then in its copy. Tables
-        # copied before the write may miss it, so nothing of an earlier attempt may be kept.
-        ctx.rt.store.remove_checkpoints(m.id, ctx.rt.store.checkpoints(m.id))
-        ctx.record("quiet check failed; new baseline recorded", quiet_baseline=now_seen,
-                   quiet_mark=quiet.mark(src, _with_passwords(ctx.rt, m)))
-        raise StepFailed(f"something wrote to {m.source} {when} ({'; '.join(problems)}): the freeze was overridden, "
-                         "perhaps by a superuser or a role that may create databases or roles. Find out who, then "
-                         "retry (the copy starts over) or unfreeze.")
-    notes = f"; {'; '.join(server.notes)}" if server and server.notes else ""
-    ctx.progress(f"quiet check: no write on {m.source} {when} ({len(now_seen)} databases, counters, sequences, "
-                 f"large objects, transaction ids, databases and roles unchanged){notes}")
-
-
-def _with_passwords(rt: Runtime, m: Migration) -> bool:
-    """Password hashes are part of what must not change only when the copy carries them."""
-    return rt.config.servers[m.target].copy_role_passwords if m.target in rt.config.servers else True
-
-
-def _moving(m: Migration, src: Endpoint) -> list[str]:
-    with connection(src) as conn:
-        return [d.name for d in selected(list_databases(conn), m.plan.databases)]
-
-
-def _verify(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
-    freshness = [f.model_dump() for f in rt.config.freshness]
-    result = verify.run(ctx.endpoint(m.source), ctx.endpoint(_target(m)), _databases(m), m.freeze, ctx.progress,
-                        m.plan.jobs, quick=m.verify_quick, freshness=freshness, mark=m.quiet_mark)
-    report = result.model_dump(mode="json")  # the step's record keeps the report as it was, as data
-    if result.ok:
-        message = f"verified ({result.mode}): {result.tables} tables, {result.rows} rows, all equal"
-        return Event.VERIFY_PASSED, message, report, {"verification": result, "verify_quick": False}
-    message = f"verification ({result.mode}) found {len(result.problems)} difference(s)"
-    return Event.VERIFY_FAILED, message, report, {"verification": result, "verify_quick": False}
-
-
-def _cutover(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
-    target = _target(m)
-    cfg = rt.config.servers[target]
-    extra = {"PGMOVE_SOURCE": m.source, "PGMOVE_TARGET": target, "PGMOVE_MIGRATION": m.id}
-    secret_env = {s.password_env for s in rt.config.servers.values() if s.password_env}
-
-    def on_hook(report: HookReport) -> None:
-        said = "started" if report.finished_at is None else "ended"
-        ctx.record(f"cutover hook {report.argv0} {said}", hook=report)
-
-    src = ctx.endpoint(m.source)
-    if m.quiet_baseline is not None and m.quiet_mark is not None and m.freeze is not None:
-        try:  # before anything changes: a write past the freeze since verification is not in the copy
-            handover.prove_quiet(src, target, m.id, m.quiet_baseline, m.quiet_mark, _databases(m), ctx.progress)
-        except handover.SourceMoved as exc:
-            ctx.rt.store.remove_checkpoints(m.id, ctx.rt.store.checkpoints(m.id))  # the retry copies everything anew
-            ctx.record("cutover refused: the source moved after verification", source_moved=exc.seen)
-            raise
-        handover.mark_cut_over(src, m.freeze, target, m.id, ctx.progress)
-    result = cutover.run(ctx.endpoint(target), _databases(m), cfg.cutover_hook, cfg.cutover_hook_timeout,
-                         extra, secret_env, ctx.progress, on_hook)
-    return Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen", result, {}
-
-
-def _unfreeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
-    result: dict[str, Any] = {}
-    if m.freeze is not None:
-        result = freeze.unfreeze(rt.endpoint(m.source), m.freeze, ctx.progress)
-    # The source took writes again (or will): nothing an earlier copy finished may be kept by the next one.
-    rt.store.remove_checkpoints(m.id, rt.store.checkpoints(m.id))
-    event = Event.UNFROZEN_FOR_ABORT if m.aborting else Event.UNFROZEN
-    verb = "aborted; " if m.aborting else ""
-    return event, f"{verb}{m.source} unfrozen: settings restored exactly", result, {"freeze": None}
-
-
-STEPS: dict[StepName, Callable[[Runtime, Migration, StepContext], StepResult]] = {
-    StepName.PREFLIGHT: _preflight,
-    StepName.FREEZE: _freeze,
-    StepName.COPY: _copy,
-    StepName.VERIFY: _verify,
-    StepName.CUTOVER: _cutover,
-    StepName.UNFREEZE: _unfreeze,
-}
-
-
 def _must(m: Migration | None) -> Migration:
     if m is None:
         raise Refused("the migration record is gone")
     return m
 
-
-def _target(m: Migration) -> str:
-    if m.target is None:
-        raise Refused("this freeze has no target")
-    return m.target
-
-
-def _databases(m: Migration) -> list[str]:
-    """The databases the last copy moved (it re-reads the source), else the plan's."""
-    copied = m.last_step(StepName.COPY)
-    if copied is not None and copied.result.get("databases_copied"):
-        return list(copied.result["databases_copied"])
-    if m.preflight is None:
-        raise Refused("no preflight report: plan again")
-    return [d.name for d in selected(m.preflight.databases, m.plan.databases)]
-
-
-def _majors(m: Migration) -> tuple[int, int | None]:
-    assert m.preflight is not None
-
-    def major(version: str) -> int | None:
-        return int(version.split(".")[0]) if version else None
-
-    return major(m.preflight.source_version) or 0, major(m.preflight.target_version)

@@ -89,8 +89,8 @@ def test_the_status_survives_a_bot_killed_and_restarted_mid_migration(http_world
     m = w.store.active_for("prod-old")
     status = w.message_with(f"pgmove {m.id}")
     wait_until(lambda: any("Verified" in x.all_text() for x in w.slack.thread(status.ts)), 30, "the summary after restart")
-    # Posted lines come before the cursor moves: once it reaches the last event, every pass after posts nothing.
-    wait_until(lambda: w.store.chat_ref(m.id, "cursor") == w.store.events(m.id)[-1].id, 30, "the notifier to catch up")
+    # The notifier's cursor at the stream's end: every event was handled, and a later pass posts nothing again.
+    wait_until(lambda: w.store.chat_ref(m.id, "cursor") == w.store.last_event_id(m.id), 30, "the notifier caught up")
     thread_text = views.for_terminal("\n".join(x.text for x in w.slack.thread(status.ts)))  # as people read it
     for event in w.store.events(m.id):
         line = event.message
@@ -190,16 +190,17 @@ def test_an_expired_request_says_so_and_loses_its_buttons(redis_server):  # type
     slack = FakeSlack().start()
     try:
         clock = Clock()
-        clock.now = datetime.now(UTC) - timedelta(minutes=29, seconds=59)  # the request expires a second from now
         deps = make_deps(redis_server.url, clock)
         handle(deps, "U_ALICE", "plan prod-old prod-new")
         preflight_passes(deps.store)
         assert handle(deps, "U_ALICE", "freeze prod-old").ok
         m = deps.store.active_for("prod-old")
-        notifier = Notifier(deps.store, web_client(SlackSettings("xoxb-test", "s", None, slack.api_url)), deps.config)
+        notifier = Notifier(deps.store, web_client(SlackSettings("xoxb-test", "s", None, slack.api_url)), deps.config,
+                            clock=clock)
         notifier.sync(m.id)
         request = next(x for x in slack.channel_messages("C_DBMIG") if "Approve freeze" in x.all_text())
-        wait_until(lambda: datetime.now(UTC) >= m.approval.expires_at, 5, "the request to expire")  # by the wall clock
+        assert "Expired at" not in slack.find(request.ts).all_text()
+        clock.now += timedelta(minutes=30)  # the request's lifetime: it expires now
         notifier.sync(m.id)
         expired = slack.find(request.ts)
         assert "Expired at" in expired.all_text() and '"actions"' not in expired.all_text()
@@ -231,11 +232,11 @@ def test_a_stalled_slack_delays_the_channel_but_loses_nothing(redis_server):  # 
             except Exception:
                 assert passes < 10
         assert passes > 1, "no call timed out: the test proves nothing"
-        wait_until(lambda: slack.stalled == 0, 10, "the stalled calls to land, as a slow Slack applies them late")
-        statuses = slack.channel_messages("C_DBMIG")
-        thread = "\n".join(x.text for s_ in statuses for x in slack.thread(s_.ts))
-        for i in range(12):
-            assert f"step {i} of 12" in thread, f"lost step {i}"
+        def whole_thread() -> str | None:
+            text = "\n".join(x.text for s_ in slack.channel_messages("C_DBMIG") for x in slack.thread(s_.ts))
+            return text if all(f"step {i} of 12" in text for i in range(12)) else None
+
+        thread = wait_until(whole_thread, 10, "every step in the thread")  # stalled calls land late, as in a slow Slack
         firsts = [thread.index(f"step {i} of 12") for i in range(12)]
         assert firsts == sorted(firsts)
     finally:

@@ -26,7 +26,7 @@ CONFIG = {
 
 
 class Clock:
-    """Starts at the real time (the notifier judges expiry by the wall clock) and moves only when told."""
+    """Starts at the real time and moves only when told; the handlers and the notifier both take it."""
 
     def __init__(self) -> None:
         self.now = datetime.now(UTC).replace(microsecond=0)

@@ -106,3 +106,14 @@ def test_only_the_store_imports_redis_and_the_core_is_stdlib_and_pydantic():
         if rel in CORE:
             assert imports(path) <= {"__future__", "state", "pydantic", "datetime", "enum", "typing", "hashlib",
                                      "json", "secrets", "dataclasses"}, rel
+
+
+def test_only_the_worker_reaches_the_cutover_step():
+    """Cutover is the point of no return: no other step imports it (verification's write test lives in steps/smoke.py)."""
+    for path in modules("steps"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                named = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                assert "pgmove.steps.cutover" not in named or path.name == "cutover.py", \
+                    f"{path.relative_to(ROOT)} imports the cutover step"
