@@ -96,6 +96,10 @@ def _run_step(rt: Runtime, m: Migration, step: StepName, token: str, heartbeat: 
                                                       now(), done.changes))
     except Refused as exc:
         log.warning("%s: %s", m.id, exc.message)
+        try:  # it ended just as the migration moved on under it: its record must not say running for ever
+            rt.store.update(m.id, lambda cur: stop_step(_must(cur), step, token, now()))
+        except Refused:
+            pass  # the lease was lost: the reaper settles it
     else:
         log.info("%s: %s done: %s", m.id, step, done.message)
     return True
