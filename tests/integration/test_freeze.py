@@ -14,19 +14,10 @@ from pgmove.state.models import FreezeMode
 from pgmove.steps import freeze
 from pgmove.steps.connect import Endpoint
 from tests.integration.catalog import customize, snapshot
+from tests.integration.freezeworld import Events
 
 pytestmark = pytest.mark.slow
 LABEL = "prod-old is frozen for its move to prod-new (pgmove test)"
-
-
-class Events:
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-        self.data: list[dict] = []
-
-    def __call__(self, message: str, **data: object) -> None:
-        self.messages.append(message)
-        self.data.append(data)
 
 
 @pytest.fixture
