@@ -167,7 +167,9 @@ def cutover_started(m: Migration) -> bool:
     # A cutover refused because the source moved (it resumes with a new copy) changed nothing on either side.
     failed_in_cutover = (m.state == State.FAILED and m.failure is not None and m.failure.step == StepName.CUTOVER
                          and m.failure.resume_state == State.CUTTING_OVER)
-    return m.state in (State.CUTTING_OVER, State.AWAITING_UNFREEZE_APPROVAL) or failed_in_cutover
+    # A hook that ever started may have switched the app, whatever failed after it.
+    hook_ran = m.state == State.FAILED and m.hook is not None
+    return m.state in (State.CUTTING_OVER, State.AWAITING_UNFREEZE_APPROVAL) or failed_in_cutover or hook_ran
 
 
 def request_unfreeze(m: Migration, actor: str, now: datetime, abort: bool = False, policy: Policy | None = None) -> Outcome:
@@ -365,7 +367,9 @@ def _resume_state(m: Migration, step: StepName) -> State:
     """Where a retry goes: a cutover that found the source moved during this very run resumes with a new copy,
     as retrying the cutover would only refuse again."""
     moved = m.source_moved
-    if step == StepName.CUTOVER and moved is not None and m.lease is not None and moved.at >= m.lease.started_at:
+    # Once a hook has run the app may write to the target: a new copy would overwrite it, so never that.
+    if (step == StepName.CUTOVER and moved is not None and m.hook is None and m.lease is not None
+            and moved.at >= m.lease.started_at):
         return State.FROZEN
     return RESUME_STATE[step]
 

@@ -207,7 +207,8 @@ def _unfreeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     rt.store.remove_checkpoints(m.id, rt.store.checkpoints(m.id))
     event = Event.UNFROZEN_FOR_ABORT if m.aborting else Event.UNFROZEN
     verb = "aborted; " if m.aborting else ""
-    return StepResult(event, f"{verb}{m.source} unfrozen: settings restored exactly", result, {"freeze": None})
+    # The hook's record served the writes-back decision; a later freeze and cutover start without it.
+    return StepResult(event, f"{verb}{m.source} unfrozen: settings restored exactly", result, {"freeze": None, "hook": None})
 
 
 STEPS: dict[StepName, Callable[[Runtime, Migration, StepContext], StepResult]] = {

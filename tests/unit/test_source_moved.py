@@ -10,6 +10,7 @@ from pgmove.state.models import (
     ApprovalAction,
     CutOverMark,
     FreezeSnapshot,
+    HookReport,
     Migration,
     MovedSource,
     QuietMark,
@@ -65,3 +66,29 @@ def test_the_cut_over_mark_and_the_moved_source_round_trip_through_json():
     m.source_moved = SEEN
     assert Migration.model_validate_json(m.model_dump_json()) == m
     assert FreezeSnapshot.model_validate_json(m.freeze.model_dump_json()).cut_over == m.freeze.cut_over
+
+
+def test_a_source_that_moved_after_the_hook_ran_is_never_recopied_nor_unfrozen_by_one_person():
+    """A retried cutover whose hook had already run (the app may be on the target) stays a cutover to retry, and
+    giving writes back to the source still takes a second person."""
+    m = ready()
+    m.freeze, m.quiet_baseline, m.quiet_mark = FreezeSnapshot(taken_at=NOW, databases=["appdb"]), OLD, QuietMark(next_xid=700)
+    m.state = State.VERIFIED
+    m = actions.request_approval(m, ApprovalAction.CUTOVER, "alice", NOW, POLICY).migration
+    m = actions.decide(m, "bob", True, NOW, POLICY).migration
+    m = actions.start_step(m, StepName.CUTOVER, "w", "tok", NOW).migration
+    m.hook = HookReport(argv0="switch-app", started_at=NOW, finished_at=NOW, exit_status=1)
+    m.source_moved = SEEN
+    m = actions.fail_step(m, StepName.CUTOVER, "Cutover refused: ...", NOW, "w", "tok").migration
+    assert m.failure.resume_state == State.CUTTING_OVER and actions.cutover_started(m)
+    assert actions.retry(m, "alice", NOW).migration.state == State.CUTTING_OVER
+    out = actions.request_unfreeze(m, "alice", NOW, policy=POLICY)
+    assert out.migration.state == State.AWAITING_UNFREEZE_APPROVAL and not out.enqueue
+
+
+def test_any_failure_after_a_hook_ran_needs_two_people_to_give_writes_back():
+    """The hook's record, not the failing step, says whether the app may already be on the target."""
+    m = refused_cutover(SEEN)
+    assert not actions.cutover_started(m)
+    m.hook = HookReport(argv0="switch-app", started_at=NOW)
+    assert actions.cutover_started(m)
