@@ -44,7 +44,9 @@ class ServerConfig(_Section):
     @field_validator("dsn")
     @classmethod
     def _no_password_in_dsn(cls, dsn: str) -> str:
-        if re.search(r"(^|\s)password\s*=", dsn) or re.search(r"://[^/@\s]*:[^/@\s]*@", dsn):
+        # Keyword form, user:password@ in a URI, and a URI's ?password= (psycopg reads all three).
+        if (re.search(r"(^|\s)password\s*=", dsn) or re.search(r"://[^/@\s]*:[^/@\s]*@", dsn)
+                or re.search(r"[?&]password=", dsn, re.IGNORECASE)):
             raise ValueError("a dsn must not hold a password; put it in the environment variable named by password_env")
         return dsn
 

@@ -15,9 +15,12 @@ def test_a_dsn_with_a_password_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="must not hold a password") as caught:
         load_config(path)
     assert "hunter2" not in caught.value.message
-    path.write_text('[servers.a]\ndsn = "postgresql://u:hunter2@h/db"\n')
-    with pytest.raises(ConfigError):
-        load_config(path)
+    for dsn in ("postgresql://u:hunter2@h/db", "postgresql://u@h/db?password=hunter2",
+                "postgresql://u@h/db?sslmode=require&password=hunter2"):
+        path.write_text(f'[servers.a]\ndsn = "{dsn}"\n')
+        with pytest.raises(ConfigError, match="must not hold a password") as caught:
+            load_config(path)
+        assert "hunter2" not in caught.value.message, dsn
 
 
 def test_config_errors_say_which_file_and_what():
