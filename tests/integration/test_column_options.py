@@ -6,6 +6,7 @@ import re
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from pgmove.steps import copy
 from pgmove.steps.connect import Endpoint
@@ -30,8 +31,9 @@ def _user_text(cluster) -> tuple[str, str, str]:  # type: ignore[no-untyped-def]
 
 def _prepare(source) -> tuple[str, str, str]:  # type: ignore[no-untyped-def]
     with psycopg.connect(source.admin_dsn("appdb"), autocommit=True) as conn:
-        conn.execute(f"COMMENT ON TABLE public.orders IS 'how we tuned it:\n{LOOKALIKE}\n'")
-        conn.execute(f"CREATE FUNCTION public.runbook() RETURNS text LANGUAGE sql AS $body$ SELECT '\n{LOOKALIKE}\n' $body$")
+        conn.execute(sql.SQL("COMMENT ON TABLE public.orders IS {}").format(f"how we tuned it:\n{LOOKALIKE}\n"))
+        body = sql.SQL(" SELECT {} ").format(f"\n{LOOKALIKE}\n").as_string(conn)
+        conn.execute(sql.SQL("CREATE FUNCTION public.runbook() RETURNS text LANGUAGE sql AS {}").format(body))
         conn.execute("ALTER TABLE public.orders ALTER COLUMN total SET (n_distinct = 42)")
     return _user_text(source)
 

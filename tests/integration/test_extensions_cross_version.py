@@ -6,6 +6,7 @@ import json
 
 import psycopg
 import pytest
+from psycopg import sql
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +19,7 @@ def test_databases_using_contrib_extensions_move_from_15_to_18_verify_and_cut_ov
     """Members of an extension are the extension's business: their new shapes on 18 are no difference."""
     with psycopg.connect(source.admin_dsn("appdb"), autocommit=True) as conn:
         for name in EXTENSIONS:
-            conn.execute(f"CREATE EXTENSION {name}")
+            conn.execute(sql.SQL("CREATE EXTENSION {}").format(sql.Identifier(name)))
         conn.execute("CREATE TABLE public.tagged (id int PRIMARY KEY, email citext, attrs hstore, path ltree)")
         conn.execute("INSERT INTO public.tagged SELECT g, 'User' || g || '@Example.com', hstore('k', g::text), "
                      "('top.n' || g)::ltree FROM generate_series(1, 200) g")

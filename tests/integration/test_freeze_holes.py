@@ -7,6 +7,7 @@ import subprocess
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from pgmove.sandbox.servers import wait_until
 from pgmove.state.errors import StepFailed
@@ -101,7 +102,7 @@ def test_prepared_transactions_get_the_grace_period_then_are_rolled_back_before_
     with as_app(source, passwords) as conn:
         for gid in ("order-import-7", "ddl-1"):
             with pytest.raises(psycopg.errors.UndefinedObject):
-                conn.execute(f"COMMIT PREPARED '{gid}'")
+                conn.execute(sql.SQL("COMMIT PREPARED {}").format(gid))
         assert conn.execute("SELECT count(*) FROM orders WHERE customer = 'prepared'").fetchone()[0] == 0
         assert conn.execute("SELECT to_regclass('public.late_table')").fetchone()[0] is None
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
@@ -222,7 +223,7 @@ def test_the_server_remembers_its_freeze_and_refuses_a_second_one(source, passwo
 
     with admin(source, "appdb") as conn:  # guards whose record is gone (an older pgmove): still refused
         conn.execute("SET session_replication_role = replica")  # the superuser's override of the DDL guard
-        conn.execute(f"COMMENT ON SCHEMA {guards.SCHEMA} IS NULL")
+        conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS NULL").format(sql.Identifier(guards.SCHEMA)))
     with pytest.raises(freezerecord.AlreadyFrozen, match="with no record of what they replaced"):
         freeze.capture(src, FreezeMode.READ_ONLY, LABEL, "m-first")
     freeze.unfreeze(src, snap, Events())
