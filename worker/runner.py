@@ -75,20 +75,15 @@ def _run_step(rt: Runtime, m: Migration, step: StepName, token: str, heartbeat: 
         updated(m, **done.changes)  # a result the record cannot hold fails the step here, not the record later
     except Exception as exc:
         if context.stop.fired:
-            try:
-                rt.store.update(m.id, lambda cur: stop_step(_must(cur), step, token, now()))
-            except Refused as refusal:  # the lock or the lease was lost, not a move on: leave it to the reaper
-                log.info("%s: %s", m.id, refusal.message)
-                return False
-            log.info("%s: %s stopped: the migration moved on", m.id, step)
-            return True
+            return _record_stopped(rt, m, step, token)
         reason = exc.message if isinstance(exc, PgmoveError) else f"unexpected error, see the worker log ({context.log_ref})"
         log.error("%s: %s failed (%s)", m.id, step, context.log_ref, exc_info=not isinstance(exc, PgmoveError))
         try:
             rt.store.update(m.id, lambda cur: fail_step(_must(cur), step, reason, now(), f"worker:{rt.worker_id}", token))
         except Refused as refusal:
             log.info("%s: %s", m.id, refusal.message)
-            return True  # moved on meanwhile: whatever is due now may run
+            # It noticed the move itself (a progress report, not the watch): its record must still say stopped.
+            return _record_stopped(rt, m, step, token)
         return False
 
     try:
@@ -96,12 +91,20 @@ def _run_step(rt: Runtime, m: Migration, step: StepName, token: str, heartbeat: 
                                                       now(), done.changes))
     except Refused as exc:
         log.warning("%s: %s", m.id, exc.message)
-        try:  # it ended just as the migration moved on under it: its record must not say running for ever
-            rt.store.update(m.id, lambda cur: stop_step(_must(cur), step, token, now()))
-        except Refused:
-            pass  # the lease was lost: the reaper settles it
-    else:
-        log.info("%s: %s done: %s", m.id, step, done.message)
+        return _record_stopped(rt, m, step, token)  # it ended just as the migration moved on under it
+    log.info("%s: %s done: %s", m.id, step, done.message)
+    return True
+
+
+def _record_stopped(rt: Runtime, m: Migration, step: StepName, token: str) -> bool:
+    """The migration moved on under a running step: its record says stopped, never running for ever. True when
+    recorded, so what is due now may run; False when the lease was lost, which the reaper settles."""
+    try:
+        rt.store.update(m.id, lambda cur: stop_step(_must(cur), step, token, now()))
+    except Refused as refusal:
+        log.info("%s: %s", m.id, refusal.message)
+        return False
+    log.info("%s: %s stopped: the migration moved on", m.id, step)
     return True
 
 
