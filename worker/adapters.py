@@ -134,11 +134,8 @@ def _prove_quiet(m: Migration, src: Endpoint, ctx: StepContext, when: str) -> No
     """Nothing may have written to the frozen source; if something did, stop and say where."""
     if m.quiet_baseline is None:
         return
-    now_seen = quiet.fingerprint(src, list(m.quiet_baseline))
-    moved = quiet.changed(m.quiet_baseline, now_seen)
-    server = quiet.server_changes(src, m.quiet_mark, _moving(m, src), list(m.quiet_baseline)) if m.quiet_mark else None
-    problems = [f"in {', '.join(moved)}"] if moved else []
-    problems += server.problems if server else []
+    found = quiet.check(src, m.quiet_baseline, m.quiet_mark, _moving(m, src))
+    problems, now_seen = found.problems, found.now_seen
     if problems:
         # The next attempt compares against what is there now: whatever wrote is then in its copy. Tables
         # copied before the write may miss it, so nothing of an earlier attempt may be kept.
@@ -148,7 +145,7 @@ def _prove_quiet(m: Migration, src: Endpoint, ctx: StepContext, when: str) -> No
         raise StepFailed(f"something wrote to {m.source} {when} ({'; '.join(problems)}): the freeze was overridden, "
                          "perhaps by a superuser or a role that may create databases or roles. Find out who, then "
                          "retry (the copy starts over) or unfreeze.")
-    notes = f"; {'; '.join(server.notes)}" if server and server.notes else ""
+    notes = f"; {'; '.join(found.notes)}" if found.notes else ""
     ctx.progress(f"quiet check: no write on {m.source} {when} ({len(now_seen)} databases, counters, sequences, "
                  f"large objects, transaction ids, databases and roles unchanged){notes}")
 
