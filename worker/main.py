@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from rq import SimpleWorker
@@ -25,6 +26,7 @@ def build_runtime(config: Config, worker_id: str | None = None) -> Runtime:
 def run_worker(config: Config, burst: bool = False, worker_id: str | None = None) -> bool:
     """Work the queue until stopped (SIGTERM finishes the current step first) or, in burst mode, until empty."""
     rt = build_runtime(config, worker_id)
+    lower_priority(config.worker_nice)
     install(rt)
     reap(rt.store, f"worker:{rt.worker_id}")
     stop = threading.Event()
@@ -37,6 +39,14 @@ def run_worker(config: Config, burst: bool = False, worker_id: str | None = None
         return bool(worker.work(burst=burst, logging_level="WARNING", with_scheduler=False))
     finally:
         stop.set()
+
+
+def lower_priority(niceness: int) -> None:
+    """Raise this process's niceness to `niceness` (never lower it: an operator's own nice stands); inherited by
+    every thread and by pg_dump, pg_restore and the hooks the worker starts."""
+    current = os.nice(0)
+    if niceness > current:
+        os.nice(niceness - current)
 
 
 def _reap_forever(rt: Runtime, stop: threading.Event) -> None:
