@@ -28,7 +28,7 @@ from psycopg import sql
 
 from pgmove.state.errors import StepFailed
 from pgmove.state.models import FreezeSnapshot
-from pgmove.steps import freezeroles, guards, objects, schema, tables
+from pgmove.steps import freezeroles, guards, largeobjects, objects, schema, tables
 from pgmove.steps.catalog import DatabaseDefinition, database_definition
 from pgmove.steps.connect import Endpoint, Progress, ThreadConnections, connection, describe
 from pgmove.steps.copyprogress import Ticker
@@ -201,9 +201,12 @@ class _Copy:
             self.checkpoints.forget(mine)
 
     def _plan(self, db: _Database) -> None:
-        db.pending = len(db.tables) + 2  # each table, the sequences, the large objects
+        lo_ranges = largeobjects.ranges(self._src(db.name))
+        db.pending = len(db.tables) + 1 + len(lo_ranges)  # each table, the sequences, each oid range of large objects
         self.pool.submit((DATA, 0), f"{db.name} sequences", lambda: self._sequences(db))
-        self.pool.submit((DATA, 0), f"{db.name} large objects", lambda: self._large_objects(db))
+        for low, high in lo_ranges:  # in parallel across the pool, like a big table's ranges
+            self.pool.submit((DATA, 0), f"{db.name} large objects [{low}, {high})",
+                             partial(self._large_objects, db, low, high))
         for table in db.tables:
             if self.job.source_hashes is not None:
                 self.pool.submit((HASH, -table.size_bytes), f"{db.name} hash {table.label}",
@@ -282,10 +285,11 @@ class _Copy:
         db.stats["sequences"] = count
         self._database_part_done(db)
 
-    def _large_objects(self, db: _Database) -> None:
-        count, size = objects.copy_large_objects(self._src(db.name), self._dst(db.name))
-        db.stats["large_objects"] = count
-        db.stats["bytes"] += size
+    def _large_objects(self, db: _Database, low: int, high: int) -> None:
+        count, size = objects.copy_large_objects(self._src(db.name), self._dst(db.name), low, high)
+        with self.lock:
+            db.stats["large_objects"] = db.stats.get("large_objects", 0) + count
+            db.stats["bytes"] += size
         self._database_part_done(db)
 
     def _database_part_done(self, db: _Database) -> None:
