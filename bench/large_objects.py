@@ -34,7 +34,7 @@ def build(source: PgCluster, small: int, big: int, big_mb: int) -> None:
     source.psql("-c", "CREATE DATABASE lo_small")
     source.psql("-c", "CREATE DATABASE lo_big")
     with psycopg.connect(source.admin_dsn("lo_small"), autocommit=True) as conn:
-        conn.execute("SELECT lo_from_bytea(0, convert_to(repeat(md5(g::text), 1 + g % 20), 'UTF8')) "
+        conn.execute("SELECT lo_from_bytea(0, convert_to(repeat(md5(g::text), 1 + g %% 20), 'UTF8')) "
                      "FROM generate_series(1, %s) g", (small,))
     with psycopg.connect(source.admin_dsn("lo_big"), autocommit=True) as conn:
         for _ in range(big):  # random bytes, so no layer of the path can compress them away

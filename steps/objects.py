@@ -32,6 +32,7 @@ def copy_sequences(src: psycopg.Connection[Any], dst: psycopg.Connection[Any]) -
 # pipelined: 100,000 small objects cost a few hundred round trips, not a million. Bigger ones stream.
 SMALL_LO_PAGES = 512
 SMALL_LO_BATCH_BYTES = 16 << 20
+SMALL_LO_BATCH_OBJECTS = 200  # a lock each until the batch commits: well inside the target's shared lock table
 _LARGE_OBJECTS = """
     SELECT m.oid, pg_get_userbyid(m.lomowner), m.lomacl::text, obj_description(m.oid, 'pg_largeobject'),
            (SELECT coalesce(max(p.pageno), -1) FROM pg_largeobject p WHERE p.loid = m.oid)
@@ -51,7 +52,7 @@ def copy_large_objects(src: psycopg.Connection[Any], dst: psycopg.Connection[Any
     for oid, owner, acl, comment, last_page in src.execute(_LARGE_OBJECTS, (low, high)).fetchall():
         if last_page < SMALL_LO_PAGES:
             small.append((oid, owner, acl, comment, last_page))
-            if sum(r[4] + 1 for r in small) * 2048 >= SMALL_LO_BATCH_BYTES or len(small) >= 1000:
+            if sum(r[4] + 1 for r in small) * 2048 >= SMALL_LO_BATCH_BYTES or len(small) >= SMALL_LO_BATCH_OBJECTS:
                 total += _copy_small(src, dst, small)
                 small = []
         else:

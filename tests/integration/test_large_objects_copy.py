@@ -44,3 +44,17 @@ def test_thousands_of_small_and_a_few_big_large_objects_copy_exactly_and_again(s
     again = copy.CopyJob(src, dst, ["appdb"], 2, choose_toolset(15, 15), None, None, ["appdb"])
     copy.run(again, lambda *a, **k: None, lambda name: None, lambda: False)
     assert verify.run(src, dst, ["appdb"], None, lambda *a, **k: None, jobs=2).ok
+
+
+def test_more_large_objects_than_the_target_can_lock_in_one_transaction_still_copy(source, target, passwords):  # type: ignore[no-untyped-def]
+    """30000 objects: far more than the target's shared lock table holds, which the schema's one-transaction
+    restore once took a lock for each of (out of shared memory); they copy and verify."""
+    with psycopg.connect(source.admin_dsn("appdb"), autocommit=True) as conn:
+        conn.execute("SELECT lo_from_bytea(0, convert_to(g::text, 'UTF8')) FROM generate_series(1, 30000) g")
+    src = Endpoint("prod-old", source.tcp_dsn("pgmove"), passwords.source_pgmove, ("app",))
+    dst = Endpoint("prod-new", target.tcp_dsn("pgmove"), passwords.target_pgmove, ("app",))
+    job = copy.CopyJob(src, dst, ["appdb"], 2, choose_toolset(15, 15), None, None, [])
+    copy.run(job, lambda *a, **k: None, lambda name: None, lambda: False)
+    report = verify.run(src, dst, ["appdb"], None, lambda *a, **k: None, jobs=2)
+    assert report.ok, report.problems
+    assert report.databases[0].large_objects.target_objects == 30000
