@@ -205,4 +205,5 @@ def final_report(m: Migration) -> Message:
     done = m.last_step(m.steps[-1].name) if m.steps else None
     if frozen and done and done.finished_at and frozen.finished_at:
         lines.append(f"Writes were frozen for {(done.finished_at - frozen.started_at).total_seconds():.0f}s in all.")
+    lines += views.pooler_lines(m)
     return "cut over: " + views.title(m), _dump([_md(piece) for piece in chunks("\n".join(lines))])
