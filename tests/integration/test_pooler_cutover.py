@@ -106,3 +106,26 @@ def _migration(pgmove, migration_id: str) -> dict:  # type: ignore[no-untyped-de
     m = Store.from_url(_redis_url(pgmove)).get(migration_id)
     assert m is not None
     return m.model_dump(mode="json")
+
+
+def test_a_client_holding_a_transaction_makes_the_cutover_give_up_and_the_thread_names_it(pgmove_pooled, source, pgbouncer, passwords):  # type: ignore[no-untyped-def]
+    """An open transaction through the pooler outlasts the PAUSE timeout: the cutover fails before anything of the
+    switch happened (no cut-over mark, no hook), the pooler is resumed on the source, and the failure the channel
+    reads names the client's role, application and address."""
+    _verified(pgmove_pooled)
+    holder = psycopg.connect(pgbouncer.dsn("app", "appdb"), password=passwords.app, application_name="nightly-report")
+    holder.execute("SELECT count(*) FROM orders")  # an open transaction, never committed
+    failed = _cut_over(pgmove_pooled)
+    holder.rollback()
+    holder.close()
+    assert failed["state"] == "failed" and failed["failure"]["step"] == "cutover", failed.get("failure")
+    reason = failed["failure"]["reason"]
+    assert "within 5s" in reason and "app (application 'nightly-report') from 127.0.0.1:" in reason, reason
+    assert not pgmove_pooled.hook_output.exists(), "the cutover hook ran"
+    assert failed["hook"] is None and failed["poolers_paused"] == []
+    row = pgbouncer.database("appdb")
+    assert row["paused"] == 0 and row["port"] == source.port
+    with psycopg.connect(source.admin_dsn("appdb")) as conn:
+        record = conn.execute("SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace "
+                              "WHERE nspname = '_pgmove_freeze'").fetchone()
+    assert record is not None and json.loads(record[0]).get("cut_over") is None  # the retry may still unfreeze
