@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from pgmove.state.actions import Outcome, with_changes
 from pgmove.state.config import Config
-from pgmove.state.errors import Refused
+from pgmove.state.errors import Refused, StepFailed
 from pgmove.state.models import Migration, PausedPooler, PreflightReport
 from pgmove.state.store import Store
 from pgmove.steps import poolercheck
@@ -69,7 +69,14 @@ def switch(rt: Runtime, m: Migration, ctx: StepContext, target: Endpoint) -> Poo
     def record(paused: list[PausedPooler]) -> None:
         ctx.record(f"poolers paused: {', '.join(p.name for p in paused) or 'none'}", poolers_paused=paused)
 
-    return PoolerSwitch(configured(rt.config, m.source), host, port, ctx.progress, record, secret_env(rt.config))
+    poolers = configured(rt.config, m.source)
+    if m.poolers_paused:  # an earlier attempt's, not yet given back: its record must not be overwritten
+        left = release({p.name: p for p in poolers}, m.poolers_paused, secret_env(rt.config), ctx.progress)
+        record(left)
+        if left:
+            raise StepFailed(f"pooler(s) {', '.join(e.name for e in left)} are still paused from an earlier attempt "
+                             "and could not be resumed; see the thread, fix the pooler, then retry")
+    return PoolerSwitch(poolers, host, port, ctx.progress, record, secret_env(rt.config))
 
 
 def release_orphans(store: Store, config: Config, actor: str) -> list[str]:

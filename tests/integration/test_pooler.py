@@ -3,7 +3,9 @@ that makes PAUSE give up cleanly and named, and the include file rewritten witho
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -183,3 +185,39 @@ def test_the_include_file_rewrite_changes_only_the_named_databases_address(tmp_p
         poolerfile.rewrite(str(path), {"billing": PoolerBackend(host="h", port=1, dbname="billing")})
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["databases.ini"]  # no temporary file left behind
+
+
+def test_a_repoint_command_is_told_where_never_a_password_and_its_failure_resumes_on_the_source(source, copy_of_source, pgbouncer, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """The team's command gets PGHOST/PGPORT/PGDATABASE and the pooler's names, no PGPASSWORD nor configured secret;
+    pgmove RELOADs after it and checks the mapping. A command that fails leaves the pooler resumed on the source."""
+    monkeypatch.setenv("PGPASSWORD", "libpq-secret")
+    monkeypatch.setenv("PGMOVE_SECRET_X", "configured-secret")
+    seen, fail = tmp_path / "env.json", tmp_path / "fail-now"
+    script = tmp_path / "repoint"
+    script.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                      f"env = dict(os.environ)\njson.dump(env, open({str(seen)!r}, 'w'))\n"
+                      f"if os.path.exists({str(fail)!r}) and env['PGPORT'] != '{source.port}':\n"
+                      "    print('load balancer said no'); sys.exit(3)\n"
+                      f"open({str(pgbouncer.databases_file)!r}, 'w').write('[databases]\\n' + env['PGMOVE_POOLER_DATABASE'] "
+                      "+ ' = host=' + env['PGHOST'] + ' port=' + env['PGPORT'] + ' dbname=' + env['PGDATABASE'] + '\\n')\n")
+    script.chmod(0o755)
+    by_command = pooler(pgbouncer, databases_file=None, repoint_command=(str(script),))
+    with PoolerSwitch([by_command], "127.0.0.1", copy_of_source.port, lambda m, **_: None, lambda p: None,
+                      {"PGMOVE_SECRET_X"}) as switch:
+        switch.repoint()
+    env = json.loads(seen.read_text())
+    assert (env["PGHOST"], env["PGPORT"], env["PGDATABASE"]) == ("127.0.0.1", str(copy_of_source.port), "appdb")
+    assert env["PGMOVE_POOLER"] == "app" and env["PGMOVE_POOLER_DATABASE"] == "appdb"
+    assert "libpq-secret" not in seen.read_text() and "configured-secret" not in seen.read_text()
+    assert pgbouncer.database("appdb")["port"] == copy_of_source.port
+
+    fail.touch()  # now it refuses to point anywhere but the source
+    pgbouncer.databases_file.write_text(f"[databases]\nappdb = host=127.0.0.1 port={source.port} dbname=appdb\n")
+    with pgbouncer.admin() as conn:
+        conn.execute("RELOAD")
+    with pytest.raises(StepFailed, match="exited with status 3 for appdb: load balancer said no"), \
+            PoolerSwitch([by_command], "127.0.0.1", copy_of_source.port, lambda m, **_: None, lambda p: None,
+                         set()) as switch:
+        switch.repoint()
+    row = pgbouncer.database("appdb")
+    assert row["paused"] == 0 and row["port"] == source.port

@@ -12,6 +12,7 @@ import pytest
 
 from pgmove.sandbox.servers import wait_until
 from pgmove.state.store import Store
+from tests.integration.helpers import snapshot
 from tests.integration.test_pooler import Probe
 from tests.integration.test_source_after_verification import _cut_over, _verified
 
@@ -39,7 +40,7 @@ class Reader(Probe):
 def test_the_offline_cutover_switches_the_app_through_pgbouncer_without_a_read_error(pgmove_pooled, source, target, pgbouncer, passwords):  # type: ignore[no-untyped-def]
     """Plan states the pooler's version, pool mode and mapping; across the approved cutover a reader through the
     pooler every 10 ms gets no error; afterwards the pooler sends the app to the target, where its writes land,
-    and the cutover's result gives the measured pause and the timeline."""
+    the cutover's result gives the measured pause and the timeline, and no password is anywhere."""
     verified = _verified(pgmove_pooled)
     assert any("pooler app: PgBouncer 1.18" in f and "transaction pooling" in f
                for f in verified["preflight"]["poolers"]), verified["preflight"]
@@ -68,6 +69,10 @@ def test_the_offline_cutover_switches_the_app_through_pgbouncer_without_a_read_e
     assert done["poolers_paused"] == []
     events = " ".join(e.message for e in Store.from_url(_redis_url(pgmove_pooled)).events(done["id"]))
     assert "pooler app paused at" in events and "pooler app resumed on the target" in events
+    everything = (repr(snapshot(_redis_url(pgmove_pooled))) + pgmove_pooled.worker_logs()
+                  + "".join(pgmove_pooled.outputs))
+    for secret in (pgbouncer.admin_password, *passwords.all()):
+        assert secret not in everything  # not in Redis, the worker's log or the command line's output
     p99 = sorted(reader.latencies)[int(len(reader.latencies) * 0.99)]
     print(f"pooled cutover: paused {line['paused_seconds']:.3f}s, reader p99 {p99:.3f}s, 0 errors")
 
