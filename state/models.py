@@ -251,6 +251,8 @@ class PausedPooler(Record):
     source: dict[str, PoolerBackend]  # per pooler database, where it pointed before the switch
     paused_at: datetime
     repointed: bool = False  # set before the repoint starts: it may have happened in part
+    # Set once the switch succeeded, before RESUME on the target: from then on it is resumed where it points.
+    stays_on_target: bool = False
 
 
 class Failure(Record):

@@ -52,7 +52,8 @@ def release(poolers: dict[str, Pooler], entries: list[PausedPooler], secret_env:
         try:
             if p is None:
                 raise StepFailed(f"pooler {entry.name} is no longer configured")
-            if entry.repointed:
+            back = entry.repointed and not entry.stays_on_target
+            if back:
                 point(p, entry.source, secret_env)
             with console(p) as conn:
                 for dbname in entry.databases:
@@ -62,7 +63,8 @@ def release(poolers: dict[str, Pooler], entries: list[PausedPooler], secret_env:
             progress(f"pooler {entry.name} could NOT be resumed on the source: {why}; pgmove keeps trying")
             left.append(entry)
             continue
-        where = "pointed back at the source and resumed" if entry.repointed else "resumed on the source"
+        where = ("resumed on the target, where the finished switch had pointed it" if entry.stays_on_target
+                 else "pointed back at the source and resumed" if back else "resumed on the source")
         progress(f"pooler {entry.name} {where} ({', '.join(entry.databases)})")
     return left
 
@@ -90,10 +92,16 @@ class PoolerSwitch:
             self._give_back()
             return
         try:
-            self._resume_on_target()
+            if any(not e.repointed for e in self.paused):
+                raise StepFailed("the cutover finished without repointing the poolers; they go back to the source")
+            done = [e.model_copy(update={"stays_on_target": True}) for e in self.paused]
+            self.record(list(done))
+            self.paused = done
         except BaseException:
             self._give_back()
             raise
+        # From here the app belongs on the target: a failure leaves the record for the reaper to RESUME it there.
+        self._resume_on_target()
 
     def _pause(self, p: Pooler) -> None:
         with console(p) as conn:
@@ -132,8 +140,6 @@ class PoolerSwitch:
                           + f"; {queued} client(s) waiting")
 
     def _resume_on_target(self) -> None:
-        if any(not e.repointed for e in self.paused):
-            raise StepFailed("the cutover finished without repointing the poolers; they go back to the source")
         for entry in list(self.paused):
             p = self._pooler(entry.name)
             with console(p) as conn:
@@ -145,9 +151,9 @@ class PoolerSwitch:
             line.update({"resumed_at": _now(), "paused_seconds": round(seconds, 3),
                          "clients_waiting": max(line["clients_waiting"], queued)})
             self.paused.remove(entry)
-            self.record(list(self.paused))
             self.progress(f"pooler {p.name} resumed on the target at {_clock()}: paused {seconds:.2f}s, "
                           f"{line['clients_waiting']} client(s) waited at most")
+        self.record([])
 
     def _give_back(self) -> None:
         if not self.paused:

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -21,7 +22,7 @@ from pgmove.state.models import PausedPooler, PoolerBackend
 from pgmove.steps import poolercheck, poolerfile
 from pgmove.steps.connect import Endpoint
 from pgmove.steps.pooler import PauseTimedOut, Pooler
-from pgmove.steps.poolerswitch import PoolerSwitch
+from pgmove.steps.poolerswitch import PoolerSwitch, point, release
 
 
 def pooler(bouncer: PgBouncer, **options: object) -> Pooler:
@@ -123,7 +124,7 @@ def test_the_app_sees_latency_not_errors_while_the_switch_pauses_repoints_and_re
     probe.stop.set()
     probe.join()
     assert probe.errors == [], probe.errors[:3]
-    assert [len(r) for r in recorded] == [1, 1, 0] and recorded[1][0].repointed
+    assert [len(r) for r in recorded] == [1, 1, 1, 0] and recorded[1][0].repointed and recorded[2][0].stays_on_target
     assert {port for _, port in probe.acked[acked_at_resume + 1:]} == {copy_of_source.port}
     assert pgbouncer.database("appdb")["paused"] == 0 and pgbouncer.database("appdb")["port"] == copy_of_source.port
     line = switch.timeline["app"]
@@ -221,3 +222,23 @@ def test_a_repoint_command_is_told_where_never_a_password_and_its_failure_resume
         switch.repoint()
     row = pgbouncer.database("appdb")
     assert row["paused"] == 0 and row["port"] == source.port
+
+
+def test_release_points_a_half_switched_pooler_back_but_leaves_a_finished_switch_on_the_target(source, copy_of_source, pgbouncer):  # type: ignore[no-untyped-def]
+    """What the reaper does with a dead worker's record: repointed but not finished -> back to the source, then
+    RESUME; finished (stays_on_target) -> RESUME where it points. Either way nothing stays paused."""
+    p = pooler(pgbouncer)
+    on_source = PoolerBackend(host="127.0.0.1", port=source.port, dbname="appdb")
+    on_copy = PoolerBackend(host="127.0.0.1", port=copy_of_source.port, dbname="appdb")
+    for stays, expected in ((False, source.port), (True, copy_of_source.port)):
+        point(p, {"appdb": on_copy}, set())
+        with pgbouncer.admin() as conn:
+            conn.execute('PAUSE "appdb"')
+        entry = PausedPooler(name="app", databases=["appdb"], source={"appdb": on_source},
+                             paused_at=datetime.now(UTC), repointed=True, stays_on_target=stays)
+        said: list[str] = []
+        assert release({"app": p}, [entry], set(), said.append) == []
+        row = pgbouncer.database("appdb")
+        assert row["paused"] == 0 and row["port"] == expected, (stays, row, said)
+    unknown = PausedPooler(name="gone", databases=["appdb"], source={}, paused_at=datetime.now(UTC))
+    assert release({"app": p}, [unknown], set(), lambda m, **_: None) == [unknown]  # kept, to be named and retried
