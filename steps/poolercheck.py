@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from pgmove.state.errors import PgmoveError
 from pgmove.steps.connect import Endpoint
-from pgmove.steps.pooler import Pooler, backends, console, settings, version
+from pgmove.steps.pooler import Pooler, backends, console, databases, settings, version
 
 LOCAL = {"", "localhost", "127.0.0.1", "::1"}
 
@@ -36,10 +36,13 @@ def _check_one(p: Pooler, src: Endpoint, moved: list[str], window: float, found:
         release = version(conn)
         conf = settings(conn)
         serves = backends(conn, p.databases)
-    mode = conf.get("pool_mode", "session")
+        rows = databases(conn)
+    # A database's own pool_mode (SHOW DATABASES) overrides the pooler's.
+    modes = {str(rows[db].get("pool_mode") or conf.get("pool_mode", "session")) for db in serves}
+    mode = "/".join(sorted(modes)) or conf.get("pool_mode", "session")
     found.facts.append(f"pooler {p.name}: {release}, {mode} pooling, "
                        + ", ".join(f"{db} -> {b.describe()}" for db, b in serves.items()))
-    if mode == "session":
+    if "session" in modes:
         found.warnings.append(
             f"pooler {p.name} uses session pooling: PAUSE waits until every client holding a server connection "
             f"disconnects, not just until transactions end, so with a connected app it will not pause within "
