@@ -143,6 +143,9 @@ def status_text(m: Migration) -> str:
         lines.append(esc(f"failed in {m.failure.step}: {m.failure.reason}"))
     if m.source_frozen:
         lines.append(f"{esc(m.source)} is frozen (since {m.freeze.taken_at:%H:%M:%S} UTC)" if m.freeze else "")
+    for paused in m.poolers_paused:
+        lines.append(esc(f"pooler {paused.name} is paused ({', '.join(paused.databases)}) since "
+                         f"{paused.paused_at:%H:%M:%S} UTC: pgmove resumes it when the step ends or its worker is gone"))
     if m.preflight and m.preflight.poolers:
         lines += [esc(p) for p in m.preflight.poolers]
     if m.preflight and m.preflight.problems:

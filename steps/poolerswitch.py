@@ -146,6 +146,11 @@ class PoolerSwitch:
                 queued = waiting(conn, p.databases)
                 for dbname in entry.databases:
                     resume(conn, dbname)
+                now = {db: b.describe() for db, b in backends(conn, entry.databases).items()}
+            wanted = self.timeline[p.name].get("now_serves", {})
+            if now != wanted:  # someone RELOADed another configuration in between: say so, loudly
+                raise StepFailed(f"pooler {p.name} was resumed but maps {now} instead of {wanted}: check its "
+                                 "configuration now; the app may be on the wrong server")
             seconds = time.monotonic() - self._started[p.name]
             line = self.timeline[p.name]
             line.update({"resumed_at": _now(), "paused_seconds": round(seconds, 3),
