@@ -37,9 +37,7 @@ def _preflight(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     src = ctx.endpoint(m.source)
     dst = ctx.endpoint(m.target) if m.target else None
     report = preflight.run(src, dst, m.plan.databases, rt.config.tool_dirs, rt.config.work_dir, ctx.progress)
-    poolers.preflight(rt.config, m, src, report)
-    for line in report.poolers:
-        ctx.progress(line)
+    poolers.preflight(rt.config, m, src, report, ctx.progress)
     ctx.record("preflight report recorded", preflight=report)
     if report.problems:
         raise PlanProblems(f"preflight found {len(report.problems)} problem(s): " + "; ".join(report.problems))

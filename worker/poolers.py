@@ -14,7 +14,7 @@ from pgmove.state.errors import Refused, StepFailed
 from pgmove.state.models import Migration, PausedPooler, PreflightReport
 from pgmove.state.store import Store
 from pgmove.steps import poolercheck
-from pgmove.steps.connect import Endpoint
+from pgmove.steps.connect import Endpoint, Progress
 from pgmove.steps.pooler import Pooler
 from pgmove.steps.poolerswitch import PoolerSwitch, release
 from pgmove.worker.runtime import Runtime
@@ -51,12 +51,14 @@ def offline_window(config: Config, m: Migration, poolers: list[Pooler]) -> float
     return sum(p.pause_timeout * len(p.databases) for p in poolers) + hook_seconds + OFFLINE_SWITCH_SECONDS
 
 
-def preflight(config: Config, m: Migration, src: Endpoint, report: PreflightReport) -> None:
+def preflight(config: Config, m: Migration, src: Endpoint, report: PreflightReport, progress: Progress) -> None:
     poolers = configured(config, m.source)
     if not poolers:
         return
     found = poolercheck.check(poolers, src, [d.name for d in report.databases], offline_window(config, m, poolers))
     report.poolers += found.facts
+    for fact in found.facts:
+        progress(fact)
     report.problems += found.problems
     report.warnings += found.warnings
 
