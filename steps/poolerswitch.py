@@ -54,7 +54,7 @@ def release(poolers: dict[str, Pooler], entries: list[PausedPooler], secret_env:
                 raise StepFailed(f"pooler {entry.name} is no longer configured")
             back = entry.repointed and not entry.stays_on_target
             if back:
-                point(p, entry.source, secret_env)
+                _point_back(p, entry, secret_env)
             with console(p) as conn:
                 for dbname in entry.databases:
                     resume(conn, dbname)
@@ -67,6 +67,17 @@ def release(poolers: dict[str, Pooler], entries: list[PausedPooler], secret_env:
                  else "pointed back at the source and resumed" if back else "resumed on the source")
         progress(f"pooler {entry.name} {where} ({', '.join(entry.databases)})")
     return left
+
+
+def _point_back(p: Pooler, entry: PausedPooler, secret_env: set[str]) -> None:
+    """Point it back at the source; if that fails but it still maps there (the repoint never took effect),
+    RESUME is safe all the same. Only a pooler that may send the app to the target stays paused."""
+    try:
+        point(p, entry.source, secret_env)
+    except (PgmoveError, psycopg.Error, OSError):
+        with console(p) as conn:
+            if backends(conn, entry.databases) != entry.source:
+                raise
 
 
 class PoolerSwitch:

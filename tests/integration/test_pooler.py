@@ -242,3 +242,26 @@ def test_release_points_a_half_switched_pooler_back_but_leaves_a_finished_switch
         assert row["paused"] == 0 and row["port"] == expected, (stays, row, said)
     unknown = PausedPooler(name="gone", databases=["appdb"], source={}, paused_at=datetime.now(UTC))
     assert release({"app": p}, [unknown], set(), lambda m, **_: None) == [unknown]  # kept, to be named and retried
+
+
+def test_a_pooler_that_cannot_be_pointed_back_is_resumed_only_if_it_still_maps_to_the_source(source, copy_of_source, pgbouncer, tmp_path):  # type: ignore[no-untyped-def]
+    """The include file is gone, so pointing back fails: a pooler the repoint never reached is resumed anyway (it
+    sends the app to the source); one already pointing at the target stays paused, kept in the record, named."""
+    broken = pooler(pgbouncer, databases_file=str(tmp_path / "gone.ini"))
+    on_source = PoolerBackend(host="127.0.0.1", port=source.port, dbname="appdb")
+    entry = PausedPooler(name="app", databases=["appdb"], source={"appdb": on_source}, paused_at=datetime.now(UTC),
+                         repointed=True)
+    with pgbouncer.admin() as conn:
+        conn.execute('PAUSE "appdb"')
+    assert release({"app": broken}, [entry], set(), lambda m, **_: None) == []
+    assert pgbouncer.database("appdb")["paused"] == 0
+
+    point(pooler(pgbouncer), {"appdb": PoolerBackend(host="127.0.0.1", port=copy_of_source.port, dbname="appdb")}, set())
+    with pgbouncer.admin() as conn:
+        conn.execute('PAUSE "appdb"')
+    said: list[str] = []
+    assert release({"app": broken}, [entry], set(), said.append) == [entry]
+    assert pgbouncer.database("appdb")["paused"] == 1
+    assert "could NOT be resumed on the source" in said[0] and "gone.ini" in said[0]
+    with pgbouncer.admin() as conn:
+        conn.execute('RESUME "appdb"')
