@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from pgmove.state.actions import Outcome, with_changes
@@ -100,9 +100,12 @@ def release_orphans(store: Store, config: Config, actor: str) -> list[str]:
             poolers = {p.name: p for p in configured(config, m.source)}
             said: list[str] = []
             left = release(poolers, current.poolers_paused, secret_env(config), said.append)
-            _record(store, m.id, left, said, actor)
             log.warning("%s: %s", m.id, "; ".join(said))
-            released.append(m.id)
+            # A pooler that stays unreachable is retried every pass: the trail hears of it once a minute.
+            if left != current.poolers_paused or datetime.now(UTC) - current.updated_at > timedelta(seconds=60):
+                _record(store, m.id, left, said, actor)
+            if len(left) < len(current.poolers_paused):
+                released.append(m.id)
         finally:
             store.release_lock(m.source, token)
     return released
