@@ -28,7 +28,7 @@ def run_worker(config: Config, burst: bool = False, worker_id: str | None = None
     rt = build_runtime(config, worker_id)
     lower_priority(config.worker_nice)
     install(rt)
-    reap(rt.store, f"worker:{rt.worker_id}")
+    reap(rt.store, f"worker:{rt.worker_id}", rt.config)
     stop = threading.Event()
     reaper = threading.Thread(target=_reap_forever, args=(rt, stop), name="reaper", daemon=True)
     reaper.start()
@@ -52,6 +52,6 @@ def lower_priority(niceness: int) -> None:
 def _reap_forever(rt: Runtime, stop: threading.Event) -> None:
     while not stop.wait(max(1.0, rt.config.lease_seconds / 2)):
         try:
-            reap(rt.store, f"worker:{rt.worker_id}")
+            reap(rt.store, f"worker:{rt.worker_id}", rt.config)
         except Exception:
             log.warning("reaper pass failed", exc_info=True)
