@@ -9,6 +9,7 @@ hash buckets of any other key, the whole table when there is none.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -43,7 +44,8 @@ class TablePlan:
 
     @property
     def label(self) -> str:
-        return f"{self.schema}.{self.name}"
+        """schema.table as people read it; a name that needs quotes gets them, so no two tables read alike."""
+        return f"{_shown(self.schema)}.{_shown(self.name)}"
 
     def chunk_expr(self) -> sql.Composable:
         if self.low is not None and self.width is not None:
@@ -61,6 +63,13 @@ class TablePlan:
         if self.key:
             return f"keys ({', '.join(self.key)}) hashing to bucket {chunk} of {BUCKETS}"
         return "whole table (no primary key)"
+
+
+def _shown(name: str) -> str:
+    return name if _PLAIN_NAME.fullmatch(name) else '"' + name.replace('"', '""') + '"'
+
+
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
 
 
 @dataclass

@@ -32,7 +32,7 @@ class SourceHashes:
 
     def __init__(self, source: Endpoint) -> None:
         self.source = source
-        self._sums: dict[tuple[str, str], checksum.TableSums] = {}
+        self._sums: dict[tuple[str, str, str], checksum.TableSums] = {}  # (database, schema, table)
         self._lock = threading.Lock()
         self._finished = threading.Event()
         self._sessions = ThreadConnections(verification_session)
@@ -57,7 +57,7 @@ class SourceHashes:
                 return
             parts.append(checksum.sums(conn, plan, piece, 1, False))
         with self._lock:
-            self._sums[(database, plan.label)] = checksum.merged(parts)
+            self._sums[(database, schema, name)] = checksum.merged(parts)
 
     def finish(self) -> None:
         """The copy's last database is in: hashing stops at the next segment, so it never delays the copy."""
@@ -68,9 +68,9 @@ class SourceHashes:
         self._finished.set()
         self._sessions.close()
 
-    def get(self, database: str, label: str) -> checksum.TableSums | None:
+    def get(self, database: str, schema: str, name: str) -> checksum.TableSums | None:
         with self._lock:
-            return self._sums.get((database, label))
+            return self._sums.get((database, schema, name))
 
     def __len__(self) -> int:
         with self._lock:

@@ -101,7 +101,9 @@ class _Pending:
 
     database: str
     plans: list[checksum.TablePlan]
-    futures: dict[tuple[str, str], list[Future[Any]]]  # (table label or "large objects", side) -> per segment
+    # (schema, table, side), or ("", "large objects", side) -> per segment. Keyed by the names, never by a label
+    # joined with a dot: "a.b".c and a."b.c" are two tables.
+    futures: dict[tuple[str, str, str], list[Future[Any]]]
     problems: list[str]  # inventory and sequences; the content differences join them as they are found
     notes: list[str]
     endpoints: tuple[Endpoint, Endpoint]
@@ -114,7 +116,7 @@ class _Pending:
 def _start_database(src: Endpoint, dst: Endpoint, name: str, executor: ThreadPoolExecutor, pool: ThreadConnections,
                     same_major: bool, quick: bool, hashed: SourceHashes | None) -> _Pending:
     sample = QUICK_SAMPLE if quick else 1
-    futures: dict[tuple[str, str], list[Future[Any]]] = {}
+    futures: dict[tuple[str, str, str], list[Future[Any]]] = {}
     with connection(src, name) as s, connection(dst, name) as d:
         tables = [(r[0], r[1]) for r in s.execute(_TABLES).fetchall()]
         target_tables = {(r[0], r[1]) for r in d.execute(_TABLES).fetchall()}
@@ -122,16 +124,16 @@ def _start_database(src: Endpoint, dst: Endpoint, name: str, executor: ThreadPoo
         source_hashed = 0
         for plan in plans:  # largest first: the long tables start while the small ones fill the gaps
             sides = [("source", src, s), ("target", dst, d)]
-            earlier = hashed.get(name, plan.label) if hashed is not None else None
+            earlier = hashed.get(name, plan.schema, plan.name) if hashed is not None else None
             if earlier is not None:
-                futures[(plan.label, "source")] = [_done(earlier.chunks)]
+                futures[(plan.schema, plan.name, "source")] = [_done(earlier.chunks)]
                 sides, source_hashed = sides[1:], source_hashed + 1
             for side, ep, conn in sides:
-                futures[(plan.label, side)] = [executor.submit(_sums, pool, ep, name, plan, piece, sample, quick)
+                futures[(plan.schema, plan.name, side)] = [executor.submit(_sums, pool, ep, name, plan, piece, sample, quick)
                                                for piece in checksum.segments(conn, plan)]
         lo_ranges = largeobjects.ranges(s)
         for side, ep in (("source", src), ("target", dst)):
-            futures[("large objects", side)] = [executor.submit(_lo_sums, pool, ep, name, low, high)
+            futures[("", "large objects", side)] = [executor.submit(_lo_sums, pool, ep, name, low, high)
                                                 for low, high in lo_ranges]
         # The catalog work runs while the executor hashes.
         inv_problems, notes = inventory.compare(name, inventory.inventory(s), inventory.inventory(d), same_major)
@@ -152,10 +154,11 @@ def _finish_database(pending: _Pending, progress: Progress) -> DatabaseReport:
     for plan in plans:
         parts: dict[str, list[dict[int, tuple[int, int]]]] = {"source": [], "target": []}
         for side in ("source", "target"):
-            for n, future in enumerate(futures[(plan.label, side)], 1):
+            segments = futures[(plan.schema, plan.name, side)]
+            for n, future in enumerate(segments, 1):
                 parts[side].append(future.result())
                 if time.monotonic() - last_report >= 5:  # a long table shows movement, segment by segment
-                    progress(f"{name}: {plan.label} {side} segment {n}/{len(futures[(plan.label, side)])}, "
+                    progress(f"{name}: {plan.label} {side} segment {n}/{len(segments)}, "
                              f"{len(counts)}/{len(plans)} tables done", database=name, table=plan.label)
                     last_report = time.monotonic()
         left, right = checksum.merged(parts["source"]), checksum.merged(parts["target"])
@@ -185,7 +188,7 @@ def _lo_sums(pool: ThreadConnections, ep: Endpoint, db: str, low: int, high: int
 def _compare_large_objects(pending: _Pending) -> tuple[list[str], LargeObjectCounts]:
     """Range sums from both sides; a range that differs is read object by object to name what differs."""
     name, futures, (src, dst) = pending.database, pending.futures, pending.endpoints
-    sums = {side: [f.result() for f in futures[("large objects", side)]] for side in ("source", "target")}
+    sums = {side: [f.result() for f in futures[("", "large objects", side)]] for side in ("source", "target")}
     problems = []
     for (low, high), left, right in zip(pending.lo_ranges, sums["source"], sums["target"], strict=True):
         if left != right:

@@ -5,13 +5,15 @@ Statistics counters stop when a session sets track_counts off; transaction ids d
 xid. So the freeze's mark records that next xid, and a later check asks:
 
 1. Did the next xid move? If not, nothing wrote anywhere on the server. Done: the common case.
-2. Which of the xids since were committed? Autovacuum's ANALYZE commits too, leaving new rows only in
-   pg_statistic; if those explain every committed xid, nothing wrote. pgmove takes no xid on the source
+2. Which of the xids since were committed? None: nothing acknowledged. pgmove takes no xid on the source
    between the freeze and the end of verification (dump, copy and checks only read).
-3. Otherwise, look for each committed xid's rows (xmin at or after the mark) in every frozen database:
-   its catalogs, pg_largeobject and its tables. A row in a moved database (or a shared catalog) is a
-   write past the freeze there, named; rows only in a database that is not moved are a note. A committed
-   xid with no row anywhere (a DELETE, a sequence advanced) is a write we cannot place: it blocks too.
+3. Look for each committed xid's rows (xmin at or after the mark) in every frozen database: its catalogs,
+   pg_largeobject and its tables. A row in a moved database (or a shared catalog) is a write past the
+   freeze there, named; rows only in a database that is not moved are a note. Autovacuum's ANALYZE
+   commits too, leaving rows only in pg_statistic: such an xid explains itself, but only once no other
+   row of it was found (a superuser may write and ANALYZE in one transaction), so the scan always runs
+   when something committed. A committed xid with no row anywhere (a DELETE, a sequence advanced) is a
+   write we cannot place: it blocks too.
 """
 
 from __future__ import annotations
@@ -75,8 +77,6 @@ def since(connect: Callable[[str], Any], mark: int, moved: list[str], frozen: li
     for db in databases if listed else []:
         with connect(db) as conn:
             analyzed |= _xids(conn, ("pg_catalog", "pg_statistic"), mark)
-    if listed and committed <= analyzed:
-        return found
     placed: set[int] = set()
     for n, db in enumerate(databases):
         with connect(db) as conn:

@@ -121,6 +121,8 @@ def _copy(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     started = current.last_step(StepName.COPY) if current else None
     if started is not None:
         _SOURCE_HASHES[m.id] = (started.started_at, hashes)
+        while len(_SOURCE_HASHES) > 16:  # copies no verification followed here (an abort, another worker)
+            del _SOURCE_HASHES[next(iter(_SOURCE_HASHES))]
     return StepResult(Event.COPIED, f"copied {len(databases)} databases to {dst.name} in {result['seconds']:.1f}s", result)
 
 
@@ -186,9 +188,12 @@ def _source_hashes(m: Migration) -> SourceHashes | None:
 
 def _verify(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     freshness = [f.model_dump() for f in rt.config.freshness]
-    result = verify.run(ctx.endpoint(m.source), ctx.endpoint(_target(m)), _databases(m), m.freeze, ctx.progress,
+    src, hashes = ctx.endpoint(m.source), _source_hashes(m)
+    if hashes is not None:  # the source is not read again: every signal must say it is as it was when hashed
+        _prove_quiet(m, src, ctx, "since the copy")
+    result = verify.run(src, ctx.endpoint(_target(m)), _databases(m), m.freeze, ctx.progress,
                         m.plan.jobs, quick=m.verify_quick, freshness=freshness, mark=m.quiet_mark,
-                        source_hashes=_source_hashes(m))
+                        source_hashes=hashes)
     report = result.model_dump(mode="json")  # the step's record keeps the report as it was, as data
     if result.ok:
         message = f"verified ({result.mode}): {result.tables} tables, {result.rows} rows, all equal"
