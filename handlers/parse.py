@@ -7,6 +7,7 @@ usage line.
 
 from __future__ import annotations
 
+import difflib
 import shlex
 
 from pydantic import ValidationError
@@ -75,7 +76,7 @@ def parse(text: str) -> AnyCommand:
         raise UsageError("Say what to do: " + ", ".join(USAGE) + ". Try `/pgmove help`.")
     verb, rest = words[0].lower(), words[1:]
     if verb not in USAGE:
-        raise UsageError(f"Unknown command {_show(verb)}. Commands: {', '.join(USAGE)}.")
+        raise UsageError(f"Unknown command {_show(verb)}{did_you_mean(verb)} Commands: {', '.join(USAGE)}.")
     model, names = _GRAMMAR[verb]
     if verb == "reject":
         fields, extra = _reject(rest), []
@@ -92,6 +93,17 @@ def parse(text: str) -> AnyCommand:
     if extra:
         raise UsageError(f"Unexpected {_show(' '.join(extra))} after {verb}. {_usage(verb)}")
     return command  # type: ignore[return-value]  # _GRAMMAR pairs each verb with one of AnyCommand's models
+
+
+def did_you_mean(word: str) -> str:
+    """`; did you mean `plan`?` for a verb one slip away, else a plain full stop."""
+    nearest = difflib.get_close_matches(word.lower(), list(USAGE), n=1, cutoff=0.6)
+    return f"; did you mean `{nearest[0]}`?" if nearest else "."
+
+
+def grammar(verb: str) -> type[Command]:
+    """The model a verb parses to: its fields with a `--` title are its options."""
+    return _GRAMMAR[verb][0]
 
 
 def _options(model: type[Command]) -> dict[str, str]:

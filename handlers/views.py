@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from pgmove.handlers.parse import USAGE
+from pgmove.state.actions import STEP_FOR_STATE
 from pgmove.state.machine import State
 from pgmove.state.models import AuditEvent, Decision, Migration, StepStatus
 
@@ -58,13 +58,28 @@ def core_text(text: str, users: Iterable[str]) -> str:
     return _OWN_MENTION.sub(lambda found: mention(found.group(1)) if found.group(1) in known else found.group(0), esc(text))
 
 
+_MARKUP_MENTION = re.compile(r"<@([UW][A-Z0-9_]{1,40})>")
+_SLASH_COMMAND = re.compile(r"`/pgmove ([^`\n]*)`")
+_CODE = re.compile(r"`([^`\n]*)`")
+
+
 def for_terminal(text: str) -> str:
-    """The same sentence for a terminal: the entities back to the characters they stand for."""
+    """The same sentence for a terminal, plain: a mention is the id, a `/pgmove ...` hint is the command to type
+    here, code marks go, and the entities are the characters they stand for (data never held markup: esc())."""
+    text = _MARKUP_MENTION.sub(r"\1", text)
+    text = _SLASH_COMMAND.sub(lambda found: f'pgmove do "{found.group(1)}"', text)
+    text = _CODE.sub(r"\1", text)
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def next_hint(m: Migration) -> str:
     return _NEXT[m.state].format(src=esc(m.source), dst=esc(m.target) if m.target else "the target")
+
+
+def no_worker_text(m: Migration) -> str:
+    step = STEP_FOR_STATE.get(m.state)
+    return (f"queued: {esc(step.value if step else 'the next step')} of {esc(m.source)} waits for a worker, and no worker "
+            "is running; nothing happens until one starts (`pgmove worker`).")
 
 
 def title(m: Migration) -> str:
@@ -170,14 +185,6 @@ def servers_text(listing: list[dict[str, Any]]) -> str:
         f"{s['name']}: {s['host']}:{s['port']} as {s['user'] or 'default user'}"
         + (f", app roles {', '.join(s['app_roles'])}" if s["app_roles"] else ""))
         for s in listing
-    )
-
-
-def help_text(topic: str | None) -> str:
-    if topic:
-        return f"`/pgmove {esc(USAGE[topic])}`"
-    return "pgmove moves a PostgreSQL server, with a second person approving freeze and cutover.\n" + "\n".join(
-        f"  /pgmove {esc(usage)}" for usage in USAGE.values()
     )
 
 
