@@ -155,6 +155,26 @@ def worker(
     run_worker(config, burst=burst, worker_id=worker_id)
 
 
+@app.command("health")
+def health(
+    ctx: typer.Context,
+    worker_here: Annotated[bool, typer.Option("--worker-here", help="also: a worker on this host beat lately")] = False,
+) -> None:
+    """For health checks: exit 0 when Redis answers (and, with --worker-here, this host's worker beats),
+    4 when Redis or the configuration is unavailable, 1 when the worker is silent."""
+    import socket
+
+    config = ctx.obj.config()
+    store = Store.from_config(config)
+    store.ping()
+    if worker_here:
+        mine = [w for w in store.workers_seen(config.worker_gone_after) if w.startswith(f"{socket.gethostname()}:")]
+        if not mine:
+            typer.echo(f"no worker on {socket.gethostname()} beat in the last {config.worker_gone_after:g}s", err=True)
+            raise typer.Exit(EXIT_FAILED)
+    typer.echo("ok")
+
+
 @app.command("bot")
 def bot(
     ctx: typer.Context,

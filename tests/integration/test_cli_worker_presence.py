@@ -79,3 +79,14 @@ def test_wait_with_json_prints_the_events_on_stderr_and_only_json_on_stdout(conf
     lines = done.stderr.splitlines()
     assert any("preflight started" in line for line in lines), done.stderr
     assert any("(planned -> failed)" in line for line in lines), done.stderr
+
+
+def test_health_says_whether_redis_answers_and_this_hosts_worker_beats(config, redis_server, tmp_path):  # type: ignore[no-untyped-def]
+    """The image's HEALTHCHECK: 0 with Redis up, 1 when this host's worker is silent, 4 with Redis down."""
+    assert pgmove_cli(config, "health").returncode == 0
+    silent = pgmove_cli(config, "health", "--worker-here")
+    assert silent.returncode == 1 and "no worker on" in silent.stderr
+    Store.from_url(redis_server.url).beat(f"{os.uname().nodename}:1")
+    assert pgmove_cli(config, "health", "--worker-here").returncode == 0
+    redis_server.stop()
+    assert pgmove_cli(config, "health").returncode == 4
