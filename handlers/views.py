@@ -26,7 +26,8 @@ _NEXT: dict[State, str] = {
     State.COPYING: "copying to {dst}",
     State.VERIFYING: "verifying the copy on {dst}",
     State.VERIFIED: "next: `/pgmove cutover {src}` (a second person approves), or `/pgmove unfreeze {src}`",
-    State.VERIFY_FAILED: "cutover is blocked: fix the differences, then `/pgmove verify {src}`, or `/pgmove unfreeze {src}`",
+    State.VERIFY_FAILED: ("cutover is blocked: `/pgmove retry {src}` copies everything again while {src} stays frozen; "
+                          "or fix the differences, then `/pgmove verify {src}`; or `/pgmove unfreeze {src}`"),
     State.AWAITING_CUTOVER_APPROVAL: "waiting for an approver: `/pgmove approve {src}` or `/pgmove reject {src}`",
     State.AWAITING_UNFREEZE_APPROVAL: ("the cutover started, so writes back to {src} need an approver: "
                                        "`/pgmove approve {src}` or `/pgmove reject {src}`"),

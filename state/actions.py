@@ -214,6 +214,11 @@ def _request_writes_back(m: Migration, actor: str, now: datetime, abort: bool, p
 
 
 def retry(m: Migration, actor: str, now: datetime) -> Outcome:
+    if m.state == State.VERIFY_FAILED:  # the worker dropped the copy's checkpoints: everything is copied anew
+        out = _transition(m, Event.RETRY, actor, now, f"{actor} asked for a new copy of {m.source} after the failed "
+                          "verification (the source stays frozen)")
+        out.enqueue = True
+        return out
     if m.state != State.FAILED or m.failure is None:
         raise Refused(f"Only a failed migration can be retried; {m.source} is {m.state.value}.")
     moved = m.source_moved if m.failure.step == StepName.CUTOVER and m.failure.resume_state == State.FROZEN else None

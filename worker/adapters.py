@@ -172,6 +172,7 @@ def _verify(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
         message = f"verified ({result.mode}): {result.tables} tables, {result.rows} rows, all equal"
         return StepResult(Event.VERIFY_PASSED, message, report, {"verification": result, "verify_quick": False})
     message = f"verification ({result.mode}) found {len(result.problems)} difference(s)"
+    ctx.rt.store.remove_checkpoints(m.id, ctx.rt.store.checkpoints(m.id))  # so `retry` copies everything anew
     return StepResult(Event.VERIFY_FAILED, message, report, {"verification": result, "verify_quick": False})
 
 
