@@ -74,7 +74,23 @@ def for_terminal(text: str) -> str:
 
 
 def next_hint(m: Migration) -> str:
-    return _NEXT[m.state].format(src=esc(m.source), dst=esc(m.target) if m.target else "the target")
+    src, dst = esc(m.source), esc(m.target) if m.target else "the target"
+    if m.state == State.FAILED and not m.source_frozen:  # nothing is frozen: unfreeze would be refused
+        step = f"the {esc(m.failure.step.value)} step" if m.failure else "the step"
+        plan = f"`/pgmove plan {src} {dst}` to plan anew, " if m.target else ""
+        return f"`/pgmove retry {src}` to try {step} again, {plan}or `/pgmove abort {src}`"
+    hint = _NEXT[m.state].format(src=src, dst=dst)
+    if m.state == State.ABORTED and m.created_target_databases:
+        hint += "; " + leftover_text(m)
+    return hint
+
+
+def leftover_text(m: Migration) -> str:
+    """What an aborted migration left on its target, and how to clear it before the target is planned again."""
+    names = ", ".join(esc(name) for name in m.created_target_databases)
+    return (f"pgmove created {names} on {esc(m.target)} and left them there: a later plan to {esc(m.target)} is "
+            f"refused while they exist; drop them there (`DROP DATABASE <name> WITH (FORCE)` as a superuser) once "
+            "nobody needs them")
 
 
 def no_worker_text(m: Migration) -> str:

@@ -43,3 +43,20 @@ def test_the_writes_back_approval_says_what_the_cutover_hook_reported():
                                        NOW, policy=POLICY).migration
     assert "never recorded" in views.approval_text(unknown)
     assert "writes back" in views.next_hint(unknown)
+
+
+def test_hints_of_a_failed_unfrozen_migration_and_of_an_abort_offer_only_what_works():
+    """A failed preflight (nothing frozen) is not told to unfreeze; an abort names the target databases it left."""
+    from pgmove.state.models import StepName
+
+    now = datetime.now(UTC)
+    m = actions.new_migration("m1", Plan(source="a", target="b"), "alice", now).migration
+    failed = actions.fail(m, StepName.PREFLIGHT, "no route to host", now, "worker:w1", State.PLANNED).migration
+    hint = views.next_hint(failed)
+    assert "unfreeze" not in hint and "None" not in hint
+    assert "retry a` to try the preflight step again" in hint and "abort a" in hint
+    aborted = actions.request_unfreeze(failed, "alice", now, abort=True).migration
+    aborted.created_target_databases = ["appdb", "pagila"]
+    assert aborted.state == State.ABORTED
+    said = views.status_text(aborted)
+    assert "pgmove created appdb, pagila on b and left them there" in said and "DROP DATABASE" in said
