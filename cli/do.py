@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import typer
@@ -17,7 +18,7 @@ from pgmove.state.actions import step_due
 from pgmove.state.config import Config
 from pgmove.state.errors import NotAuthorized, UsageError
 from pgmove.state.machine import RESTING
-from pgmove.state.models import Migration
+from pgmove.state.models import AuditEvent, EventKind, Migration
 from pgmove.state.store import Store
 
 
@@ -46,6 +47,16 @@ def cli_actor(config: Config, as_user: str | None, config_path: str) -> str:
             f"{user} acts as {', '.join(ids)} on the command line, not as {as_user}: [access.cli_users] in "
             f"{config_path} has no mapping from {user} to {as_user}.")
     return as_user
+
+
+def record_origin(store: Store, reply: Reply, actor: str) -> None:
+    """The audit trail (and the Slack thread) says a change came from the shell, and from which OS user."""
+    m = reply.migration
+    if reply.kind != "accepted" or m is None:
+        return
+    store.append_event(m.id, AuditEvent(
+        kind=EventKind.PROGRESS, at=datetime.now(UTC), actor=actor, data={"via": "cli", "os_user": os_user()},
+        message=f"{actor} gave {reply.verb} {m.source} on the command line, as OS user {os_user()}"))
 
 
 def json_reply(reply: Reply, migration: Migration | None = None, text: str | None = None,

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from pgmove.cli import logs
-from pgmove.cli.do import cli_actor, emit, wait_until_resting
+from pgmove.cli.do import cli_actor, emit, record_origin, wait_until_resting
 from pgmove.handlers import views
 from pgmove.handlers.commands import Deps, handle
 from pgmove.handlers.helptext import help_reply
@@ -105,6 +105,7 @@ def do(
     store = Store.from_config(config)
     deps = Deps(config=config, store=store, enqueue=enqueuer(make_queue(store, config.queue_name)))
     reply = handle(deps, actor, text)
+    record_origin(store, reply, actor)
     if not reply.ok:
         emit(reply, as_json)
         raise typer.Exit(EXIT_UNAVAILABLE if reply.kind == "unavailable" else EXIT_REFUSED)

@@ -22,6 +22,8 @@ def test_as_must_be_the_chat_id_the_os_user_maps_to(redis_server, tmp_path):  # 
     derived = pgmove_cli(config, "do", "--json", "plan prod-old prod-new")
     assert derived.returncode == 0, derived.stderr
     assert json.loads(derived.stdout)["created_by"] == "U_ALICE"
+    history = json.loads(pgmove_cli(config, "do", "--json", "history prod-old").stdout)["events"]
+    assert f"U_ALICE gave plan prod-old on the command line, as OS user {os_user()}" in [e["message"] for e in history]
     posing = pgmove_cli(config, "do", "--as", "U_BOB", "approve prod-old")
     assert posing.returncode == 2
     assert f"no mapping from {os_user()} to U_BOB" in posing.stderr and "[access.cli_users]" in posing.stderr
