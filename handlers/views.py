@@ -121,7 +121,7 @@ def approval_text(m: Migration) -> str:
     assert a is not None
     plan = m.plan
     dbs = esc(", ".join(plan.databases)) if plan.databases else "all databases"
-    size = f", {m.preflight.total_bytes / 1e6:.1f} MB" if m.preflight else ""
+    size = f", {megabytes(m.preflight.total_bytes)}" if m.preflight else ""
     how = f"method {esc(plan.method)}, {plan.jobs} jobs" if m.target else "no copy (freeze only)"
     if a.action.value == "freeze":
         grace = m.freeze_options.grace_seconds
@@ -160,6 +160,8 @@ def status_text(m: Migration) -> str:
         lines.append(esc(f"failed in {m.failure.step}: {m.failure.reason}"))
     if m.source_frozen:
         lines.append(f"{esc(m.source)} is frozen (since {m.freeze.taken_at:%H:%M:%S} UTC)" if m.freeze else "")
+    if m.preflight and m.target and m.state in (State.READY, State.AWAITING_FREEZE_APPROVAL):
+        lines += plan_lines(m)
     if m.preflight and m.preflight.problems:
         lines += [f"problem: {esc(p)}" for p in m.preflight.problems]
     if m.preflight and m.preflight.warnings:
@@ -174,6 +176,23 @@ def status_text(m: Migration) -> str:
         if len(problems) > 10:
             lines.append(f"  ... and {len(problems) - 10} more (`/pgmove history {esc(m.source)}`)")
     return "\n".join(line for line in lines if line)
+
+
+def megabytes(size: int) -> str:
+    """Every size pgmove shows, one way."""
+    return f"{size / 1e6:.1f} MB"
+
+
+def plan_lines(m: Migration) -> list[str]:
+    """The plan a preflight found: versions, databases and sizes, the client tools the copy will use."""
+    p = m.preflight
+    assert p is not None
+    lines = [f"plan: PostgreSQL {esc(p.source_version)} -> {esc(p.target_version)}, {len(p.databases)} database(s), "
+             f"{megabytes(p.total_bytes)}, {m.plan.jobs} jobs"]
+    lines += [f"  {esc(db.name)}: {megabytes(db.size_bytes)}" + (f", owner {esc(db.owner)}" if db.owner else "")
+              for db in p.databases]
+    lines += [f"  {esc(tool)}: {esc(found)}" for tool, found in sorted(p.tools.items())]
+    return lines
 
 
 def status_list_text(migrations: list[Migration]) -> str:

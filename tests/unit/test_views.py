@@ -60,3 +60,19 @@ def test_hints_of_a_failed_unfrozen_migration_and_of_an_abort_offer_only_what_wo
     assert aborted.state == State.ABORTED
     said = views.status_text(aborted)
     assert "pgmove created appdb, pagila on b and left them there" in said and "DROP DATABASE" in said
+
+
+def test_a_ready_migrations_status_shows_the_plan_the_preflight_found():
+    """`plan --wait` ends with the plan itself: versions, each database with its size, the client tools."""
+    from pgmove.state.models import DatabaseInfo, PreflightReport
+
+    m = actions.new_migration("m1", Plan(source="a", target="b", jobs=3), "alice", datetime.now(UTC)).migration
+    m.state = State.READY
+    m.preflight = PreflightReport(source_version="15.4", target_version="18.0",
+                                  tools={"pg_dump": "/usr/lib/postgresql/18/bin/pg_dump (18.0)"},
+                                  databases=[DatabaseInfo(name="appdb", size_bytes=12_345_678, owner="app"),
+                                             DatabaseInfo(name="pagila", size_bytes=15_000_000)])
+    text = views.status_text(m)
+    assert "plan: PostgreSQL 15.4 -> 18.0, 2 database(s), 27.3 MB, 3 jobs" in text
+    assert "  appdb: 12.3 MB, owner app" in text and "  pagila: 15.0 MB" in text
+    assert "  pg_dump: /usr/lib/postgresql/18/bin/pg_dump (18.0)" in text
