@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
 import redis
 
+from pgmove.sandbox.fakeslack.server import FakeSlack
 from pgmove.sandbox.servers import free_port, wait_until
 from tests.fixtures.services import PGMOVE, cli_env, cli_users, pgmove_cli
 
@@ -67,3 +69,38 @@ def test_redis_lost_while_waiting_exits_4_and_is_not_a_failed_migration(redis_se
     out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 4, (out, err)
     assert "Redis at" in err and "unavailable" in err and "Traceback" not in err
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_the_bot_restarts_a_responder_that_keeps_dying_less_and_less_often(redis_server, tmp_path):  # type: ignore[no-untyped-def]
+    """Redis gone under a running bot: its responder dies at each start, and is restarted after 1 s, 2 s, 4 s..."""
+    config = _config(tmp_path / "pgmove.toml", redis_server.url)
+    log_path = tmp_path / "bot.log"
+    slack = FakeSlack().start()  # the edge checks its token against the Web API as it starts
+    env = cli_env({"SLACK_BOT_TOKEN": slack.bot_token, "SLACK_SIGNING_SECRET": "s" * 32, "SLACK_API_URL": slack.api_url})
+    with open(log_path, "wb") as log:
+        port = free_port()
+        bot = subprocess.Popen([*PGMOVE, "--config", str(config), "bot", "--port", str(port), "--host", "127.0.0.1"],
+                               env=env, stdout=log, stderr=log, start_new_session=True)
+    try:
+        wait_until(lambda: _listening(port), 30, "the bot's edge serving HTTP")
+        inbox = "pgmove:chat:inbox"  # the responder blocks on it
+        wait_until(lambda: any(c.get("cmd") == "blmove" for c in redis.Redis.from_url(redis_server.url).client_list()),
+                   30, f"the responder waiting on {inbox}")
+        redis_server.stop()
+        wait_until(lambda: "restarting it in 4s" in log_path.read_text(), 60, "a third restart, 4 s after the second")
+        said = log_path.read_text()
+        assert said.index("restarting it in 1s") < said.index("restarting it in 2s") < said.index("restarting it in 4s")
+        assert bot.poll() is None  # the edge stays up meanwhile
+        assert "responder stopped: Redis at" in said and "Traceback" not in said
+    finally:
+        bot.terminate()
+        bot.wait(30)
+        slack.stop()
