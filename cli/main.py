@@ -9,15 +9,17 @@ import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from pgmove.cli import logs
 from pgmove.cli.do import cli_actor, emit, record_origin, wait_until_resting
 from pgmove.handlers import views
 from pgmove.handlers.commands import Deps, handle
 from pgmove.handlers.helptext import help_reply
+from pgmove.handlers.parse import USAGE
 from pgmove.handlers.reply import Reply
 from pgmove.state.config import Config, load_config, redact_url
 from pgmove.state.errors import PgmoveError, Unavailable, UsageError
@@ -25,8 +27,21 @@ from pgmove.state.machine import State
 from pgmove.state.store import Store
 from pgmove.worker.queue import enqueuer, make_queue
 
+
+class _Commands(TyperGroup):
+    """`pgmove plan a b` (a chat verb where a command goes) says how to run it instead of "No such command"."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:  # typer vendors its own click
+        name = args[0] if args else ""
+        if name and self.get_command(ctx, name) is None and name.lower() in USAGE:
+            typer.echo(f"{name} is a /pgmove command; on the command line run it as: pgmove do \"{' '.join(args)}\"",
+                       err=True)  # plain, one line: a framed error box would break the command across lines
+            ctx.exit(EXIT_REFUSED)
+        return super().resolve_command(ctx, args)
+
+
 # No locals in tracebacks: they would print the configuration, the Redis password in redis_url included.
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Move a PostgreSQL server, two people, one runbook.")
 
 EXIT_REFUSED, EXIT_FAILED, EXIT_TIMEOUT, EXIT_UNAVAILABLE = 2, 1, 3, 4
@@ -133,7 +148,7 @@ def help_verb(
     except UsageError as exc:
         typer.echo(views.for_terminal(exc.message), err=True)
         raise typer.Exit(EXIT_REFUSED) from None
-    typer.echo(views.for_terminal(reply.text))
+    typer.echo(views.for_terminal(reply.text).replace('pgmove do "help <command>"', "pgmove help <command>"))
     if not verb:
         typer.echo("On the command line: pgmove do [--as ID] [--wait] [--json] \"<command>\"; pgmove --help for the rest.")
 

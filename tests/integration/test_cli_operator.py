@@ -57,6 +57,9 @@ def test_a_mistyped_verb_gets_did_you_mean(redis_server, tmp_path):  # type: ign
     done = pgmove_cli(config, "do", "--as", "U_ALICE", "plna prod-old prod-new")
     assert done.returncode == 2 and "did you mean plan?" in done.stderr, done.stderr
     assert "did you mean freeze?" in pgmove_cli(Path("/nonexistent"), "help", "freze").stderr
+    assert "Did you mean 'worker'?" in pgmove_cli(Path("/nonexistent"), "wroker").stderr
+    verb_as_command = pgmove_cli(Path("/nonexistent"), "plan", "prod-old", "prod-new")
+    assert verb_as_command.returncode == 2 and 'pgmove do "plan prod-old prod-new"' in verb_as_command.stderr
 
 
 def test_version_and_help_for_a_verb_need_no_configuration(tmp_path):  # type: ignore[no-untyped-def]
