@@ -127,6 +127,9 @@ class Config(_Section):
     approval_ttl_minutes: float = 30.0
     freeze_grace_seconds: float = 30.0
     lease_seconds: float = 30.0
+    # The worker, its threads and the client programs it starts yield the CPU to the bot on a shared host:
+    # Slack wants its ack within 3 s whatever a copy is doing.
+    worker_nice: int = Field(default=10, ge=0, le=19)
     work_dir: str | None = None  # where schema dumps are staged; the system temp dir when unset
     split_table_mb: int = Field(default=256, ge=1)  # tables bigger than this are copied in ranges, concurrently
     archive_dir: str | None = None  # where `freeze --archive NAME` keeps its dumps (on the worker's host)

@@ -69,3 +69,4 @@ class VerificationReport(_Part):
     rows: int = 0
     smoke: list[str] = Field(default_factory=list)  # what the write test as each app role on the target did
     seconds: float = 0.0
+    source_hashed_during_copy: int = 0  # tables whose source side the copy hashed: only their target was read here

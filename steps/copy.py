@@ -28,19 +28,22 @@ from psycopg import sql
 
 from pgmove.state.errors import StepFailed
 from pgmove.state.models import FreezeSnapshot
-from pgmove.steps import freezeroles, guards, objects, schema, tables
+from pgmove.steps import freezeroles, guards, largeobjects, objects, schema, tables
 from pgmove.steps.catalog import DatabaseDefinition, database_definition
 from pgmove.steps.connect import Endpoint, Progress, ThreadConnections, connection, describe
 from pgmove.steps.copyprogress import Ticker
 from pgmove.steps.dbprops import apply_database_properties, apply_role_settings, create_database
 from pgmove.steps.pool import Pool
+from pgmove.steps.prehash import SourceHashes
 from pgmove.steps.roles import copy_roles
 from pgmove.steps.settings import before_freeze, read_settings
 from pgmove.steps.tools import ToolSet
 
 # A table bigger than this is copied in ctid ranges (about this size each), at most one per job.
 SPLIT_BYTES = 256 * 1024 * 1024
-DATA, AFTER_DATA, INDEX, FINISH, PREPARE = 3, 2, 1, 0, -1  # pool priorities: schemas, then finishing work first
+# Pool priorities: schemas, then finishing work first, data next; hashing the source for the verification
+# only fills cores nothing else wants (steps/prehash.py).
+HASH, DATA, AFTER_DATA, INDEX, FINISH, PREPARE = 4, 3, 2, 1, 0, -1
 
 
 class Checkpoints(Protocol):
@@ -81,6 +84,7 @@ class CopyJob:
     created_before: list[str]  # target databases an earlier attempt of this migration created
     split_bytes: int = SPLIT_BYTES
     role_passwords: bool = True
+    source_hashes: SourceHashes | None = None  # filled while the copy runs, for the verification after it
 
 
 @dataclass
@@ -141,6 +145,8 @@ class _Copy:
             finally:
                 self.src_sessions.close()
                 self.dst_sessions.close()
+                if job.source_hashes is not None:
+                    job.source_hashes.close()
         apply_role_settings(job.dst, self.settings, set(job.databases))
         return {"roles": roles, "databases": self.finished, "seconds": round(time.monotonic() - started, 2),
                 "tools": job.toolset.describe(), "column_options_left_out": sorted(self.dropped_options),
@@ -195,10 +201,16 @@ class _Copy:
             self.checkpoints.forget(mine)
 
     def _plan(self, db: _Database) -> None:
-        db.pending = len(db.tables) + 2  # each table, the sequences, the large objects
+        lo_ranges = largeobjects.ranges(self._src(db.name))
+        db.pending = len(db.tables) + 1 + len(lo_ranges)  # each table, the sequences, each oid range of large objects
         self.pool.submit((DATA, 0), f"{db.name} sequences", lambda: self._sequences(db))
-        self.pool.submit((DATA, 0), f"{db.name} large objects", lambda: self._large_objects(db))
+        for low, high in lo_ranges:  # in parallel across the pool, like a big table's ranges
+            self.pool.submit((DATA, 0), f"{db.name} large objects [{low}, {high})",
+                             partial(self._large_objects, db, low, high))
         for table in db.tables:
+            if self.job.source_hashes is not None:
+                self.pool.submit((HASH, -table.size_bytes), f"{db.name} hash {table.label}",
+                                 partial(self.job.source_hashes.hash_table, db.name, table.schema, table.name))
             if checkpoint(db.name, f"table {table.oid}") in self.done:
                 self._table_done(db, table, resumed=True)
                 continue
@@ -273,10 +285,11 @@ class _Copy:
         db.stats["sequences"] = count
         self._database_part_done(db)
 
-    def _large_objects(self, db: _Database) -> None:
-        count, size = objects.copy_large_objects(self._src(db.name), self._dst(db.name))
-        db.stats["large_objects"] = count
-        db.stats["bytes"] += size
+    def _large_objects(self, db: _Database, low: int, high: int) -> None:
+        count, size = objects.copy_large_objects(self._src(db.name), self._dst(db.name), low, high)
+        with self.lock:
+            db.stats["large_objects"] = db.stats.get("large_objects", 0) + count
+            db.stats["bytes"] += size
         self._database_part_done(db)
 
     def _database_part_done(self, db: _Database) -> None:
@@ -305,6 +318,9 @@ class _Copy:
         seconds = round(time.monotonic() - db.started, 2)
         with self.lock:
             self.finished.append({"database": name, "seconds": seconds, **{k: int(v) for k, v in db.stats.items()}})
+            all_in = len(self.finished) == len(job.databases)
+        if all_in and job.source_hashes is not None:
+            job.source_hashes.finish()
         self.progress(f"database {name} copied in {seconds:.1f}s", database=name, seconds=seconds)
 
     # -- bookkeeping ----------------------------------------------------------------------------

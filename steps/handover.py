@@ -33,14 +33,9 @@ class SourceMoved(StepFailed):
 def prove_quiet(src: Endpoint, target: str, migration_id: str, baseline: dict[str, str], mark: QuietMark,
                 moving: list[str], progress: Progress) -> None:
     """Raise SourceMoved, naming what moved, unless the source is as it was when the freeze took hold."""
-    with connection(src) as conn:
-        present = {str(r[0]) for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
-    now_seen = quiet.fingerprint(src, [db for db in baseline if db in present])
-    own = _own_marks(src, [db for db in _holders(src, baseline) if db in present], migration_id)
-    moved = quiet.changed(baseline, now_seen)
-    found = quiet.server_changes(src, mark, [db for db in moving if db in present], list(now_seen), own)
-    problems = [f"{db}: its tables' write counters, sequences or large objects changed" if db in now_seen
-                else f"database {db} is gone" for db in moved] + found.problems
+    own = _own_marks(src, _holders(src, baseline), migration_id)
+    found = quiet.check(src, baseline, mark, moving, own)
+    problems, now_seen = found.problems, found.now_seen
     if problems:
         seen = MovedSource(problems=problems, at=datetime.now(UTC), baseline=now_seen,
                            mark=quiet.mark(src, mark.with_passwords))
@@ -59,8 +54,7 @@ def prove_quiet(src: Endpoint, target: str, migration_id: str, baseline: dict[st
 def mark_cut_over(src: Endpoint, snapshot: FreezeSnapshot, target: str, migration_id: str,
                   progress: Progress) -> list[str]:
     """Mark the freeze record cut over wherever the freeze kept it; a database already marked keeps its mark."""
-    with connection(src) as conn:
-        present = {str(r[0]) for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+    present = _present(src)
     marked = snapshot.model_copy(update={"cut_over": CutOverMark(target=target, migration_id=migration_id,
                                                                   at=datetime.now(UTC))})
     done = []
@@ -89,9 +83,15 @@ def _holders(src: Endpoint, databases: list[str] | dict[str, str]) -> list[str]:
 
 def _own_marks(src: Endpoint, databases: list[str], migration_id: str) -> frozenset[int]:
     xids = set()
-    for db in databases:
+    present = _present(src)
+    for db in (d for d in databases if d in present):
         with connection(src, db) as conn:
             xid = freezerecord.cut_over_xid(conn, migration_id)
             if xid is not None:
                 xids.add(xid)
     return frozenset(xids)
+
+
+def _present(src: Endpoint) -> set[str]:
+    with connection(src) as conn:
+        return {str(r[0]) for r in conn.execute("SELECT datname FROM pg_database").fetchall()}

@@ -13,6 +13,7 @@ Equal signals mean the copy holds every write the source acknowledged.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -70,3 +71,28 @@ def server_changes(ep: Endpoint, since: QuietMark, moved: list[str], frozen: lis
     found = writes.since(lambda db: connection(ep, db), since.next_xid, moved, frozen, own)
     found.problems = [f"during the freeze, {c}" for c in shared.changes(since.shared, now)] + found.problems
     return found
+
+
+@dataclass
+class Check:
+    """What the quiet check saw: what moved since the freeze (empty: quiet), notes, and the fingerprints now."""
+
+    problems: list[str]
+    notes: list[str] = field(default_factory=list)
+    now_seen: dict[str, str] = field(default_factory=dict)
+
+
+def check(ep: Endpoint, baseline: dict[str, str], since: QuietMark | None, moving: list[str],
+          own: frozenset[int] = frozenset()) -> Check:
+    """Every signal against the freeze's baseline; a database dropped meanwhile is a finding, not a crash."""
+    with connection(ep) as conn:
+        present = {str(r[0]) for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+    now_seen = fingerprint(ep, [db for db in baseline if db in present])
+    problems = [f"{db}: its tables' write counters, sequences or large objects changed" if db in now_seen
+                else f"database {db} is gone" for db in changed(baseline, now_seen)]
+    notes: list[str] = []
+    if since is not None:
+        found = server_changes(ep, since, [db for db in moving if db in present], list(now_seen), own)
+        problems += found.problems
+        notes = found.notes
+    return Check(problems, notes, now_seen)

@@ -55,8 +55,11 @@ def dump(src: Endpoint, database: str, toolset: ToolSet, staging: str, should_st
     archive = os.path.join(staging, f"{file_name(database)}.schema")
     # No statistics (pg_dump 18+ dumps them by default): ANALYZE rebuilds them from the target's data.
     no_stats = ["--no-statistics"] if toolset.major >= 18 else []
+    # Large objects are pgmove's to copy (steps/objects.py); up to pg_dump 16 their creation is pre-data, one lock
+    # each in the one transaction that restores it, and a few thousand of them exhaust the target's lock table.
+    no_large_objects = "--no-large-objects" if toolset.major >= 16 else "--no-blobs"
     run_tool([toolset.path("pg_dump"), "--format=custom", "--section=pre-data", "--section=post-data", "--no-sync",
-              *no_stats, f"--file={archive}", f"--dbname={src.conninfo(database)}"],
+              no_large_objects, *no_stats, f"--file={archive}", f"--dbname={src.conninfo(database)}"],
              src.tool_env(dict(os.environ)), should_stop=should_stop)
     return archive
 

@@ -17,6 +17,7 @@ from pgmove.state.models import FreezeSnapshot, QuietMark
 from pgmove.state.report import DatabaseReport, LargeObjectCounts, TableReport, VerificationReport, VerifyMode
 from pgmove.steps import checksum, inventory, largeobjects, quiet
 from pgmove.steps.connect import Endpoint, Progress, ThreadConnections, connection
+from pgmove.steps.prehash import SourceHashes, verification_session
 from pgmove.steps.settings import before_freeze, read_settings
 from pgmove.steps.smoke import smoke_test
 
@@ -41,14 +42,13 @@ _SEQUENCES = sql.SQL("""
 QUICK_SAMPLE = 8  # quick mode hashes one chunk in eight (counts stay exact)
 
 
-def _read_only(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("SET default_transaction_read_only = on")
-
-
 def run(
     src: Endpoint, dst: Endpoint, databases: list[str], snapshot: FreezeSnapshot | None, progress: Progress,
     jobs: int = 2, quick: bool = False, freshness: list[dict[str, str]] | None = None, mark: QuietMark | None = None,
+    source_hashes: SourceHashes | None = None,
 ) -> VerificationReport:
+    """Everything compared; `source_hashes`, the source's sums taken during the copy of this very freeze, spare
+    reading the source's tables again (a full verification only: quick mode samples by chunk)."""
     started = time.monotonic()
     problems: list[str] = []
     notes: list[str] = []
@@ -61,7 +61,8 @@ def run(
         present = {r[0] for r in d.execute("SELECT datname FROM pg_database").fetchall()}
         same_major = int(s.info.server_version) // 10000 == int(d.info.server_version) // 10000
     per_db: list[DatabaseReport] = []
-    pool = ThreadConnections(_read_only)  # checksums run many small queries: one session per thread and database
+    pool = ThreadConnections(verification_session)
+    hashed = source_hashes if source_hashes is not None and not quick else None  # checksums run many small queries: one session per thread and database
     try:
         with ThreadPoolExecutor(max_workers=max(2, 2 * jobs)) as executor:
             # Every database's work is queued first, so the pool never idles at the tail of one database.
@@ -70,7 +71,7 @@ def run(
                 if name not in present:
                     problems.append(f"database {name} is missing on {dst.name}")
                     continue
-                started_dbs.append(_start_database(src, dst, name, executor, pool, same_major, quick))
+                started_dbs.append(_start_database(src, dst, name, executor, pool, same_major, quick, hashed))
             for pending in started_dbs:
                 result = _finish_database(pending, progress)
                 name = result.database
@@ -90,6 +91,7 @@ def run(
         ok=not problems, mode=VerifyMode.QUICK if quick else VerifyMode.FULL, problems=problems, notes=notes,
         databases=per_db, tables=sum(r.tables for r in per_db), rows=sum(r.rows for r in per_db),
         smoke=smoke, seconds=round(time.monotonic() - started, 2),
+        source_hashed_during_copy=sum(p.source_hashed for p in started_dbs),
     )
 
 
@@ -106,18 +108,25 @@ class _Pending:
     pool: ThreadConnections
     executor: ThreadPoolExecutor
     lo_ranges: list[tuple[int, int]]
+    source_hashed: int = 0
 
 
 def _start_database(src: Endpoint, dst: Endpoint, name: str, executor: ThreadPoolExecutor, pool: ThreadConnections,
-                    same_major: bool, quick: bool) -> _Pending:
+                    same_major: bool, quick: bool, hashed: SourceHashes | None) -> _Pending:
     sample = QUICK_SAMPLE if quick else 1
     futures: dict[tuple[str, str], list[Future[Any]]] = {}
     with connection(src, name) as s, connection(dst, name) as d:
         tables = [(r[0], r[1]) for r in s.execute(_TABLES).fetchall()]
         target_tables = {(r[0], r[1]) for r in d.execute(_TABLES).fetchall()}
         plans = [checksum.plan_table(s, schema, table) for schema, table in tables if (schema, table) in target_tables]
+        source_hashed = 0
         for plan in plans:  # largest first: the long tables start while the small ones fill the gaps
-            for side, ep, conn in (("source", src, s), ("target", dst, d)):
+            sides = [("source", src, s), ("target", dst, d)]
+            earlier = hashed.get(name, plan.label) if hashed is not None else None
+            if earlier is not None:
+                futures[(plan.label, "source")] = [_done(earlier.chunks)]
+                sides, source_hashed = sides[1:], source_hashed + 1
+            for side, ep, conn in sides:
                 futures[(plan.label, side)] = [executor.submit(_sums, pool, ep, name, plan, piece, sample, quick)
                                                for piece in checksum.segments(conn, plan)]
         lo_ranges = largeobjects.ranges(s)
@@ -127,7 +136,13 @@ def _start_database(src: Endpoint, dst: Endpoint, name: str, executor: ThreadPoo
         # The catalog work runs while the executor hashes.
         inv_problems, notes = inventory.compare(name, inventory.inventory(s), inventory.inventory(d), same_major)
         problems = inv_problems + _compare_sequences(s, d, name)
-    return _Pending(name, plans, futures, problems, notes, (src, dst), pool, executor, lo_ranges)
+    return _Pending(name, plans, futures, problems, notes, (src, dst), pool, executor, lo_ranges, source_hashed)
+
+
+def _done(chunks: dict[int, tuple[int, int]]) -> Future[Any]:
+    future: Future[Any] = Future()
+    future.set_result(dict(chunks))
+    return future
 
 
 def _finish_database(pending: _Pending, progress: Progress) -> DatabaseReport:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pgmove.state.errors import PlanProblems, Refused, StepFailed
 from pgmove.state.machine import Event
-from pgmove.state.models import HookReport, Migration, StepName
+from pgmove.state.models import HookReport, Migration, StepName, StepStatus
 from pgmove.steps import archive, copy, cutover, freeze, freezerecord, handover, preflight, quiet, verify
 from pgmove.steps.catalog import list_databases, selected
 from pgmove.steps.connect import Endpoint, connection
+from pgmove.steps.prehash import SourceHashes
 from pgmove.steps.tools import choose_toolset
 from pgmove.worker.runtime import Runtime
 
@@ -99,9 +101,11 @@ def _copy(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
 
         ctx.record(f"creating database {name} on {dst.name}", derive=add)
 
+    _SOURCE_HASHES.pop(m.id, None)
+    hashes = SourceHashes(src)
     job = copy.CopyJob(src, dst, databases, m.plan.jobs, toolset, m.freeze, rt.config.work_dir, m.created_target_databases,
                        split_bytes=rt.config.split_table_mb * 1024 * 1024,
-                       role_passwords=rt.config.servers[_target(m)].copy_role_passwords)
+                       role_passwords=rt.config.servers[_target(m)].copy_role_passwords, source_hashes=hashes)
     result = copy.run(job, ctx.progress, will_create, ctx.should_stop, CopyCheckpoints(rt, m.id))
     if m.freeze_options.archive:
         if rt.config.archive_dir is None:
@@ -111,6 +115,10 @@ def _copy(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     current = rt.store.get(m.id)
     _prove_quiet(current or m, src, ctx, "during the copy")
     result["databases_copied"] = databases
+    result["source_tables_hashed"] = len(hashes)
+    started = current.last_step(StepName.COPY) if current else None
+    if started is not None:
+        _SOURCE_HASHES[m.id] = (started.started_at, hashes)
     return StepResult(Event.COPIED, f"copied {len(databases)} databases to {dst.name} in {result['seconds']:.1f}s", result)
 
 
@@ -134,11 +142,8 @@ def _prove_quiet(m: Migration, src: Endpoint, ctx: StepContext, when: str) -> No
     """Nothing may have written to the frozen source; if something did, stop and say where."""
     if m.quiet_baseline is None:
         return
-    now_seen = quiet.fingerprint(src, list(m.quiet_baseline))
-    moved = quiet.changed(m.quiet_baseline, now_seen)
-    server = quiet.server_changes(src, m.quiet_mark, _moving(m, src), list(m.quiet_baseline)) if m.quiet_mark else None
-    problems = [f"in {', '.join(moved)}"] if moved else []
-    problems += server.problems if server else []
+    found = quiet.check(src, m.quiet_baseline, m.quiet_mark, _moving(m, src))
+    problems, now_seen = found.problems, found.now_seen
     if problems:
         # The next attempt compares against what is there now: whatever wrote is then in its copy. Tables
         # copied before the write may miss it, so nothing of an earlier attempt may be kept.
@@ -148,7 +153,7 @@ def _prove_quiet(m: Migration, src: Endpoint, ctx: StepContext, when: str) -> No
         raise StepFailed(f"something wrote to {m.source} {when} ({'; '.join(problems)}): the freeze was overridden, "
                          "perhaps by a superuser or a role that may create databases or roles. Find out who, then "
                          "retry (the copy starts over) or unfreeze.")
-    notes = f"; {'; '.join(server.notes)}" if server and server.notes else ""
+    notes = f"; {'; '.join(found.notes)}" if found.notes else ""
     ctx.progress(f"quiet check: no write on {m.source} {when} ({len(now_seen)} databases, counters, sequences, "
                  f"large objects, transaction ids, databases and roles unchanged){notes}")
 
@@ -163,13 +168,30 @@ def _moving(m: Migration, src: Endpoint) -> list[str]:
         return [d.name for d in selected(list_databases(conn), m.plan.databases)]
 
 
+# The source's sums taken by a copy in this process, by migration: (that copy's start, the sums). Kept in memory
+# only, for the verification that follows that copy under the same lock; a verification elsewhere reads the source.
+_SOURCE_HASHES: dict[str, tuple[datetime, SourceHashes]] = {}
+
+
+def _source_hashes(m: Migration) -> SourceHashes | None:
+    """The sums of the copy this verification checks: its last copy, finished, with the source frozen since."""
+    kept = _SOURCE_HASHES.pop(m.id, None)
+    copied = m.last_step(StepName.COPY)
+    if kept is None or copied is None or copied.status != StepStatus.DONE or copied.started_at != kept[0]:
+        return None
+    return kept[1] if m.freeze is not None and m.quiet_mark is not None else None
+
+
 def _verify(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     freshness = [f.model_dump() for f in rt.config.freshness]
     result = verify.run(ctx.endpoint(m.source), ctx.endpoint(_target(m)), _databases(m), m.freeze, ctx.progress,
-                        m.plan.jobs, quick=m.verify_quick, freshness=freshness, mark=m.quiet_mark)
+                        m.plan.jobs, quick=m.verify_quick, freshness=freshness, mark=m.quiet_mark,
+                        source_hashes=_source_hashes(m))
     report = result.model_dump(mode="json")  # the step's record keeps the report as it was, as data
     if result.ok:
         message = f"verified ({result.mode}): {result.tables} tables, {result.rows} rows, all equal"
+        if result.source_hashed_during_copy:
+            message += f" ({result.source_hashed_during_copy} tables' source side hashed during the copy)"
         return StepResult(Event.VERIFY_PASSED, message, report, {"verification": result, "verify_quick": False})
     message = f"verification ({result.mode}) found {len(result.problems)} difference(s)"
     ctx.rt.store.remove_checkpoints(m.id, ctx.rt.store.checkpoints(m.id))  # so `retry` copies everything anew

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from rq import SimpleWorker
@@ -25,6 +26,7 @@ def build_runtime(config: Config, worker_id: str | None = None) -> Runtime:
 def run_worker(config: Config, burst: bool = False, worker_id: str | None = None) -> bool:
     """Work the queue until stopped (SIGTERM finishes the current step first) or, in burst mode, until empty."""
     rt = build_runtime(config, worker_id)
+    lower_priority(config.worker_nice)
     install(rt)
     rt.store.beat(rt.worker_id)  # first: a plan made now is told a worker is there
     reap(rt.store, f"worker:{rt.worker_id}")
@@ -42,6 +44,14 @@ def run_worker(config: Config, burst: bool = False, worker_id: str | None = None
             rt.store.forget_worker(rt.worker_id)  # gone now, not in a minute: replies say so at once
         except Exception:
             log.warning("could not remove this worker's heartbeat", exc_info=True)
+
+
+def lower_priority(niceness: int) -> None:
+    """Raise this process's niceness to `niceness` (never lower it: an operator's own nice stands); inherited by
+    every thread and by pg_dump, pg_restore and the hooks the worker starts."""
+    current = os.nice(0)
+    if niceness > current:
+        os.nice(niceness - current)
 
 
 def _reap_forever(rt: Runtime, stop: threading.Event) -> None:

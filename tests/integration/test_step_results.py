@@ -66,3 +66,23 @@ def test_a_fact_recorded_while_the_step_runs_is_validated_too(redis_server, monk
     runner.advance(rt, m.id, lock_wait=0)
     after = deps.store.get(m.id)
     assert after is not None and after.state == State.FAILED and after.created_target_databases == []
+
+
+def test_a_step_that_notices_the_move_itself_is_recorded_as_stopped(redis_server, monkeypatch):  # type: ignore[no-untyped-def]
+    """A step whose own progress report finds the migration moved on (an abort) ends recorded as stopped, not running."""
+    rt, deps = _runtime(redis_server.url)
+    assert handle(deps, "U_ALICE", "plan prod-old prod-new").ok
+    m = deps.store.active_for("prod-old")
+
+    def preflight(rt, m, ctx):  # type: ignore[no-untyped-def]
+        assert handle(deps, "U_ALICE", "abort prod-old").ok
+        ctx.progress("still checking")  # raises: the migration moved on under the step
+        return StepResult(Event.PREFLIGHT_OK, "preflight ok")
+
+    monkeypatch.setitem(adapters.STEPS, StepName.PREFLIGHT, preflight)
+    runner.advance(rt, m.id, lock_wait=0)
+    after = deps.store.get(m.id)
+    assert after is not None and after.state == State.ABORTED
+    record = after.last_step(StepName.PREFLIGHT)
+    assert record.status == StepStatus.FAILED and "stopped" in record.message
+    assert after.lease is None

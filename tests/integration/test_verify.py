@@ -13,7 +13,8 @@ from psycopg import sql
 
 from pgmove.sandbox.servers import PgCluster
 from pgmove.steps import checksum, copy, largeobjects, verify
-from pgmove.steps.connect import Endpoint
+from pgmove.steps.connect import Endpoint, connection
+from pgmove.steps.prehash import SourceHashes
 from pgmove.steps.tools import choose_toolset
 
 pytestmark = pytest.mark.slow
@@ -63,6 +64,17 @@ def pair(golden_source, golden_target, sandbox_root, passwords) -> Iterator[tupl
 def small_chunks(monkeypatch):  # type: ignore[no-untyped-def]
     monkeypatch.setattr(checksum, "CHUNK_ROWS", 500)  # several key ranges even in small tables
     monkeypatch.setattr(largeobjects, "CHUNK_OBJECTS", 2)  # and several oid ranges of large objects
+
+
+def hashed_ahead(src: Endpoint) -> SourceHashes:
+    """The source's side of every table hashed before the verification, as a copy with idle cores would."""
+    hashes = SourceHashes(src)
+    for db in DATABASES:
+        with connection(src, db) as conn:
+            for schema, name, _ in conn.execute(verify._TABLES).fetchall():
+                hashes.hash_table(db, schema, name)
+    hashes.close()
+    return hashes
 
 
 def _verify_with(pair, sandbox_root, mutation: str | None, db: str = "appdb", **options):  # type: ignore[no-untyped-def]
@@ -119,15 +131,19 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("ahead", [False, True], ids=["source read now", "source hashed during the copy"])
 @pytest.mark.parametrize(("what", "mutation", "expected"), CASES, ids=[c[0] for c in CASES])
-def test_each_kind_of_difference_is_detected_and_named(pair, sandbox_root, what, mutation, expected):  # type: ignore[no-untyped-def]
+def test_each_kind_of_difference_is_detected_and_named(pair, sandbox_root, what, mutation, expected, ahead):  # type: ignore[no-untyped-def]
     """Each kind of difference injected into a perfect copy fails verification with a problem that names the object
-    and how it differs."""
-    result = _verify_with(pair, sandbox_root, mutation)
+    and how it differs, whether the source's side is read now or was hashed while the copy ran."""
+    hashes = hashed_ahead(pair[2]) if ahead else None
+    result = _verify_with(pair, sandbox_root, mutation, source_hashes=hashes)
     assert not result.ok, f"{what} went unnoticed"
     text = "\n".join(result.problems)
     for needle in expected:
         assert needle in text, f"{what}: {needle!r} not in\n{text}"
+    if hashes is not None:
+        assert result.source_hashed_during_copy == len(hashes) > 10
 
 
 def test_a_real_database_of_500_tables_with_3_differences_fits_slack_and_names_all_3(source, target, passwords):  # type: ignore[no-untyped-def]
@@ -191,3 +207,21 @@ def test_a_table_with_equal_counts_but_different_content_is_not_marked_ok(pair, 
     report = blocks.full_verification_report("verification failed", result) or ""
     assert "DIFF public.wide: source 3000, target 3000" in report and "DIFF public.awkward:" in report
     assert "ok   public.orders:" in report
+
+
+def test_the_copy_hashes_the_source_in_idle_time_and_the_verification_reads_only_the_target_for_those(source, target, passwords):  # type: ignore[no-untyped-def]
+    """A real copy hashes source tables while it runs, and the verification after it uses those sums and still passes,
+    then still finds a row changed on the target after the copy."""
+    src = Endpoint("prod-old", source.tcp_dsn("pgmove"), passwords.source_pgmove, ("app",))
+    dst = Endpoint("prod-new", target.tcp_dsn("pgmove"), passwords.target_pgmove, ("app",))
+    hashes = SourceHashes(src)
+    job = copy.CopyJob(src, dst, DATABASES, 2, choose_toolset(15, 15), None, None, [], source_hashes=hashes)
+    copy.run(job, lambda *a, **k: None, lambda name: None, lambda: False)
+    assert len(hashes) > 0, "no idle core hashed anything during the copy"
+    result = verify.run(src, dst, DATABASES, None, lambda *a, **k: None, jobs=2, source_hashes=hashes)
+    assert result.ok, result.problems
+    assert result.source_hashed_during_copy == len(hashes)
+    with psycopg.connect(target.admin_dsn("pagila"), autocommit=True) as conn:
+        conn.execute("UPDATE public.actor SET first_name = 'X' WHERE actor_id = 7")
+    again = verify.run(src, dst, DATABASES, None, lambda *a, **k: None, jobs=2, source_hashes=hashes)
+    assert not again.ok and any("public.actor" in p for p in again.problems), again.problems
