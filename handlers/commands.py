@@ -15,7 +15,17 @@ from pgmove.handlers import views
 from pgmove.handlers.helptext import help_reply
 from pgmove.handlers.parse import parse
 from pgmove.handlers.reply import Reply, server_listing
-from pgmove.handlers.verbs import Approve, Decide, FreezeCmd, PlanCmd, Reject, ServerCmd, Status, VerifyCmd
+from pgmove.handlers.verbs import (
+    AbortCmd,
+    Approve,
+    Decide,
+    FreezeCmd,
+    PlanCmd,
+    Reject,
+    ServerCmd,
+    Status,
+    VerifyCmd,
+)
 from pgmove.handlers.workers import with_worker_note
 from pgmove.state import actions
 from pgmove.state.actions import Outcome, Policy
@@ -244,10 +254,10 @@ def cmd_unfreeze(deps: Deps, actor: str, command: ServerCmd) -> Reply:
     return _accepted(_on_server(deps, command.server, lambda m: actions.request_unfreeze(m, actor, now, policy=deps.policy)), "unfreeze")
 
 
-def cmd_abort(deps: Deps, actor: str, command: ServerCmd) -> Reply:
+def cmd_abort(deps: Deps, actor: str, command: AbortCmd) -> Reply:
     now = deps.clock()
-    return _accepted(_on_server(deps, command.server, lambda m: actions.request_unfreeze(m, actor, now, abort=True, policy=deps.policy)),
-                     "abort")
+    return _accepted(_on_server(deps, command.server, lambda m: actions.request_unfreeze(
+        m, actor, now, abort=True, policy=deps.policy, drop_created=command.drop_created)), "abort")
 
 
 def cmd_verify(deps: Deps, actor: str, command: VerifyCmd) -> Reply:

@@ -29,7 +29,9 @@ WHAT: dict[str, tuple[str, str]] = {
                "verify prod-old"),
     "cutover": ("Asks a second person to approve switching to the verified target: it is made writable, the "
                 "cutover hook switches the app, the source stays frozen for good.", "cutover prod-old"),
-    "abort": ("Gives up the migration: the source is unfrozen and the migration ends.", "abort prod-old"),
+    "abort": ("Gives up the migration: the source is unfrozen and the migration ends. With --drop-created (while "
+              "the source is frozen, before any cutover) the worker also drops the target databases pgmove created "
+              "for it, and only those.", "abort prod-old --drop-created"),
     "history": ("The migration's audit trail: every transition, decision and step, with who and when.",
                 "history prod-old"),
     "retry": ("Runs the failed step again (a failed copy keeps the tables it finished; after a failed "
@@ -51,11 +53,12 @@ def help_text(topic: str | None) -> str:
     what, example = WHAT[topic]
     lines = [f"`/pgmove {esc(USAGE[topic])}`", esc(what)]
     model = grammar(topic)
-    options = [(info.title, info.description) for info in model.model_fields.values()
-               if info.title and info.title.startswith("--")]
+    options = [(info.title, None if info.annotation is bool else info.description)
+               for info in model.model_fields.values() if info.title and info.title.startswith("--")]
     if options:
         lines.append("Options:")
-        lines += [f"  {esc(option)}: {esc(description or '')}" for option, description in options]
+        lines += [f"  {esc(option)}" + (f": {esc(description)}" if description else " (a flag)")
+                  for option, description in options]
     lines.append(f"Example: `/pgmove {esc(example)}`")
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ import shlex
 from pydantic import ValidationError
 
 from pgmove.handlers.verbs import (
+    AbortCmd,
     AnyCommand,
     Approve,
     Command,
@@ -41,12 +42,12 @@ USAGE: dict[str, str] = {
     "unfreeze": "unfreeze <server>",
     "verify": "verify <server> [--quick]",
     "cutover": "cutover <server>",
-    "abort": "abort <server>",
+    "abort": "abort <server> [--drop-created]",
     "history": "history <server>",
     "retry": "retry <server>",
 }
 MAX_TEXT = 2000
-_SERVER_VERBS = ("unfreeze", "cutover", "abort", "history", "retry")
+_SERVER_VERBS = ("unfreeze", "cutover", "history", "retry")
 # Each verb's model and the fields its positional words fill, in order. Which are required, and what
 # each one takes, is the model's business.
 _GRAMMAR: dict[str, tuple[type[Command], tuple[str, ...]]] = {
@@ -56,6 +57,7 @@ _GRAMMAR: dict[str, tuple[type[Command], tuple[str, ...]]] = {
     "status": (Status, ("server",)),
     "freeze": (FreezeCmd, ("server",)),
     "verify": (VerifyCmd, ("server",)),
+    "abort": (AbortCmd, ("server",)),
     "approve": (Approve, ("server", "request_id")),
     "reject": (Reject, ("server",)),  # then an optional leading --request <id>, then free text: see _reject
     **{verb: (ServerCmd, ("server",)) for verb in _SERVER_VERBS},

@@ -39,6 +39,8 @@ _NEXT: dict[State, str] = {
 }
 
 
+# Where an abort may also drop what the copy created: the source frozen, the cutover not started.
+_DROP_OFFERED = frozenset({State.FROZEN, State.VERIFIED, State.VERIFY_FAILED, State.AWAITING_CUTOVER_APPROVAL})
 _USER_ID = re.compile(r"^[UW][A-Z0-9_]{1,40}$")  # Slack's user ids; anything else is shown, not mentioned
 _OWN_MENTION = re.compile(r"&lt;@([UW][A-Z0-9_]{1,40})&gt;")
 
@@ -162,6 +164,9 @@ def status_text(m: Migration) -> str:
         lines.append(f"{esc(m.source)} is frozen (since {m.freeze.taken_at:%H:%M:%S} UTC)" if m.freeze else "")
     if m.preflight and m.target and m.state in (State.READY, State.AWAITING_FREEZE_APPROVAL):
         lines += plan_lines(m)
+    if m.created_target_databases and m.source_frozen and m.state in _DROP_OFFERED:
+        lines.append(f"pgmove created {esc(', '.join(m.created_target_databases))} on {esc(m.target)}: "
+                     f"`/pgmove abort {esc(m.source)} --drop-created` drops them with the abort")
     if m.preflight and m.preflight.problems:
         lines += [f"problem: {esc(p)}" for p in m.preflight.problems]
     if m.preflight and m.preflight.warnings:

@@ -32,3 +32,26 @@ def test_retry_after_a_failed_verification_copies_again_and_verifies(pgmove, sou
     assert done["state"] == "verified", done.get("failure")
     assert _orders(target) == _orders(source) and source_is_frozen(source)
     assert "(frozen -> copying)" in again.stderr and "(copying -> verifying)" in again.stderr
+
+
+def _databases(cluster) -> set[str]:  # type: ignore[no-untyped-def]
+    with psycopg.connect(cluster.admin_dsn("postgres")) as conn:
+        return {row[0] for row in conn.execute("SELECT datname FROM pg_database WHERE NOT datistemplate")}
+
+
+def test_abort_offers_and_drops_only_the_target_databases_pgmove_created(pgmove, source, target):  # type: ignore[no-untyped-def]
+    """The status offers --drop-created; the abort unfreezes the source and drops what the copy created, and
+    leaves the target's own databases alone."""
+    before = _databases(target)
+    verified = _verified(pgmove)
+    created = set(verified["created_target_databases"])
+    assert created and created <= _databases(target) and not created & before
+    status = pgmove.do("U_ALICE", "status prod-old").stdout
+    assert f"pgmove created {', '.join(verified['created_target_databases'])} on prod-new" in status
+    assert 'pgmove do "abort prod-old --drop-created" drops them with the abort' in status
+    done = pgmove.do("U_ALICE", "abort prod-old --drop-created", "--wait", "--json")
+    aborted = json.loads(done.stdout)
+    assert done.returncode == 0 and aborted["state"] == "aborted", done.stderr
+    assert aborted["created_target_databases"] == [] and _databases(target) == before
+    assert not source_is_frozen(source)
+    assert any(line.endswith("pgmove created it for this migration") for line in done.stderr.splitlines()), done.stderr
