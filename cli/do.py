@@ -108,7 +108,7 @@ def wait_until_resting(store: Store, config: Config, m: Migration, timeout: floa
                 cursor = event.id or cursor
             typer.echo(views.for_terminal(views.event_line(event)), err=True)
         if time.monotonic() - last_check > 2:
-            reap(store, "pgmove-do")
+            reap(store, "pgmove-do", config)  # with the config: also resumes poolers a dead step left paused
             last_check = time.monotonic()
             if (not told and current is not None and step_due(current) is not None
                     and not store.workers_seen(config.worker_gone_after)):

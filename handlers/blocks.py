@@ -120,6 +120,9 @@ def approval_message(m: Migration, approval: Approval, approvers: list[str], now
     else:
         effect = (f"*{target}* becomes the app's server; *{source}* stays frozen for good. "
                   "This is the point of no return.")
+        if m.preflight and m.preflight.poolers:
+            effect += (" The app's poolers are PAUSEd for the switch, repointed and RESUMEd: its clients wait, "
+                       "they are not cut off. " + esc(" ".join(f"{p}." for p in m.preflight.poolers)))
     text = (f"*{action.capitalize()} of {views.title(m)}* requested by {mention(approval.requester)}\n{effect}\n"
             f"Databases: {dbs}\nMay approve: {who} (not the requester), before {approval.expires_at:%H:%M} UTC.")
     blocks: list[Block] = [_md(text[:MAX_TEXT])]
@@ -205,4 +208,5 @@ def final_report(m: Migration) -> Message:
     done = m.last_step(m.steps[-1].name) if m.steps else None
     if frozen and done and done.finished_at and frozen.finished_at:
         lines.append(f"Writes were frozen for {(done.finished_at - frozen.started_at).total_seconds():.0f}s in all.")
+    lines += views.pooler_lines(m)
     return "cut over: " + views.title(m), _dump([_md(piece) for piece in chunks("\n".join(lines))])

@@ -13,7 +13,7 @@ from typing import Any
 
 from pgmove.state.actions import STEP_FOR_STATE
 from pgmove.state.machine import State
-from pgmove.state.models import AuditEvent, Decision, Migration, StepStatus
+from pgmove.state.models import AuditEvent, Decision, Migration, StepName, StepStatus
 
 _NEXT: dict[State, str] = {
     State.PLANNED: "preflight checks are running",
@@ -156,6 +156,21 @@ def hook_report_text(m: Migration) -> str:
     return f"The cutover hook {h.argv0} {how} at {h.finished_at:%H:%M:%S} UTC; its last output: {tail}."
 
 
+def pooler_lines(m: Migration) -> list[str]:
+    """The measured pause of each pooler the cutover switched, as the final report gives it."""
+    done = m.last_step(StepName.CUTOVER)
+    timeline = done.result.get("poolers") if done is not None and done.status == StepStatus.DONE else None
+    lines = []
+    for name, t in (timeline or {}).items():
+        if "paused_seconds" not in t:
+            continue
+        serves = ", ".join(f"{db} -> {to}" for db, to in (t.get("now_serves") or {}).items())
+        lines.append(esc(f"Pooler {name}: the app was paused {t['paused_seconds']:.2f}s (paused at {t.get('paused_at')}, "
+                         f"repointed at {t.get('repointed_at')}, resumed at {t.get('resumed_at')}; at most "
+                         f"{t.get('clients_waiting', 0)} client(s) waiting); it now sends {serves}."))
+    return lines
+
+
 def status_text(m: Migration) -> str:
     lines = [f"{title(m)} [{esc(m.id)}] is {m.state.value.replace('_', ' ')}", next_hint(m)]
     if m.failure:
@@ -167,6 +182,11 @@ def status_text(m: Migration) -> str:
     if m.created_target_databases and m.source_frozen and m.state in _DROP_OFFERED:
         lines.append(f"pgmove created {esc(', '.join(m.created_target_databases))} on {esc(m.target)}: "
                      f"`/pgmove abort {esc(m.source)} --drop-created` drops them with the abort")
+    for paused in m.poolers_paused:
+        lines.append(esc(f"pooler {paused.name} is paused ({', '.join(paused.databases)}) since "
+                         f"{paused.paused_at:%H:%M:%S} UTC: pgmove resumes it when the step ends or its worker is gone"))
+    if m.preflight and m.preflight.poolers:
+        lines += [esc(p) for p in m.preflight.poolers]
     if m.preflight and m.preflight.problems:
         lines += [f"problem: {esc(p)}" for p in m.preflight.problems]
     if m.preflight and m.preflight.warnings:

@@ -18,6 +18,7 @@ import psycopg
 from pgmove.sandbox.fakeslack.driver import Driver
 from pgmove.sandbox.fakeslack.server import FakeSlack
 from pgmove.sandbox.fakeslack.transcript import as_html, as_text
+from pgmove.sandbox.pgbouncer import PgBouncer, scram_verifier
 from pgmove.sandbox.sampledata import PAGILA, Secrets, seed_source, seed_target
 from pgmove.sandbox.servers import PgCluster, RedisServer, free_port, postgres_bin_dir, temp_base, wait_until
 from pgmove.state.store import Store
@@ -26,24 +27,32 @@ SIGNING_SECRET = "demo-signing-secret"
 
 
 class LiveWriter(threading.Thread):
-    """The app, still writing while the team works: it must lose nothing it was told was saved."""
+    """The app, still writing (through PgBouncer) while the team works: it must lose nothing it was told was saved,
+    and see no error but the frozen source's refusals, not even while the pooler switches it to prod-new."""
 
     def __init__(self, dsn: str, password: str) -> None:
         super().__init__(daemon=True)
         self.dsn, self.password = dsn, password
-        self.acked: list[int] = []
-        self.refused = 0
+        self.acked: list[tuple[int, int]] = []  # (id, the port of the server that took it)
+        self.refused = 0  # read-only: the freeze, refusing loudly as it should
+        self.errors: list[str] = []  # anything else: what the app would have to retry or report
         self.stop = threading.Event()
 
     def run(self) -> None:
         conn = None
         while not self.stop.is_set():
             try:
-                conn = conn or psycopg.connect(self.dsn, password=self.password, autocommit=True, connect_timeout=3)
-                row = conn.execute("INSERT INTO orders (customer, total) VALUES ('live', 1) RETURNING id").fetchone()
-                self.acked.append(row[0] if row else 0)
-            except psycopg.Error:
-                self.refused += 1
+                # Nothing prepared: PgBouncer's transaction pooling hands each transaction any server connection.
+                conn = conn or psycopg.connect(self.dsn, password=self.password, autocommit=True, connect_timeout=3,
+                                               prepare_threshold=None)
+                row = conn.execute("INSERT INTO orders (customer, total) VALUES ('live', 1) "
+                                   "RETURNING id, inet_server_port()").fetchone()
+                self.acked.append((row[0], row[1]) if row else (0, 0))
+            except psycopg.Error as exc:
+                if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+                    self.refused += 1
+                else:
+                    self.errors.append(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
                 if conn is not None and (conn.closed or conn.broken):
                     conn = None
                 time.sleep(0.1)
@@ -55,13 +64,14 @@ def run_demo(keep: bool = False) -> int:
     servers: list[PgCluster] = []
     processes: list[subprocess.Popen[bytes]] = []
     redis_server = RedisServer(base / "redis")
+    bouncer = PgBouncer(base / "pgbouncer")
     slack = FakeSlack()
     writer: LiveWriter | None = None
     try:
         # Pagila sits beside a checkout (../shared/fixtures); an installed package moves the app databases alone.
         with_pagila = (PAGILA / "pagila-schema.sql").exists()
         say(f"starting throwaway PostgreSQL servers (prod-old{' with Pagila' if with_pagila else ''}, prod-new), "
-            "Redis and a local Slack ...")
+            "PgBouncer in front of prod-old's appdb, Redis and a local Slack ...")
         pw = Secrets()
         source = PgCluster(base / "src", postgres_bin_dir(), pw.superuser, "prod-old").init().start()
         servers.append(source)
@@ -69,12 +79,14 @@ def run_demo(keep: bool = False) -> int:
         servers.append(target)
         seed_source(source, pw, with_pagila=with_pagila)
         seed_target(target, pw)
+        bouncer.start(source, ["appdb"], {"app": scram_verifier(source, "app")})
         redis_server.start()
         slack.start()
         config = base / "pgmove.toml"
-        config.write_text(_config(redis_server.url, source, target))
+        config.write_text(_config(redis_server.url, source, target, bouncer))
         port = free_port()
         env = {**os.environ, "PGMOVE_PROD_OLD_PASSWORD": pw.source_pgmove, "PGMOVE_PROD_NEW_PASSWORD": pw.target_pgmove,
+               "PGMOVE_POOLER_PASSWORD": bouncer.admin_password,
                "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": slack.api_url}
         env.pop("SLACK_APP_TOKEN", None)
         for args, log in ((["worker"], "worker.log"), (["bot", "--port", str(port), "--host", "127.0.0.1"], "bot.log")):
@@ -83,27 +95,34 @@ def run_demo(keep: bool = False) -> int:
         store = Store.from_url(redis_server.url)
         drive = Driver(slack, SIGNING_SECRET, bot_url=f"http://127.0.0.1:{port}/slack/events")
         wait_until(lambda: _listening(port), 30, "the bot")
-        writer = LiveWriter(source.tcp_dsn("app", "appdb"), pw.app)
+        writer = LiveWriter(bouncer.dsn("app", "appdb"), pw.app)
         writer.start()
-        say(f"logs: {base}/worker.log, {base}/bot.log; the app keeps inserting into prod-old's appdb\n")
+        say(f"logs: {base}/worker.log, {base}/bot.log; the app keeps inserting into appdb through PgBouncer "
+            f"(port {bouncer.port}), which sends it to prod-old\n")
 
         ok = _play(drive, slack, store)
+        if ok:  # the app's next writes, through the same pooler session, now land on prod-new
+            seen = len(writer.acked)
+            wait_until(lambda: len(writer.acked) >= seen + 10, 30, "the app's writes after the cutover")
         writer.stop.set()
         writer.join()
         with psycopg.connect(target.admin_dsn("appdb")) as conn:
             on_target = {r[0] for r in conn.execute("SELECT id FROM orders WHERE customer = 'live'").fetchall()}
-        lost = set(writer.acked) - on_target
+        lost = {i for i, _ in writer.acked} - on_target
+        after = sum(1 for _, port in writer.acked if port == target.port)
         time.sleep(1.0)  # let the notifier post the last report
         transcript = as_text(slack, "C_DBMIG")
         print(transcript)
         Path("demo-transcript.txt").write_text(transcript)
         Path("demo-transcript.html").write_text(as_html(slack, "C_DBMIG"))
-        say(f"the app's writer: {len(writer.acked)} inserts acknowledged by prod-old, {len(lost)} of them missing on "
-            f"prod-new; {writer.refused} refused while frozen")
+        say(f"the app's writer, through PgBouncer: {len(writer.acked) - after} inserts acknowledged by prod-old, "
+            f"{after} by prod-new after the switch, {len(lost)} of them missing on prod-new; {writer.refused} refused "
+            f"while frozen (read-only, by design); {len(writer.errors)} other client errors"
+            + (f": {writer.errors[:3]}" if writer.errors else ""))
         if slack.errors:
             say(f"Slack would have refused {len(slack.errors)} call(s): {slack.errors[:3]}")
         say(f"transcript: {Path('demo-transcript.html').resolve()}")
-        success = ok and not lost and not slack.errors
+        success = ok and not lost and not slack.errors and not writer.errors and after > 0
         say("demo " + ("succeeded" if success else "FAILED"))
         return 0 if success else 1
     finally:
@@ -116,6 +135,7 @@ def run_demo(keep: bool = False) -> int:
         if keep:
             say(f"servers left running under {base}")
         else:
+            bouncer.stop()
             for cluster in servers:
                 cluster.stop()
             redis_server.stop()
@@ -170,7 +190,7 @@ def say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
 
-def _config(redis_url: str, source: PgCluster, target: PgCluster) -> str:
+def _config(redis_url: str, source: PgCluster, target: PgCluster, bouncer: PgBouncer) -> str:
     return f"""redis_url = "{redis_url}"
 freeze_grace_seconds = 3
 lease_seconds = 10
@@ -189,4 +209,11 @@ app_roles = ["app"]
 dsn = "{target.tcp_dsn('pgmove')}"
 password_env = "PGMOVE_PROD_NEW_PASSWORD"
 app_roles = ["app"]
+
+[poolers.app]
+admin_dsn = "{bouncer.admin_dsn()}"
+password_env = "PGMOVE_POOLER_PASSWORD"
+databases = ["appdb"]
+databases_file = "{bouncer.databases_file}"
+pause_timeout_seconds = 5
 """

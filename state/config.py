@@ -70,11 +70,58 @@ class ServerConfig(_Section):
     @field_validator("dsn")
     @classmethod
     def _no_password_in_dsn(cls, dsn: str) -> str:
-        # Keyword form, user:password@ in a URI, and a URI's ?password= (psycopg reads all three).
-        if (re.search(r"(^|\s)password\s*=", dsn) or re.search(r"://[^/@\s]*:[^/@\s]*@", dsn)
-                or re.search(r"[?&]password=", dsn, re.IGNORECASE)):
-            raise ValueError("a dsn must not hold a password; put it in the environment variable named by password_env")
-        return dsn
+        return _no_password(dsn, "dsn")
+
+
+def _no_password(dsn: str, key: str) -> str:
+    # Keyword form, user:password@ in a URI, and a URI's ?password= (psycopg reads all three).
+    if (re.search(r"(^|\s)password\s*=", dsn) or re.search(r"://[^/@\s]*:[^/@\s]*@", dsn)
+            or re.search(r"[?&]password=", dsn, re.IGNORECASE)):
+        raise ValueError(f"{key} must not hold a password; put it in the environment variable named by password_env")
+    return dsn
+
+
+class PoolerConfig(_Section):
+    """A PgBouncer in front of the app: paused, repointed and resumed around the cutover."""
+
+    admin_dsn: str  # its admin console (dbname=pgbouncer), as a user in its admin_users
+    password_env: str | None = None
+    databases: list[str] = Field(min_length=1)  # the pooler's database names the app connects to
+    # The server whose databases it serves; unset: the source of every migration (preflight checks the mapping).
+    server: str | None = None
+    # How it is repointed: an include file holding its [databases] section, rewritten (temp file + rename)
+    # before RELOAD, when pgmove runs beside it; or a command, told PGHOST/PGPORT/PGDATABASE, never a password.
+    databases_file: str | None = None
+    repoint_command: list[str] | None = None
+    repoint_timeout_seconds: float = Field(default=30.0, gt=0)
+    # How long PAUSE may wait for the transactions running through it to end before pgmove gives up.
+    pause_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("admin_dsn")
+    @classmethod
+    def _no_password_in_dsn(cls, dsn: str) -> str:
+        return _no_password(dsn, "admin_dsn")
+
+    @field_validator("databases_file")
+    @classmethod
+    def _absolute(cls, path: str | None) -> str | None:
+        if path is not None and not os.path.isabs(path):
+            raise ValueError(f"databases_file must be an absolute path, not {path!r}")
+        return path
+
+    @field_validator("repoint_command")
+    @classmethod
+    def _argv(cls, argv: list[str] | None) -> list[str] | None:
+        if argv is not None and (not argv or not argv[0]):
+            raise ValueError("repoint_command must be a non-empty argv list, its program first")
+        return argv
+
+    @model_validator(mode="after")
+    def _one_way_to_repoint(self) -> PoolerConfig:
+        if (self.databases_file is None) == (self.repoint_command is None):
+            raise ValueError("set exactly one of databases_file (an include file pgmove rewrites, then RELOAD) "
+                             "or repoint_command (a program that repoints it)")
+        return self
 
 
 def dsn_params(dsn: str) -> dict[str, str]:
@@ -136,6 +183,7 @@ class Config(_Section):
     tool_dirs: list[str] = Field(default_factory=list)  # extra places to look for pg_dump & co.
     queue_name: str = "pgmove"
     freshness: list[FreshnessCheck] = Field(default_factory=list)
+    poolers: dict[str, PoolerConfig] = Field(default_factory=dict)
 
     @field_validator("redis_url")
     @classmethod
@@ -163,6 +211,11 @@ class Config(_Section):
         for name in self.servers:
             if not SERVER_NAME.match(name):
                 raise ValueError(f"server name {name!r} must be letters, digits, '.', '_' or '-'")
+        for name, pooler in self.poolers.items():
+            if not SERVER_NAME.match(name):
+                raise ValueError(f"pooler name {name!r} must be letters, digits, '.', '_' or '-'")
+            if pooler.server is not None and pooler.server not in self.servers:
+                raise ValueError(f"poolers.{name}.server names {pooler.server!r}, which is not a configured server")
         return self
 
     @property
@@ -183,9 +236,18 @@ class Config(_Section):
         env = self.servers[server].password_env
         return os.environ.get(env) if env else None
 
+    def pooler_password(self, name: str) -> str | None:
+        env = self.poolers[name].password_env
+        return os.environ.get(env) if env else None
+
+    def poolers_for(self, source: str) -> list[str]:
+        """The poolers a move of `source` pauses and repoints: those serving it, and those that name no server."""
+        return [name for name, p in sorted(self.poolers.items()) if p.server in (None, source)]
+
     def secrets(self) -> list[str]:
         """Every configured password that is set, so logs can be scrubbed of them as a last line of defence."""
         found = [p for name in self.servers if (p := self.password_for(name))]
+        found += [p for name in self.poolers if (p := self.pooler_password(name))]
         redis_password = url_password(self.redis_url)
         return found + ([redis_password, self.redis_url] if redis_password else [])
 
@@ -210,8 +272,8 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
 
 def _problem(loc: tuple[int | str, ...], message: str) -> str:
     """`[servers.prod-old] unknown key 'dns'; did you mean 'dsn'?`: the table as the file spells it."""
-    message = message.removeprefix("Value error, ")
     where = ".".join(str(part) for part in loc)
-    if message.startswith("unknown key"):
+    if message.startswith("Value error, unknown key"):
+        message = message.removeprefix("Value error, ")
         return f"[{where}] {message}" if where else message
     return f"{where}: {message}" if where else message

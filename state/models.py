@@ -73,6 +73,7 @@ class PreflightReport(Record):
     databases: list[DatabaseInfo] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)  # each blocks the freeze
     warnings: list[str] = Field(default_factory=list)
+    poolers: list[str] = Field(default_factory=list)  # each pooler in front of the app: version, pool mode, mapping
 
     @property
     def total_bytes(self) -> int:
@@ -230,6 +231,30 @@ class HookReport(Record):
     error: str | None = None  # it could not be started at all
 
 
+class PoolerBackend(Record):
+    """Where a pooler database sends its clients: a server and a database on it."""
+
+    host: str
+    port: int
+    dbname: str
+
+    def describe(self) -> str:
+        return f"{self.host}:{self.port}/{self.dbname}"
+
+
+class PausedPooler(Record):
+    """A pooler pgmove is pausing, recorded before PAUSE is sent: whoever finds it here with no live worker
+    behind the step (the reaper, the next worker) points it back at `source` if `repointed`, then RESUMEs it."""
+
+    name: str
+    databases: list[str]
+    source: dict[str, PoolerBackend]  # per pooler database, where it pointed before the switch
+    paused_at: datetime
+    repointed: bool = False  # set before the repoint starts: it may have happened in part
+    # Set once the switch succeeded, before RESUME on the target: from then on it is resumed where it points.
+    stays_on_target: bool = False
+
+
 class Failure(Record):
     step: StepName
     reason: str
@@ -264,6 +289,7 @@ class Migration(Record):
     verification: VerificationReport | None = None
     hook: HookReport | None = None  # the cutover hook's last run
     source_moved: MovedSource | None = None  # the cutover refused: the source was written to after verification
+    poolers_paused: list[PausedPooler] = Field(default_factory=list)  # never left paused: see worker/reaper.py
 
     @property
     def source_frozen(self) -> bool:

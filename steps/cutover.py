@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any
 
 from pgmove.state.errors import StepFailed
 from pgmove.state.models import HookReport
 from pgmove.steps.connect import Endpoint, Progress
+from pgmove.steps.process import kill_group, tail
 from pgmove.steps.smoke import smoke_test
 
 
@@ -59,9 +59,9 @@ def run_hook(
         try:
             status: int | None = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            kill_group(proc)
             status = None
-        output = _tail(out)
+        output = tail(out)
     report = report.model_copy(update={"finished_at": datetime.now(UTC), "exit_status": status,
                                        "timed_out": status is None, "output": output})
     on_report(report)
@@ -72,18 +72,3 @@ def run_hook(
         raise StepFailed(f"the cutover hook {name} exited with status {status}: {' / '.join(output[-3:])}")
     progress(f"cutover hook {name} succeeded", output=output)
     return {"argv0": name, "exit_status": 0, "output": output}
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
-def _tail(out: IO[bytes], lines: int = 20, limit: int = 64 * 1024) -> list[str]:
-    """The last lines of what the hook wrote; a chatty hook cannot make pgmove read megabytes."""
-    size = out.seek(0, os.SEEK_END)
-    out.seek(max(0, size - limit))
-    return out.read().decode(errors="replace").strip().splitlines()[-lines:]

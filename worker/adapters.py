@@ -27,6 +27,7 @@ from pgmove.steps.catalog import list_databases, selected
 from pgmove.steps.connect import Endpoint, connection
 from pgmove.steps.prehash import SourceHashes
 from pgmove.steps.tools import choose_toolset
+from pgmove.worker import poolers
 from pgmove.worker.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ def _preflight(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     src = ctx.endpoint(m.source)
     dst = ctx.endpoint(m.target) if m.target else None
     report = preflight.run(src, dst, m.plan.databases, rt.config.tool_dirs, rt.config.work_dir, ctx.progress)
+    poolers.preflight(rt.config, m, src, report, ctx.progress)
     ctx.record("preflight report recorded", preflight=report)
     if report.problems:
         raise PlanProblems(f"preflight found {len(report.problems)} problem(s): " + "; ".join(report.problems))
@@ -213,23 +215,29 @@ def _cutover(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     target = _target(m)
     cfg = rt.config.servers[target]
     extra = {"PGMOVE_SOURCE": m.source, "PGMOVE_TARGET": target, "PGMOVE_MIGRATION": m.id}
-    secret_env = {s.password_env for s in rt.config.servers.values() if s.password_env}
 
     def on_hook(report: HookReport) -> None:
         said = "started" if report.finished_at is None else "ended"
         ctx.record(f"cutover hook {report.argv0} {said}", hook=report)
 
-    src = ctx.endpoint(m.source)
-    if m.quiet_baseline is not None and m.quiet_mark is not None and m.freeze is not None:
-        try:  # before anything changes: a write past the freeze since verification is not in the copy
-            handover.prove_quiet(src, target, m.id, m.quiet_baseline, m.quiet_mark, _databases(m), ctx.progress)
-        except handover.SourceMoved as exc:
-            ctx.rt.store.remove_checkpoints(m.id, ctx.rt.store.checkpoints(m.id))  # the retry copies everything anew
-            ctx.record("cutover refused: the source moved after verification", source_moved=exc.seen)
-            raise
-        handover.mark_cut_over(src, m.freeze, target, m.id, ctx.progress)
-    result = cutover.run(ctx.endpoint(target), _databases(m), cfg.cutover_hook, cfg.cutover_hook_timeout,
-                         extra, secret_env, ctx.progress, on_hook)
+    src, dst = ctx.endpoint(m.source), ctx.endpoint(target)
+    # The app waits in its poolers (none configured: a no-op) while the writes move; any failure in here
+    # resumes them on the source, pointed back first if the repoint had begun.
+    with poolers.switch(rt, m, ctx, dst) as switch:
+        if m.quiet_baseline is not None and m.quiet_mark is not None and m.freeze is not None:
+            try:  # before anything changes: a write past the freeze since verification is not in the copy
+                handover.prove_quiet(src, target, m.id, m.quiet_baseline, m.quiet_mark, _databases(m), ctx.progress)
+            except handover.SourceMoved as exc:
+                ctx.rt.store.remove_checkpoints(m.id, ctx.rt.store.checkpoints(m.id))  # the retry copies everything anew
+                ctx.record("cutover refused: the source moved after verification", source_moved=exc.seen)
+                raise
+            handover.mark_cut_over(src, m.freeze, target, m.id, ctx.progress)
+        result = cutover.run(dst, _databases(m), cfg.cutover_hook, cfg.cutover_hook_timeout,
+                             extra, poolers.secret_env(rt.config), ctx.progress, on_hook)
+        if switch.poolers:
+            switch.repoint()
+    if switch.timeline:
+        result["poolers"] = switch.timeline
     return StepResult(Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen", result)
 
 

@@ -29,7 +29,7 @@ def run_worker(config: Config, burst: bool = False, worker_id: str | None = None
     lower_priority(config.worker_nice)
     install(rt)
     rt.store.beat(rt.worker_id)  # first: a plan made now is told a worker is there
-    reap(rt.store, f"worker:{rt.worker_id}")
+    reap(rt.store, f"worker:{rt.worker_id}", rt.config)
     stop = threading.Event()
     reaper = threading.Thread(target=_reap_forever, args=(rt, stop), name="reaper", daemon=True)
     reaper.start()
@@ -58,6 +58,6 @@ def _reap_forever(rt: Runtime, stop: threading.Event) -> None:
     while not stop.wait(rt.config.heartbeat_seconds):
         try:
             rt.store.beat(rt.worker_id)
-            reap(rt.store, f"worker:{rt.worker_id}")
+            reap(rt.store, f"worker:{rt.worker_id}", rt.config)
         except Exception:
             log.warning("heartbeat or reaper pass failed", exc_info=True)

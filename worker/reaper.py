@@ -1,4 +1,5 @@
-"""Marks a step failed when its worker died: the lease on the server lock ran out with the step unfinished."""
+"""Marks a step failed when its worker died: the lease on the server lock ran out with the step unfinished; and
+gives back to the source every pooler such a step left paused."""
 
 from __future__ import annotations
 
@@ -6,15 +7,18 @@ import logging
 from datetime import UTC, datetime
 
 from pgmove.state.actions import Outcome, fail_step
+from pgmove.state.config import Config
 from pgmove.state.errors import Refused
 from pgmove.state.models import Migration
 from pgmove.state.store import Store
+from pgmove.worker.poolers import release_orphans
 
 log = logging.getLogger("pgmove.reaper")
 
 
-def reap(store: Store, actor: str = "reaper") -> list[str]:
-    """Fail every migration whose running step has no live lock behind it; returns their ids."""
+def reap(store: Store, actor: str = "reaper", config: Config | None = None) -> list[str]:
+    """Fail every migration whose running step has no live lock behind it; returns their ids. With the
+    configuration (which holds the poolers' admin consoles), also RESUME the poolers such steps left paused."""
     reaped = []
     for m in store.active():
         if m.lease is None or store.lock_holder(m.source) == m.lease.token:
@@ -36,4 +40,6 @@ def reap(store: Store, actor: str = "reaper") -> list[str]:
             continue
         log.warning("%s: %s marked failed: worker %s is gone", m.id, lease.step, lease.worker)
         reaped.append(m.id)
+    if config is not None and config.poolers:
+        release_orphans(store, config, actor)
     return reaped

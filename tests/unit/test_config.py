@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from pgmove.state.config import Config, load_config
@@ -59,3 +61,49 @@ def test_cli_users_maps_an_os_user_to_one_or_several_chat_ids():
     access = Config.model_validate({"access": {"cli_users": {"alice": "U_ALICE", "rig": ["U_A", "U_B"]}}}).access
     assert access.cli_ids("alice") == ["U_ALICE"] and access.cli_ids("rig") == ["U_A", "U_B"]
     assert access.cli_ids("mallory") == []
+
+
+POOLER = '[servers.prod-old]\ndsn = "host=h user=pgmove"\n[poolers.app]\n'
+
+
+def test_the_design_pages_pooler_example_loads_with_a_way_to_repoint(tmp_path):
+    """DESIGN.md's `[poolers.app]` (admin_dsn, password_env, databases) plus databases_file is a valid pooler,
+    with a pause timeout by default and its password kept among the secrets logs are scrubbed of."""
+    path = tmp_path / "c.toml"
+    path.write_text(POOLER + 'admin_dsn = "host=10.0.0.7 port=6432 user=pgbouncer dbname=pgbouncer"\n'
+                    'password_env = "PGMOVE_TEST_POOLER_PW"\ndatabases = ["appdb"]\n'
+                    'databases_file = "/etc/pgbouncer/databases.ini"\n')
+    os.environ["PGMOVE_TEST_POOLER_PW"] = "pooler-secret"
+    try:
+        config = load_config(path)
+        assert config.poolers["app"].pause_timeout_seconds == 10.0
+        assert config.poolers_for("prod-old") == ["app"]
+        assert "pooler-secret" in config.secrets()
+    finally:
+        del os.environ["PGMOVE_TEST_POOLER_PW"]
+
+
+@pytest.mark.parametrize(("body", "named"), [
+    ('admin_dsn = "host=h user=a password=hunter2"\ndatabases = ["appdb"]\ndatabases_file = "/f"\n',
+     "poolers.app.admin_dsn: Value error, admin_dsn must not hold a password"),
+    ('admin_dsn = "host=h user=a"\ndatabases = ["appdb"]\n', "exactly one of databases_file"),
+    ('admin_dsn = "host=h user=a"\ndatabases = ["appdb"]\ndatabases_file = "/f"\nrepoint_command = ["x"]\n',
+     "exactly one of databases_file"),
+    ('admin_dsn = "host=h user=a"\ndatabases = []\ndatabases_file = "/f"\n', "poolers.app.databases"),
+    ('admin_dsn = "host=h user=a"\ndatabases = ["appdb"]\ndatabases_file = "relative.ini"\n',
+     "databases_file must be an absolute path"),
+    ('admin_dsn = "host=h user=a"\ndatabases = ["appdb"]\nrepoint_command = []\n', "repoint_command must be"),
+    ('admin_dsn = "host=h user=a"\ndatabases = ["appdb"]\ndatabases_file = "/f"\nserver = "prod-nope"\n',
+     "poolers.app.server names 'prod-nope'"),
+    ('admin_dsn = "host=h user=a"\ndatabases = ["appdb"]\ndatabases_file = "/f"\npause_timeout_seconds = 0\n',
+     "poolers.app.pause_timeout_seconds"),
+])
+def test_a_bad_pooler_section_is_refused_naming_the_key(tmp_path, body, named):  # type: ignore[no-untyped-def]
+    """Each mistake in `[poolers.NAME]` is refused when the file is read, and the message names the key at fault
+    (never the password)."""
+    path = tmp_path / "c.toml"
+    path.write_text(POOLER + body)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert named in caught.value.message, caught.value.message
+    assert "hunter2" not in caught.value.message
