@@ -88,13 +88,24 @@ def emit(reply: Reply, as_json: bool, migration: Migration | None = None, text: 
     typer.echo(views.for_terminal(said), err=not (reply.ok if ok is None else ok))
 
 
-def wait_until_resting(store: Store, config: Config, m: Migration, timeout: float) -> Migration | None:
+def _after_own_events(store: Store, m: Migration) -> str | None:
+    """The stream id of the command's own transition (written with the record, stamped with its updated_at):
+    what a fast worker wrote after it, before this process looked, is still shown."""
+    for event in reversed(store.recent_events(m.id, 200)):
+        if event.at == m.updated_at and event.kind != EventKind.PROGRESS:
+            return event.id
+    return None
+
+
+def wait_until_resting(store: Store, config: Config, m: Migration, timeout: float,
+                       changed: bool = False) -> Migration | None:
     """Follow the event stream until nothing happens without a person (or the timeout), each event a line on
     stderr as it happens, and once "no worker is running" when the next step waits for one that is not there."""
     from pgmove.worker.reaper import reap  # the waiting client also notices a dead worker
 
     deadline = time.monotonic() + timeout
-    cursor = store.last_event_id(m.id) or "0-0"
+    # A command that changed the migration is followed from its own transition; a read (status) from now.
+    cursor = (_after_own_events(store, m) if changed else None) or store.last_event_id(m.id) or "0-0"
     live_cursor = store.last_live_id(m.id) or "0-0"
     last_check, told = 0.0, False
     while time.monotonic() < deadline:
@@ -106,6 +117,8 @@ def wait_until_resting(store: Store, config: Config, m: Migration, timeout: floa
                 live_cursor = event.id or live_cursor
             else:
                 cursor = event.id or cursor
+            if event.data.get("via") == "cli":  # this command's own origin line
+                continue
             typer.echo(views.for_terminal(views.event_line(event)), err=True)
         if time.monotonic() - last_check > 2:
             reap(store, "pgmove-do", config)  # with the config: also resumes poolers a dead step left paused

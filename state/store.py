@@ -327,6 +327,11 @@ class Store:
         rows: Any = self._redis.xrange(self.keys.events(migration_id), min=start, count=count)
         return [self._event(stream_id, fields) for stream_id, fields in rows]
 
+    def recent_events(self, migration_id: str, count: int) -> list[AuditEvent]:
+        """The last `count` audit events, oldest first."""
+        rows: Any = self._redis.xrevrange(self.keys.events(migration_id), count=count)
+        return [self._event(stream_id, fields) for stream_id, fields in reversed(rows)]
+
     def last_event_id(self, migration_id: str) -> str | None:
         rows: Any = self._redis.xrevrange(self.keys.events(migration_id), count=1)
         return _text(rows[0][0]) if rows else None
