@@ -190,7 +190,12 @@ def say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
 
-def _config(redis_url: str, source: PgCluster, target: PgCluster, bouncer: PgBouncer) -> str:
+def _config(redis_url: str, source: PgCluster, target: PgCluster, bouncer: PgBouncer | None = None) -> str:
+    """The demo's configuration; the benchmarks take it without a pooler."""
+    return _servers(redis_url, source, target) + (_pooler(bouncer) if bouncer is not None else "")
+
+
+def _servers(redis_url: str, source: PgCluster, target: PgCluster) -> str:
     return f"""redis_url = "{redis_url}"
 freeze_grace_seconds = 3
 lease_seconds = 10
@@ -209,7 +214,11 @@ app_roles = ["app"]
 dsn = "{target.tcp_dsn('pgmove')}"
 password_env = "PGMOVE_PROD_NEW_PASSWORD"
 app_roles = ["app"]
+"""
 
+
+def _pooler(bouncer: PgBouncer) -> str:
+    return f"""
 [poolers.app]
 admin_dsn = "{bouncer.admin_dsn()}"
 password_env = "PGMOVE_POOLER_PASSWORD"
