@@ -26,7 +26,16 @@ COPY sandbox sandbox
 COPY pgmove pgmove
 RUN pip install --no-cache-dir .
 
+# work_dir (staged schema dumps) and archive_dir (freeze --archive) live here: a volume, so archives
+# outlive the container. The config goes to /etc/pgmove/pgmove.toml (mounted read-only).
+RUN install -d -o pgmove -g pgmove /var/lib/pgmove /var/lib/pgmove/work /var/lib/pgmove/archives
+VOLUME ["/var/lib/pgmove"]
+
 USER pgmove
 ENV PGMOVE_CONFIG=/etc/pgmove/pgmove.toml
+# `pgmove bot --port 3000` in HTTP mode serves Slack's requests at /slack/events (Socket Mode opens no port).
+EXPOSE 3000
+# Redis reachable and the configuration valid; compose.yaml adds --worker-here for workers (their heartbeat).
+HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 CMD ["pgmove", "health"]
 ENTRYPOINT ["pgmove"]
 CMD ["worker"]

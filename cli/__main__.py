@@ -1,5 +1,5 @@
 """`python -m cli`: the same entry point as the `pgmove` script."""
 
-from pgmove.cli.main import app
+from pgmove.cli.main import run
 
-app()
+run()

@@ -7,9 +7,11 @@ process that reads the same Redis inbox.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 
 from pgmove.bot.app import web_client
@@ -19,6 +21,7 @@ from pgmove.bot.settings import SlackSettings
 from pgmove.cli import logs
 from pgmove.handlers.commands import Deps
 from pgmove.state.config import load_config
+from pgmove.state.errors import Unavailable
 from pgmove.state.store import Store
 from pgmove.worker.queue import enqueuer, make_queue
 
@@ -32,6 +35,14 @@ def start_responder(config_path: str | None, log_level: str) -> multiprocessing.
 
 
 def responder_main(config_path: str | None, log_level: str) -> None:
+    try:
+        _respond(config_path, log_level)
+    except Unavailable as exc:  # one line, not a traceback a minute; the edge restarts it with a backoff
+        logging.getLogger("pgmove.bot").error("responder stopped: %s", exc.message)
+        sys.exit(4)
+
+
+def _respond(config_path: str | None, log_level: str) -> None:
     os.nice(10)  # the edge's acks are what Slack times; the responder's answers can wait a few ms
     config = load_config(config_path)
     settings = SlackSettings.from_env()

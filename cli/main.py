@@ -2,31 +2,74 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from pgmove.cli import logs
+from pgmove.cli.do import cli_actor, emit, record_origin, wait_until_resting
 from pgmove.handlers import views
 from pgmove.handlers.commands import Deps, handle
+from pgmove.handlers.helptext import help_reply
+from pgmove.handlers.parse import USAGE
 from pgmove.handlers.reply import Reply
-from pgmove.state.actions import step_due
-from pgmove.state.config import Config, load_config
-from pgmove.state.errors import PgmoveError
-from pgmove.state.machine import RESTING, State
-from pgmove.state.models import Migration
+from pgmove.state.config import Config, load_config, redact_url
+from pgmove.state.errors import PgmoveError, Unavailable, UsageError
+from pgmove.state.machine import State
 from pgmove.state.store import Store
 from pgmove.worker.queue import enqueuer, make_queue
 
+
+class _Commands(TyperGroup):
+    """`pgmove plan a b` (a chat verb where a command goes) says how to run it instead of "No such command"."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:  # typer vendors its own click
+        name = args[0] if args else ""
+        if name and self.get_command(ctx, name) is None and name.lower() in USAGE:
+            typer.echo(f"{name} is a /pgmove command; on the command line run it as: pgmove do \"{' '.join(args)}\"",
+                       err=True)  # plain, one line: a framed error box would break the command across lines
+            ctx.exit(EXIT_REFUSED)
+        return super().resolve_command(ctx, args)
+
+
 # No locals in tracebacks: they would print the configuration, the Redis password in redis_url included.
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Move a PostgreSQL server, two people, one runbook.")
 
-EXIT_REFUSED, EXIT_FAILED, EXIT_TIMEOUT = 2, 1, 3
+EXIT_REFUSED, EXIT_FAILED, EXIT_TIMEOUT, EXIT_UNAVAILABLE = 2, 1, 3, 4
+
+
+def run() -> None:
+    """The `pgmove` script: pgmove's own infrastructure gone (Redis down mid-way included) is one line and
+    exit 4, never a traceback, and never taken for a failed migration."""
+    try:
+        app()
+    except Unavailable as exc:
+        if "--json" in sys.argv[1:]:
+            typer.echo(json.dumps({"ok": False, "kind": "unavailable", "text": exc.message, "verb": None}, indent=2))
+        typer.echo(exc.message, err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+
+
+def pgmove_version() -> str:
+    try:
+        return version("pgmove")
+    except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
+        return "unknown (not installed)"
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"pgmove {pgmove_version()}")
+        raise typer.Exit()
 
 
 class Context:
@@ -36,9 +79,9 @@ class Context:
     def config(self) -> Config:
         try:
             config = load_config(self.config_path)
-        except PgmoveError as exc:
+        except PgmoveError as exc:  # missing, unreadable or invalid: pgmove itself cannot run
             typer.echo(exc.message, err=True)
-            raise typer.Exit(EXIT_REFUSED) from None
+            raise typer.Exit(EXIT_UNAVAILABLE) from None
         logs.configure(self.log_level, config.secrets())
         return config
 
@@ -48,6 +91,8 @@ def main(
     ctx: typer.Context,
     config: Annotated[Optional[Path], typer.Option("--config", envvar="PGMOVE_CONFIG", help="the TOML configuration file")] = None,  # noqa: UP045
     log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING")] = "WARNING",
+    _version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                           help="print pgmove's version and exit")] = False,
 ) -> None:
     ctx.obj = Context(config, log_level.upper())
 
@@ -56,65 +101,56 @@ def main(
 def do(
     ctx: typer.Context,
     text: Annotated[str, typer.Argument(help='the /pgmove command text, e.g. "plan prod-old prod-new"')],
-    as_user: Annotated[str, typer.Option("--as", help="the user id the command runs as")],
-    wait: Annotated[bool, typer.Option("--wait", help="return when the migration rests")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print the migration as JSON")] = False,
+    as_user: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--as", help="the chat id to act as: one [access.cli_users] maps your OS user to (derived when only one)")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="return when the migration rests; its events go to stderr")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the reply as JSON: ok, kind, text, verb, then the migration's fields")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="seconds --wait waits at most")] = 3600.0,
 ) -> None:
-    """Run any /pgmove command as USER through the same handlers the bot uses."""
+    """Run any /pgmove command through the same handlers the bot uses.
+
+    Exit status: 0 done, 1 the migration failed, 2 refused, 3 --wait timed out, 4 pgmove's own infrastructure
+    (Redis, the configuration) unavailable."""
     config = ctx.obj.config()
+    try:
+        actor = cli_actor(config, as_user, str(ctx.obj.config_path or os.environ.get("PGMOVE_CONFIG")))
+    except PgmoveError as exc:
+        emit(Reply.refusal("usage" if isinstance(exc, UsageError) else "refused", exc.message), as_json)
+        raise typer.Exit(EXIT_REFUSED) from None
     store = Store.from_config(config)
     deps = Deps(config=config, store=store, enqueue=enqueuer(make_queue(store, config.queue_name)))
-    reply = handle(deps, as_user, text)
+    reply = handle(deps, actor, text)
+    record_origin(store, reply, actor)
     if not reply.ok:
-        _emit(reply, None, as_json)
-        raise typer.Exit(EXIT_REFUSED)
+        emit(reply, as_json)
+        raise typer.Exit(EXIT_UNAVAILABLE if reply.kind == "unavailable" else EXIT_REFUSED)
     migration = reply.migration
     if wait and migration is not None:
-        migration = wait_until_resting(store, migration, timeout, echo=not as_json, config=config)
-        if migration is None:
-            typer.echo(f"timed out after {timeout:g}s; the migration goes on: `pgmove do --as {as_user} \"status ...\"`", err=True)
+        rested = wait_until_resting(store, config, migration, timeout, changed=reply.kind == "accepted")
+        if rested is None:
+            said = f"timed out after {timeout:g}s; the migration goes on: `/pgmove status {migration.source}`"
+            emit(reply, as_json, store.get(migration.id), said, kind="timeout", ok=False)
             raise typer.Exit(EXIT_TIMEOUT)
-    _emit(reply, migration, as_json, waited=wait)
-    if migration is not None and wait and migration.state in (State.FAILED, State.VERIFY_FAILED):
-        raise typer.Exit(EXIT_FAILED)
-
-
-def wait_until_resting(store: Store, m: Migration, timeout: float, echo: bool,
-                       config: Config | None = None) -> Migration | None:
-    """Follow the event stream until nothing happens without a person (or the timeout)."""
-    from pgmove.worker.reaper import reap  # the waiting client also notices a dead worker
-
-    deadline = time.monotonic() + timeout
-    cursor = store.last_event_id(m.id) or "0-0"
-    live_cursor = store.last_live_id(m.id) or "0-0"
-    last_reap = 0.0
-    while time.monotonic() < deadline:
-        current = store.get(m.id)
-        if current is not None and current.state in RESTING and step_due(current) is None:
-            return current
-        for event in store.wait_events(m.id, cursor, block_ms=500, live_after=live_cursor):
-            if event.data.get("tick"):
-                live_cursor = event.id or live_cursor
-            else:
-                cursor = event.id or cursor
-            if echo:
-                typer.echo(views.for_terminal(views.event_line(event)), err=True)
-        if time.monotonic() - last_reap > 2:
-            reap(store, "pgmove-do", config)
-            last_reap = time.monotonic()
-    return None
-
-
-def _emit(reply: Reply, migration: Migration | None, as_json: bool, waited: bool = False) -> None:
-    if as_json:
-        payload = migration or reply.migration
-        typer.echo(payload.model_dump_json(indent=2) if payload else reply.model_dump_json(indent=2, exclude_none=True))
+        emit(reply, as_json, rested, views.status_text(rested))
+        if rested.state in (State.FAILED, State.VERIFY_FAILED):
+            raise typer.Exit(EXIT_FAILED)
         return
-    text = reply.text
-    if waited and migration is not None:
-        text = views.status_text(migration)
-    typer.echo(views.for_terminal(text), err=not reply.ok)
+    emit(reply, as_json)
+
+
+@app.command("help")
+def help_verb(
+    verb: Annotated[Optional[str], typer.Argument(help="a /pgmove verb: plan, freeze, approve, ...")] = None,  # noqa: UP045
+) -> None:
+    """What a /pgmove verb does, its options and an example (the same text as /pgmove help VERB in Slack)."""
+    try:
+        reply = help_reply(verb.lower() if verb else None)
+    except UsageError as exc:
+        typer.echo(views.for_terminal(exc.message), err=True)
+        raise typer.Exit(EXIT_REFUSED) from None
+    typer.echo(views.for_terminal(reply.text).replace('pgmove do "help <command>"', "pgmove help <command>"))
+    if not verb:
+        typer.echo("On the command line: pgmove do [--as ID] [--wait] [--json] \"<command>\"; pgmove --help for the rest.")
 
 
 @app.command("worker")
@@ -125,8 +161,34 @@ def worker(
 ) -> None:
     """Run one worker process."""
     from pgmove.worker.main import run_worker
+    from pgmove.worker.runtime import default_worker_id
 
-    run_worker(ctx.obj.config(), burst=burst, worker_id=name)
+    config = ctx.obj.config()
+    Store.from_config(config).ping()  # Redis down is one line and exit 4 before anything starts
+    worker_id = name or default_worker_id()
+    typer.echo(f"pgmove {pgmove_version()} worker {worker_id}: Redis {redact_url(config.redis_url)}, queue "
+               f"{config.queue_name}, servers {', '.join(sorted(config.servers)) or 'none configured'}", err=True)
+    run_worker(config, burst=burst, worker_id=worker_id)
+
+
+@app.command("health")
+def health(
+    ctx: typer.Context,
+    worker_here: Annotated[bool, typer.Option("--worker-here", help="also: a worker on this host beat lately")] = False,
+) -> None:
+    """For health checks: exit 0 when Redis answers (and, with --worker-here, this host's worker beats),
+    4 when Redis or the configuration is unavailable, 1 when the worker is silent."""
+    import socket
+
+    config = ctx.obj.config()
+    store = Store.from_config(config)
+    store.ping()
+    if worker_here:
+        mine = [w for w in store.workers_seen(config.worker_gone_after) if w.startswith(f"{socket.gethostname()}:")]
+        if not mine:
+            typer.echo(f"no worker on {socket.gethostname()} beat in the last {config.worker_gone_after:g}s", err=True)
+            raise typer.Exit(EXIT_FAILED)
+    typer.echo("ok")
 
 
 @app.command("bot")
@@ -146,20 +208,35 @@ def bot(
     config = ctx.obj.config()
     try:
         settings = SlackSettings.from_env()
-    except PgmoveError as exc:
+    except PgmoveError as exc:  # the Slack settings are configuration too
         typer.echo(exc.message, err=True)
-        raise typer.Exit(EXIT_REFUSED) from None
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
     logs.configure(ctx.obj.log_level, config.secrets() + settings.secrets())
     config_path = str(ctx.obj.config_path) if ctx.obj.config_path else None
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
+    store = Store.from_config(config)
+    store.ping()  # Redis down is one line and exit 4, not an edge that acks into nowhere
     responder = start_responder(config_path, ctx.obj.log_level)
-    edge = start_edge(Store.from_config(config), settings, port, host)
+    edge = start_edge(store, settings, port, host)
+    backoff, last_start = 1.0, time.monotonic()
+    restart_at: float | None = None
     while not done.wait(1.0):
-        if not responder.is_alive():  # the edge without a responder would ack and never answer
-            logging.getLogger("pgmove.bot").error("the responder process died (exit %s); restarting it", responder.exitcode)
+        if responder.is_alive():
+            continue
+        # The edge without a responder would ack and never answer; but one that dies at once (Redis gone,
+        # a bad token) is restarted less and less often, up to once a minute, not every second.
+        if restart_at is None:
+            logging.getLogger("pgmove.bot").error("the responder process died (exit %s); restarting it in %.0fs",
+                                                  responder.exitcode, backoff)
+            restart_at = time.monotonic() + backoff
+        elif time.monotonic() >= restart_at:
+            started = time.monotonic()
             responder = start_responder(config_path, ctx.obj.log_level)
+            restart_at = None
+            backoff = 1.0 if started - last_start > 300 else min(60.0, backoff * 2)
+            last_start = started
     edge.shutdown()
     responder.terminate()
     responder.join(10)

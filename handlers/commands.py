@@ -12,13 +12,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pgmove.handlers import views
-from pgmove.handlers.parse import USAGE, parse
+from pgmove.handlers.helptext import help_reply
+from pgmove.handlers.parse import parse
 from pgmove.handlers.reply import Reply, server_listing
-from pgmove.handlers.verbs import Approve, Decide, FreezeCmd, PlanCmd, Reject, ServerCmd, Status, VerifyCmd
+from pgmove.handlers.verbs import (
+    AbortCmd,
+    Approve,
+    Decide,
+    FreezeCmd,
+    PlanCmd,
+    Reject,
+    ServerCmd,
+    Status,
+    VerifyCmd,
+)
+from pgmove.handlers.workers import with_worker_note
 from pgmove.state import actions
 from pgmove.state.actions import Outcome, Policy
 from pgmove.state.config import Config
-from pgmove.state.errors import NotAuthorized, PgmoveError, Refused, UsageError
+from pgmove.state.errors import NotAuthorized, PgmoveError, Refused, Unavailable, UsageError
 from pgmove.state.machine import TERMINAL, State
 from pgmove.state.models import ApprovalAction, FreezeMode, FreezeOptions, Migration, Plan
 from pgmove.state.store import Enqueue, Store
@@ -66,7 +78,7 @@ def _once(deps: Deps, request_key: str | None, run: Callable[[], Reply]) -> Repl
         if remembered:
             return Reply.model_validate_json(remembered).model_copy(update={"duplicate": True})
         return Reply(ok=True, kind="info", text="Already working on that request.", duplicate=True)
-    reply = run()
+    reply = with_worker_note(deps.store, deps.config, run())
     if request_key is not None:
         deps.store.remember(request_key, reply.model_dump_json())
     return reply
@@ -101,6 +113,8 @@ def _decide(deps: Deps, actor: str, command: Decide, channel: str) -> Reply:
 
 def _failed(deps: Deps, actor: str, verb: str | None, exc: Exception) -> Reply:
     """Every failure as a Reply: ours say why; anything else is logged and named by a reference."""
+    if isinstance(exc, Unavailable):  # nothing was decided; the edge says so (the CLI exits 4)
+        return Reply.refusal("unavailable", views.esc(exc.message), verb)
     if isinstance(exc, UsageError):
         return Reply.refusal("usage", views.core_text(exc.message, _people(deps.config, actor)), verb)
     if isinstance(exc, PgmoveError):
@@ -149,10 +163,7 @@ def _accepted(outcome: Outcome, verb: str) -> Reply:
 
 
 def cmd_help(deps: Deps, actor: str, command: object) -> Reply:
-    topic = getattr(command, "topic", None)
-    if topic and topic not in USAGE:
-        raise UsageError(f"No help for `{topic[:30]}`; commands: {', '.join(USAGE)}.")
-    return Reply(ok=True, kind="info", verb="help", text=views.help_text(topic))
+    return help_reply(getattr(command, "topic", None))
 
 
 def cmd_servers(deps: Deps, actor: str, command: object) -> Reply:
@@ -243,10 +254,10 @@ def cmd_unfreeze(deps: Deps, actor: str, command: ServerCmd) -> Reply:
     return _accepted(_on_server(deps, command.server, lambda m: actions.request_unfreeze(m, actor, now, policy=deps.policy)), "unfreeze")
 
 
-def cmd_abort(deps: Deps, actor: str, command: ServerCmd) -> Reply:
+def cmd_abort(deps: Deps, actor: str, command: AbortCmd) -> Reply:
     now = deps.clock()
-    return _accepted(_on_server(deps, command.server, lambda m: actions.request_unfreeze(m, actor, now, abort=True, policy=deps.policy)),
-                     "abort")
+    return _accepted(_on_server(deps, command.server, lambda m: actions.request_unfreeze(
+        m, actor, now, abort=True, policy=deps.policy, drop_created=command.drop_created)), "abort")
 
 
 def cmd_verify(deps: Deps, actor: str, command: VerifyCmd) -> Reply:

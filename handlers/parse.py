@@ -7,11 +7,13 @@ usage line.
 
 from __future__ import annotations
 
+import difflib
 import shlex
 
 from pydantic import ValidationError
 
 from pgmove.handlers.verbs import (
+    AbortCmd,
     AnyCommand,
     Approve,
     Command,
@@ -40,12 +42,12 @@ USAGE: dict[str, str] = {
     "unfreeze": "unfreeze <server>",
     "verify": "verify <server> [--quick]",
     "cutover": "cutover <server>",
-    "abort": "abort <server>",
+    "abort": "abort <server> [--drop-created]",
     "history": "history <server>",
     "retry": "retry <server>",
 }
 MAX_TEXT = 2000
-_SERVER_VERBS = ("unfreeze", "cutover", "abort", "history", "retry")
+_SERVER_VERBS = ("unfreeze", "cutover", "history", "retry")
 # Each verb's model and the fields its positional words fill, in order. Which are required, and what
 # each one takes, is the model's business.
 _GRAMMAR: dict[str, tuple[type[Command], tuple[str, ...]]] = {
@@ -55,6 +57,7 @@ _GRAMMAR: dict[str, tuple[type[Command], tuple[str, ...]]] = {
     "status": (Status, ("server",)),
     "freeze": (FreezeCmd, ("server",)),
     "verify": (VerifyCmd, ("server",)),
+    "abort": (AbortCmd, ("server",)),
     "approve": (Approve, ("server", "request_id")),
     "reject": (Reject, ("server",)),  # then an optional leading --request <id>, then free text: see _reject
     **{verb: (ServerCmd, ("server",)) for verb in _SERVER_VERBS},
@@ -75,7 +78,7 @@ def parse(text: str) -> AnyCommand:
         raise UsageError("Say what to do: " + ", ".join(USAGE) + ". Try `/pgmove help`.")
     verb, rest = words[0].lower(), words[1:]
     if verb not in USAGE:
-        raise UsageError(f"Unknown command {_show(verb)}. Commands: {', '.join(USAGE)}.")
+        raise UsageError(f"Unknown command {_show(verb)}{did_you_mean(verb)} Commands: {', '.join(USAGE)}.")
     model, names = _GRAMMAR[verb]
     if verb == "reject":
         fields, extra = _reject(rest), []
@@ -92,6 +95,17 @@ def parse(text: str) -> AnyCommand:
     if extra:
         raise UsageError(f"Unexpected {_show(' '.join(extra))} after {verb}. {_usage(verb)}")
     return command  # type: ignore[return-value]  # _GRAMMAR pairs each verb with one of AnyCommand's models
+
+
+def did_you_mean(word: str) -> str:
+    """`; did you mean `plan`?` for a verb one slip away, else a plain full stop."""
+    nearest = difflib.get_close_matches(word.lower(), list(USAGE), n=1, cutoff=0.6)
+    return f"; did you mean `{nearest[0]}`?" if nearest else "."
+
+
+def grammar(verb: str) -> type[Command]:
+    """The model a verb parses to: its fields with a `--` title are its options."""
+    return _GRAMMAR[verb][0]
 
 
 def _options(model: type[Command]) -> dict[str, str]:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from pgmove.state.config import Config
 from pgmove.state.models import AuditEvent, Migration
 
-Kind = Literal["info", "accepted", "refused", "usage", "error"]
+Kind = Literal["info", "accepted", "refused", "usage", "error", "unavailable"]
 
 
 class Reply(BaseModel):

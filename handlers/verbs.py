@@ -88,8 +88,14 @@ class Status(Command):
 
 
 class ServerCmd(Command):
-    verb: Literal["unfreeze", "cutover", "abort", "history", "retry"]
+    verb: Literal["unfreeze", "cutover", "history", "retry"]
     server: str = _server()
+
+
+class AbortCmd(Command):
+    verb: Literal["abort"] = "abort"
+    server: str = _server()
+    drop_created: bool = _option("drop-created", "no value", False)
 
 
 class VerifyCmd(Command):
@@ -137,4 +143,4 @@ class Decide(Command):
         return self.verb == "approve"
 
 
-AnyCommand = Help | Servers | PlanCmd | Status | ServerCmd | FreezeCmd | VerifyCmd | Approve | Reject
+AnyCommand = Help | Servers | PlanCmd | Status | ServerCmd | FreezeCmd | VerifyCmd | Approve | Reject | AbortCmd

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from pgmove.handlers.parse import USAGE
+from pgmove.state.actions import STEP_FOR_STATE
 from pgmove.state.machine import State
 from pgmove.state.models import AuditEvent, Decision, Migration, StepName, StepStatus
 
@@ -26,7 +26,8 @@ _NEXT: dict[State, str] = {
     State.COPYING: "copying to {dst}",
     State.VERIFYING: "verifying the copy on {dst}",
     State.VERIFIED: "next: `/pgmove cutover {src}` (a second person approves), or `/pgmove unfreeze {src}`",
-    State.VERIFY_FAILED: "cutover is blocked: fix the differences, then `/pgmove verify {src}`, or `/pgmove unfreeze {src}`",
+    State.VERIFY_FAILED: ("cutover is blocked: `/pgmove retry {src}` copies everything again while {src} stays frozen; "
+                          "or fix the differences, then `/pgmove verify {src}`; or `/pgmove unfreeze {src}`"),
     State.AWAITING_CUTOVER_APPROVAL: "waiting for an approver: `/pgmove approve {src}` or `/pgmove reject {src}`",
     State.AWAITING_UNFREEZE_APPROVAL: ("the cutover started, so writes back to {src} need an approver: "
                                        "`/pgmove approve {src}` or `/pgmove reject {src}`"),
@@ -38,6 +39,8 @@ _NEXT: dict[State, str] = {
 }
 
 
+# Where an abort may also drop what the copy created: the source frozen, the cutover not started.
+_DROP_OFFERED = frozenset({State.FROZEN, State.VERIFIED, State.VERIFY_FAILED, State.AWAITING_CUTOVER_APPROVAL})
 _USER_ID = re.compile(r"^[UW][A-Z0-9_]{1,40}$")  # Slack's user ids; anything else is shown, not mentioned
 _OWN_MENTION = re.compile(r"&lt;@([UW][A-Z0-9_]{1,40})&gt;")
 
@@ -58,13 +61,44 @@ def core_text(text: str, users: Iterable[str]) -> str:
     return _OWN_MENTION.sub(lambda found: mention(found.group(1)) if found.group(1) in known else found.group(0), esc(text))
 
 
+_MARKUP_MENTION = re.compile(r"<@([UW][A-Z0-9_]{1,40})>")
+_SLASH_COMMAND = re.compile(r"`/pgmove ([^`\n]*)`")
+_CODE = re.compile(r"`([^`\n]*)`")
+
+
 def for_terminal(text: str) -> str:
-    """The same sentence for a terminal: the entities back to the characters they stand for."""
+    """The same sentence for a terminal, plain: a mention is the id, a `/pgmove ...` hint is the command to type
+    here, code marks go, and the entities are the characters they stand for (data never held markup: esc())."""
+    text = _MARKUP_MENTION.sub(r"\1", text)
+    text = _SLASH_COMMAND.sub(lambda found: f'pgmove do "{found.group(1)}"', text)
+    text = _CODE.sub(r"\1", text)
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def next_hint(m: Migration) -> str:
-    return _NEXT[m.state].format(src=esc(m.source), dst=esc(m.target) if m.target else "the target")
+    src, dst = esc(m.source), esc(m.target) if m.target else "the target"
+    if m.state == State.FAILED and not m.source_frozen:  # nothing is frozen: unfreeze would be refused
+        step = f"the {esc(m.failure.step.value)} step" if m.failure else "the step"
+        plan = f"`/pgmove plan {src} {dst}` to plan anew, " if m.target else ""
+        return f"`/pgmove retry {src}` to try {step} again, {plan}or `/pgmove abort {src}`"
+    hint = _NEXT[m.state].format(src=src, dst=dst)
+    if m.state == State.ABORTED and m.created_target_databases:
+        hint += "; " + leftover_text(m)
+    return hint
+
+
+def leftover_text(m: Migration) -> str:
+    """What an aborted migration left on its target, and how to clear it before the target is planned again."""
+    names = ", ".join(esc(name) for name in m.created_target_databases)
+    return (f"pgmove created {names} on {esc(m.target)} and left them there: a later plan to {esc(m.target)} is "
+            f"refused while they exist; drop them there (`DROP DATABASE <name> WITH (FORCE)` as a superuser) once "
+            "nobody needs them")
+
+
+def no_worker_text(m: Migration) -> str:
+    step = STEP_FOR_STATE.get(m.state)
+    return (f"queued: {esc(step.value if step else 'the next step')} of {esc(m.source)} waits for a worker, and no worker "
+            "is running; nothing happens until one starts (`pgmove worker`).")
 
 
 def title(m: Migration) -> str:
@@ -89,7 +123,7 @@ def approval_text(m: Migration) -> str:
     assert a is not None
     plan = m.plan
     dbs = esc(", ".join(plan.databases)) if plan.databases else "all databases"
-    size = f", {m.preflight.total_bytes / 1e6:.1f} MB" if m.preflight else ""
+    size = f", {megabytes(m.preflight.total_bytes)}" if m.preflight else ""
     how = f"method {esc(plan.method)}, {plan.jobs} jobs" if m.target else "no copy (freeze only)"
     if a.action.value == "freeze":
         grace = m.freeze_options.grace_seconds
@@ -143,6 +177,11 @@ def status_text(m: Migration) -> str:
         lines.append(esc(f"failed in {m.failure.step}: {m.failure.reason}"))
     if m.source_frozen:
         lines.append(f"{esc(m.source)} is frozen (since {m.freeze.taken_at:%H:%M:%S} UTC)" if m.freeze else "")
+    if m.preflight and m.target and m.state in (State.READY, State.AWAITING_FREEZE_APPROVAL):
+        lines += plan_lines(m)
+    if m.created_target_databases and m.source_frozen and m.state in _DROP_OFFERED:
+        lines.append(f"pgmove created {esc(', '.join(m.created_target_databases))} on {esc(m.target)}: "
+                     f"`/pgmove abort {esc(m.source)} --drop-created` drops them with the abort")
     for paused in m.poolers_paused:
         lines.append(esc(f"pooler {paused.name} is paused ({', '.join(paused.databases)}) since "
                          f"{paused.paused_at:%H:%M:%S} UTC: pgmove resumes it when the step ends or its worker is gone"))
@@ -162,6 +201,23 @@ def status_text(m: Migration) -> str:
         if len(problems) > 10:
             lines.append(f"  ... and {len(problems) - 10} more (`/pgmove history {esc(m.source)}`)")
     return "\n".join(line for line in lines if line)
+
+
+def megabytes(size: int) -> str:
+    """Every size pgmove shows, one way."""
+    return f"{size / 1e6:.1f} MB"
+
+
+def plan_lines(m: Migration) -> list[str]:
+    """The plan a preflight found: versions, databases and sizes, the client tools the copy will use."""
+    p = m.preflight
+    assert p is not None
+    lines = [f"plan: PostgreSQL {esc(p.source_version)} -> {esc(p.target_version)}, {len(p.databases)} database(s), "
+             f"{megabytes(p.total_bytes)}, {m.plan.jobs} jobs"]
+    lines += [f"  {esc(db.name)}: {megabytes(db.size_bytes)}" + (f", owner {esc(db.owner)}" if db.owner else "")
+              for db in p.databases]
+    lines += [f"  {esc(tool)}: {esc(found)}" for tool, found in sorted(p.tools.items())]
+    return lines
 
 
 def status_list_text(migrations: list[Migration]) -> str:
@@ -190,14 +246,6 @@ def servers_text(listing: list[dict[str, Any]]) -> str:
         f"{s['name']}: {s['host']}:{s['port']} as {s['user'] or 'default user'}"
         + (f", app roles {', '.join(s['app_roles'])}" if s["app_roles"] else ""))
         for s in listing
-    )
-
-
-def help_text(topic: str | None) -> str:
-    if topic:
-        return f"`/pgmove {esc(USAGE[topic])}`"
-    return "pgmove moves a PostgreSQL server, with a second person approving freeze and cutover.\n" + "\n".join(
-        f"  /pgmove {esc(usage)}" for usage in USAGE.values()
     )
 
 

@@ -172,7 +172,10 @@ def cutover_started(m: Migration) -> bool:
     return m.state in (State.CUTTING_OVER, State.AWAITING_UNFREEZE_APPROVAL) or failed_in_cutover or hook_ran
 
 
-def request_unfreeze(m: Migration, actor: str, now: datetime, abort: bool = False, policy: Policy | None = None) -> Outcome:
+def request_unfreeze(m: Migration, actor: str, now: datetime, abort: bool = False, policy: Policy | None = None,
+                     drop_created: bool = False) -> Outcome:
+    if drop_created:
+        _check_drop_created(m)
     if m.state == State.CUT_OVER:
         raise Refused(f"{m.source} was cut over to {m.target}; it stays frozen so nothing writes to the old server.")
     if m.state == State.CUTTING_OVER:
@@ -187,11 +190,25 @@ def request_unfreeze(m: Migration, actor: str, now: datetime, abort: bool = Fals
     verb = "aborted the migration; unfreezing" if abort else "asked to unfreeze"
     out = _transition(m, Event.UNFREEZE_REQUESTED, actor, now, f"{actor} {verb} {m.source}")
     out.migration.aborting, out.migration.source_moved = abort, None
+    out.migration.drop_created = drop_created
     if out.migration.approval and out.migration.approval.decision == Decision.PENDING:
         out.migration.approval.decision = Decision.VOIDED
         out.migration.approval.reason = "unfreeze requested"
     out.enqueue = True
     return out
+
+
+def _check_drop_created(m: Migration) -> None:
+    """Dropping the target's databases is for an abort before the cutover, with the worker unfreezing the source."""
+    where = m.target or "the target"
+    if not m.created_target_databases:
+        raise Refused(f"pgmove created no database on {where} for this migration; abort without --drop-created.")
+    if m.state in (State.CUT_OVER, State.CUTTING_OVER) or cutover_started(m):
+        raise Refused(f"The cutover of {m.source} started: the app may already use {where}, so pgmove drops nothing "
+                      "there. Abort without --drop-created.")
+    if not m.source_frozen:
+        raise Refused(f"{m.source} is not frozen, so no worker step runs for this abort and pgmove cannot drop "
+                      f"{', '.join(m.created_target_databases)} on {where}: abort, then drop them there by hand.")
 
 
 def _request_writes_back(m: Migration, actor: str, now: datetime, abort: bool, policy: Policy) -> Outcome:
@@ -214,6 +231,11 @@ def _request_writes_back(m: Migration, actor: str, now: datetime, abort: bool, p
 
 
 def retry(m: Migration, actor: str, now: datetime) -> Outcome:
+    if m.state == State.VERIFY_FAILED:  # the worker dropped the copy's checkpoints: everything is copied anew
+        out = _transition(m, Event.RETRY, actor, now, f"{actor} asked for a new copy of {m.source} after the failed "
+                          "verification (the source stays frozen)")
+        out.enqueue = True
+        return out
     if m.state != State.FAILED or m.failure is None:
         raise Refused(f"Only a failed migration can be retried; {m.source} is {m.state.value}.")
     moved = m.source_moved if m.failure.step == StepName.CUTOVER and m.failure.resume_state == State.FROZEN else None

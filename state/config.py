@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -17,13 +19,37 @@ SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # A key pgmove does not know is a typo until proven otherwise (`[acess]` would silently drop every
+    # access rule): refused, naming the nearest key this section has.
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if key not in cls.model_fields:
+                    raise ValueError(unknown_key(str(key), list(cls.model_fields)))
+        return data
+
+
+def unknown_key(key: str, valid: list[str]) -> str:
+    nearest = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if nearest:
+        return f"unknown key {key!r}; did you mean {nearest[0]!r}?"
+    return f"unknown key {key!r}; this section takes {', '.join(sorted(valid))}"
 
 
 class Access(_Section):
     operators: list[str] = Field(default_factory=list)
     approvers: list[str] = Field(default_factory=list)
     channels: list[str] = Field(default_factory=list)
+    # operating-system user -> the chat id (or ids) it may act as with `pgmove do --as`
+    cli_users: dict[str, str | list[str]] = Field(default_factory=dict)
+
+    def cli_ids(self, os_user: str) -> list[str]:
+        ids = self.cli_users.get(os_user, [])
+        return [ids] if isinstance(ids, str) else list(ids)
 
 
 class ServerConfig(_Section):
@@ -193,6 +219,16 @@ class Config(_Section):
         return self
 
     @property
+    def heartbeat_seconds(self) -> float:
+        """How often a worker says it is alive (with its reaper pass)."""
+        return max(1.0, self.lease_seconds / 2)
+
+    @property
+    def worker_gone_after(self) -> float:
+        """A worker silent this long is taken for gone: replies say nothing will run."""
+        return max(10.0, 4 * self.heartbeat_seconds)
+
+    @property
     def approval_ttl(self) -> timedelta:
         return timedelta(minutes=self.approval_ttl_minutes)
 
@@ -230,5 +266,14 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_problem(e["loc"], e["msg"]) for e in exc.errors())
         raise ConfigError(f"Configuration file {path} is invalid: {problems}") from None
+
+
+def _problem(loc: tuple[int | str, ...], message: str) -> str:
+    """`[servers.prod-old] unknown key 'dns'; did you mean 'dsn'?`: the table as the file spells it."""
+    where = ".".join(str(part) for part in loc)
+    if message.startswith("Value error, unknown key"):
+        message = message.removeprefix("Value error, ")
+        return f"[{where}] {message}" if where else message
+    return f"{where}: {message}" if where else message

@@ -49,6 +49,12 @@ class ConfigError(PgmoveError):
     kind = "config"
 
 
+class Unavailable(PgmoveError):
+    """pgmove's own infrastructure (Redis) cannot be reached: nothing was decided, try again once it is back."""
+
+    kind = "unavailable"
+
+
 class StepFailed(PgmoveError):
     """A step could not finish; the source is left at least as safe as before."""
 

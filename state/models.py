@@ -285,6 +285,7 @@ class Migration(Record):
     verify_quick: bool = False  # the next verification is the quick one (asked for with verify --quick)  # per-database write fingerprint taken when the freeze held
     aborting: bool = False
     created_target_databases: list[str] = Field(default_factory=list)
+    drop_created: bool = False  # this abort also drops created_target_databases on the target
     verification: VerificationReport | None = None
     hook: HookReport | None = None  # the cutover hook's last run
     source_moved: MovedSource | None = None  # the cutover refused: the source was written to after verification

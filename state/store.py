@@ -10,7 +10,7 @@ from redis.client import Pipeline
 
 from pgmove.state.actions import Outcome
 from pgmove.state.config import Config, redact_url
-from pgmove.state.errors import ConfigError, Conflict
+from pgmove.state.errors import ConfigError, Conflict, Unavailable
 from pgmove.state.machine import TERMINAL
 from pgmove.state.models import AuditEvent, Migration
 
@@ -82,6 +82,41 @@ class Keys:
     def index(self) -> str:
         return f"{self.prefix}:migrations"
 
+    @property
+    def workers(self) -> str:
+        """Worker id -> the Redis time of its last heartbeat."""
+        return f"{self.prefix}:workers"
+
+
+class RedisUnavailable(Unavailable, redis.ConnectionError):
+    """Redis cannot be reached. Still a redis ConnectionError, so redis-py's retries and RQ treat it as before;
+    a PgmoveError, so pgmove's edges say it in one line (exit 4 on the command line)."""
+
+
+def _reporting(base: type[Any], where: str) -> type[Any]:
+    """The pool's connection class, whose failures name Redis and where it is (password as ***): failing to
+    connect, and the connection lost mid-command (Redis stopped under a blocking read)."""
+
+    def translated(name: str, errors: tuple[type[Exception], ...]) -> Any:
+        method = getattr(base, name)
+
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except RedisUnavailable:
+                raise
+            except errors as exc:
+                raise RedisUnavailable(f"Redis at {where} is unavailable: {exc}") from None
+
+        return call
+
+    lost = (redis.ConnectionError,)  # a reply error (ResponseError) is Redis answering: left as it is
+    return type(f"Reporting{base.__name__}", (base,), {
+        "connect_check_health": translated("connect_check_health", (redis.ConnectionError, redis.TimeoutError)),
+        "read_response": translated("read_response", lost),
+        "send_packed_command": translated("send_packed_command", lost),
+    })
+
 
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
@@ -112,11 +147,16 @@ class Store:
         except ValueError as exc:  # its message can quote the URL, password included
             raise ConfigError(f"redis_url {redact_url(url)} is not a Redis URL: "
                               f"{str(exc).replace(url, redact_url(url))}") from None
+        pool.connection_class = _reporting(pool.connection_class, redact_url(url))
         return cls(redis.Redis(connection_pool=pool), prefix, **options)
 
     @classmethod
     def from_config(cls, config: Config) -> Store:
         return cls.from_url(config.redis_url, retain_days=config.retain_days, live_events_max=config.live_events_max)
+
+    def ping(self) -> None:
+        """Raise RedisUnavailable unless Redis answers."""
+        self._redis.ping()
 
     def warm_up(self, connections: int) -> None:
         """Open pool connections ahead of a burst, so the first requests do not pay for TCP and HELLO."""
@@ -287,6 +327,11 @@ class Store:
         rows: Any = self._redis.xrange(self.keys.events(migration_id), min=start, count=count)
         return [self._event(stream_id, fields) for stream_id, fields in rows]
 
+    def recent_events(self, migration_id: str, count: int) -> list[AuditEvent]:
+        """The last `count` audit events, oldest first."""
+        rows: Any = self._redis.xrevrange(self.keys.events(migration_id), count=count)
+        return [self._event(stream_id, fields) for stream_id, fields in reversed(rows)]
+
     def last_event_id(self, migration_id: str) -> str | None:
         rows: Any = self._redis.xrevrange(self.keys.events(migration_id), count=1)
         return _text(rows[0][0]) if rows else None
@@ -371,6 +416,25 @@ class Store:
     def lock_holder(self, server: str) -> str | None:
         token = self._redis.get(self.keys.lock(server))
         return _text(token) if token else None
+
+    # -- worker heartbeats: whether anyone is there to run what is queued --------------------------
+    # Redis's own clock on both sides, so a worker and a CLI on hosts whose clocks differ still agree.
+
+    def _now(self) -> float:
+        seconds, micros = self._redis.time()
+        return float(seconds) + micros / 1e6
+
+    def beat(self, worker_id: str) -> None:
+        self._redis.zadd(self.keys.workers, {worker_id: self._now()})
+
+    def forget_worker(self, worker_id: str) -> None:
+        self._redis.zrem(self.keys.workers, worker_id)
+
+    def workers_seen(self, within_seconds: float) -> list[str]:
+        """The workers whose heartbeat is at most `within_seconds` old; long-gone ones are dropped."""
+        now = self._now()
+        self._redis.zremrangebyscore(self.keys.workers, "-inf", now - 86400)
+        return [_text(w) for w in self._redis.zrangebyscore(self.keys.workers, now - within_seconds, "+inf")]
 
     # -- idempotency ---------------------------------------------------------------------------
 

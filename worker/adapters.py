@@ -11,7 +11,18 @@ from typing import TYPE_CHECKING, Any
 from pgmove.state.errors import PlanProblems, Refused, StepFailed
 from pgmove.state.machine import Event
 from pgmove.state.models import HookReport, Migration, StepName, StepStatus
-from pgmove.steps import archive, copy, cutover, freeze, freezerecord, handover, preflight, quiet, verify
+from pgmove.steps import (
+    archive,
+    copy,
+    cutover,
+    dropdb,
+    freeze,
+    freezerecord,
+    handover,
+    preflight,
+    quiet,
+    verify,
+)
 from pgmove.steps.catalog import list_databases, selected
 from pgmove.steps.connect import Endpoint, connection
 from pgmove.steps.prehash import SourceHashes
@@ -201,6 +212,7 @@ def _verify(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
             message += f" ({result.source_hashed_during_copy} tables' source side hashed during the copy)"
         return StepResult(Event.VERIFY_PASSED, message, report, {"verification": result, "verify_quick": False})
     message = f"verification ({result.mode}) found {len(result.problems)} difference(s)"
+    ctx.rt.store.remove_checkpoints(m.id, ctx.rt.store.checkpoints(m.id))  # so `retry` copies everything anew
     return StepResult(Event.VERIFY_FAILED, message, report, {"verification": result, "verify_quick": False})
 
 
@@ -243,7 +255,13 @@ def _unfreeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     event = Event.UNFROZEN_FOR_ABORT if m.aborting else Event.UNFROZEN
     verb = "aborted; " if m.aborting else ""
     # The hook's record served the writes-back decision; a later freeze and cutover start without it.
-    return StepResult(event, f"{verb}{m.source} unfrozen: settings restored exactly", result, {"freeze": None, "hook": None})
+    changes: dict[str, Any] = {"freeze": None, "hook": None}
+    if m.aborting and m.drop_created and m.created_target_databases:
+        dropped = dropdb.drop_created(ctx.endpoint(_target(m)), m.created_target_databases, ctx.progress)
+        result["dropped_target_databases"] = dropped
+        changes["created_target_databases"] = [n for n in m.created_target_databases if n not in dropped]
+        verb += f"{', '.join(dropped) or 'nothing'} dropped on {m.target}; "
+    return StepResult(event, f"{verb}{m.source} unfrozen: settings restored exactly", result, changes)
 
 
 STEPS: dict[StepName, Callable[[Runtime, Migration, StepContext], StepResult]] = {

@@ -28,6 +28,7 @@ def run_worker(config: Config, burst: bool = False, worker_id: str | None = None
     rt = build_runtime(config, worker_id)
     lower_priority(config.worker_nice)
     install(rt)
+    rt.store.beat(rt.worker_id)  # first: a plan made now is told a worker is there
     reap(rt.store, f"worker:{rt.worker_id}", rt.config)
     stop = threading.Event()
     reaper = threading.Thread(target=_reap_forever, args=(rt, stop), name="reaper", daemon=True)
@@ -39,6 +40,10 @@ def run_worker(config: Config, burst: bool = False, worker_id: str | None = None
         return bool(worker.work(burst=burst, logging_level="WARNING", with_scheduler=False))
     finally:
         stop.set()
+        try:
+            rt.store.forget_worker(rt.worker_id)  # gone now, not in a minute: replies say so at once
+        except Exception:
+            log.warning("could not remove this worker's heartbeat", exc_info=True)
 
 
 def lower_priority(niceness: int) -> None:
@@ -50,8 +55,9 @@ def lower_priority(niceness: int) -> None:
 
 
 def _reap_forever(rt: Runtime, stop: threading.Event) -> None:
-    while not stop.wait(max(1.0, rt.config.lease_seconds / 2)):
+    while not stop.wait(rt.config.heartbeat_seconds):
         try:
+            rt.store.beat(rt.worker_id)
             reap(rt.store, f"worker:{rt.worker_id}", rt.config)
         except Exception:
-            log.warning("reaper pass failed", exc_info=True)
+            log.warning("heartbeat or reaper pass failed", exc_info=True)

@@ -20,7 +20,7 @@ from pgmove.state.config import Config
 from pgmove.state.errors import ConfigError
 from pgmove.state.store import Store
 from pgmove.worker.queue import JOB, make_queue
-from tests.fixtures.services import PGMOVE, REPO
+from tests.fixtures.services import PGMOVE, REPO, cli_users
 from tests.integration.helpers import CONFIG
 
 PASSWORD = "s3cret-redis-Pw0rd"  # noqa: S105 -- a test's throwaway password
@@ -28,7 +28,7 @@ PASSWORD = "s3cret-redis-Pw0rd"  # noqa: S105 -- a test's throwaway password
 
 def _config(path: Path, redis_url: str, extra: str = "") -> Path:
     path.write_text(f'redis_url = "{redis_url}"\n{extra}\nqueue_name = "pgmove"\n[access]\noperators = ["U_ALICE"]\n'
-                    'approvers = ["U_BOB"]\n[servers.prod-old]\ndsn = "host=127.0.0.1 port=1 user=pgmove"\n'
+                    f'approvers = ["U_BOB"]\n{cli_users()}[servers.prod-old]\ndsn = "host=127.0.0.1 port=1 user=pgmove"\n'
                     '[servers.prod-new]\ndsn = "host=127.0.0.1 port=2 user=pgmove"\n')
     return path
 

@@ -196,3 +196,24 @@ def test_a_failure_before_the_cutover_still_unfreezes_at_once():
     m.freeze = FreezeSnapshot(taken_at=NOW, databases=["a"])
     m = actions.fail_step(m, StepName.FREEZE, "boom", NOW, "w", "tok").migration
     assert actions.request_unfreeze(m, "alice", NOW, policy=POLICY).migration.state == State.UNFREEZING
+
+
+def test_abort_drops_the_created_databases_only_while_frozen_and_before_any_cutover():
+    """--drop-created is carried to the worker's unfreeze from a frozen source; refused with nothing created, with
+    nothing frozen (no worker step runs) and once a cutover started (the app may use the target)."""
+    m = ready()
+    m.freeze = FreezeSnapshot(taken_at=NOW, databases=["a"])
+    m.state = State.VERIFY_FAILED
+    with pytest.raises(Refused, match="created no database on prod-new"):
+        actions.request_unfreeze(m, "alice", NOW, abort=True, drop_created=True)
+    m.created_target_databases = ["a"]
+    out = actions.request_unfreeze(m, "alice", NOW, abort=True, drop_created=True)
+    assert out.migration.state == State.UNFREEZING and out.migration.drop_created and out.enqueue
+    unfrozen = ready()
+    unfrozen.created_target_databases = ["a"]
+    with pytest.raises(Refused, match="not frozen.*drop them there by hand"):
+        actions.request_unfreeze(unfrozen, "alice", NOW, abort=True, drop_created=True)
+    cut = failed_cutover()
+    cut.created_target_databases = ["a"]
+    with pytest.raises(Refused, match="cutover of prod-old started"):
+        actions.request_unfreeze(cut, "alice", NOW, abort=True, policy=POLICY, drop_created=True)

@@ -33,6 +33,36 @@ def test_config_errors_say_which_file_and_what():
         Config.model_validate({"servers": {"bad name;": {"dsn": "host=h"}}})
 
 
+@pytest.mark.parametrize(("text", "said"), [
+    ('[acess]\noperators = ["U_A"]\n', "unknown key 'acess'; did you mean 'access'?"),
+    ('redis_ulr = "redis://h/0"\n', "unknown key 'redis_ulr'; did you mean 'redis_url'?"),
+    ('[servers.prod-old]\ndns = "host=h"\n', "[servers.prod-old] unknown key 'dns'; did you mean 'dsn'?"),
+    ('[access]\noperators = []\n[access.cli_user]\nroot = "U_A"\n', "[access] unknown key 'cli_user'; did you mean 'cli_users'?"),
+])
+def test_an_unknown_key_is_an_error_naming_it_the_nearest_valid_key_and_the_file(tmp_path, text, said):
+    """A misspelt key (top level, [access], [servers.X]) would silently lose its setting: refused, with the fix."""
+    path = tmp_path / "pgmove.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(path) in caught.value.message and said in caught.value.message, caught.value.message
+
+
+def test_a_key_with_no_near_match_lists_what_the_section_takes(tmp_path):
+    """Nothing close to `zzz`: the error names what the table does take instead of guessing."""
+    path = tmp_path / "pgmove.toml"
+    path.write_text('[access]\nzzz = 1\n')
+    with pytest.raises(ConfigError, match=r"\[access\] unknown key 'zzz'; this section takes approvers, channels, cli_users"):
+        load_config(path)
+
+
+def test_cli_users_maps_an_os_user_to_one_or_several_chat_ids():
+    """`alice = "U_ALICE"` and `rig = ["U_A", "U_B"]` both read as lists; an unmapped user maps to nothing."""
+    access = Config.model_validate({"access": {"cli_users": {"alice": "U_ALICE", "rig": ["U_A", "U_B"]}}}).access
+    assert access.cli_ids("alice") == ["U_ALICE"] and access.cli_ids("rig") == ["U_A", "U_B"]
+    assert access.cli_ids("mallory") == []
+
+
 POOLER = '[servers.prod-old]\ndsn = "host=h user=pgmove"\n[poolers.app]\n'
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pgmove.handlers import blocks, views
+from pgmove.handlers import blocks, helptext, views
 from pgmove.handlers.commands import Deps, _handle
 from pgmove.sandbox.fakeslack.limits import unescaped_mentions
 from pgmove.state.config import Config
@@ -73,7 +73,7 @@ def _everything() -> list[tuple[str, Any]]:
     out.append(blocks.final_report(pending))
     out += [(views.accepted_text("freeze", pending, [_event()]), None), (views.approval_text(pending), None),
             (views.status_list_text([pending]), None), (views.history_text(pending, [_event()]), None),
-            (views.event_line(_event()), None), (views.help_text(None), None), (views.help_text("plan"), None),
+            (views.event_line(_event()), None), (helptext.help_text(None), None), (helptext.help_text("plan"), None),
             (views.servers_text([{"name": EVIL, "host": EVIL, "port": "1", "user": EVIL, "app_roles": [EVIL]}]), None)]
     return out + [m for text, _ in list(out) for m in blocks.text_messages(text)]
 

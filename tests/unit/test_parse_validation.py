@@ -75,7 +75,7 @@ def test_unprintable_characters_are_not_echoed():
 def test_every_value_a_person_types_says_what_it_takes():
     """Each field parse() fills has a description, so no refusal falls back to a vague one."""
     models = [verbs.Help, verbs.PlanCmd, verbs.Status, verbs.ServerCmd, verbs.VerifyCmd, verbs.FreezeCmd,
-              verbs.Approve, verbs.Reject]
+              verbs.Approve, verbs.Reject, verbs.AbortCmd]
     for model in models:
         for name, info in model.model_fields.items():
             if name not in ("verb", "topic"):

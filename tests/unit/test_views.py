@@ -43,3 +43,36 @@ def test_the_writes_back_approval_says_what_the_cutover_hook_reported():
                                        NOW, policy=POLICY).migration
     assert "never recorded" in views.approval_text(unknown)
     assert "writes back" in views.next_hint(unknown)
+
+
+def test_hints_of_a_failed_unfrozen_migration_and_of_an_abort_offer_only_what_works():
+    """A failed preflight (nothing frozen) is not told to unfreeze; an abort names the target databases it left."""
+    from pgmove.state.models import StepName
+
+    now = datetime.now(UTC)
+    m = actions.new_migration("m1", Plan(source="a", target="b"), "alice", now).migration
+    failed = actions.fail(m, StepName.PREFLIGHT, "no route to host", now, "worker:w1", State.PLANNED).migration
+    hint = views.next_hint(failed)
+    assert "unfreeze" not in hint and "None" not in hint
+    assert "retry a` to try the preflight step again" in hint and "abort a" in hint
+    aborted = actions.request_unfreeze(failed, "alice", now, abort=True).migration
+    aborted.created_target_databases = ["appdb", "pagila"]
+    assert aborted.state == State.ABORTED
+    said = views.status_text(aborted)
+    assert "pgmove created appdb, pagila on b and left them there" in said and "DROP DATABASE" in said
+
+
+def test_a_ready_migrations_status_shows_the_plan_the_preflight_found():
+    """`plan --wait` ends with the plan itself: versions, each database with its size, the client tools."""
+    from pgmove.state.models import DatabaseInfo, PreflightReport
+
+    m = actions.new_migration("m1", Plan(source="a", target="b", jobs=3), "alice", datetime.now(UTC)).migration
+    m.state = State.READY
+    m.preflight = PreflightReport(source_version="15.4", target_version="18.0",
+                                  tools={"pg_dump": "/usr/lib/postgresql/18/bin/pg_dump (18.0)"},
+                                  databases=[DatabaseInfo(name="appdb", size_bytes=12_345_678, owner="app"),
+                                             DatabaseInfo(name="pagila", size_bytes=15_000_000)])
+    text = views.status_text(m)
+    assert "plan: PostgreSQL 15.4 -> 18.0, 2 database(s), 27.3 MB, 3 jobs" in text
+    assert "  appdb: 12.3 MB, owner app" in text and "  pagila: 15.0 MB" in text
+    assert "  pg_dump: /usr/lib/postgresql/18/bin/pg_dump (18.0)" in text
