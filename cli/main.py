@@ -19,7 +19,7 @@ from pgmove.state.config import Config, load_config
 from pgmove.state.errors import PgmoveError
 from pgmove.state.machine import RESTING, State
 from pgmove.state.models import Migration
-from pgmove.state.store import Store
+from pgmove.state.store import Enqueue, Store
 from pgmove.worker.queue import enqueuer, make_queue
 
 # No locals in tracebacks: they would print the configuration, the Redis password in redis_url included.
@@ -71,7 +71,7 @@ def do(
         raise typer.Exit(EXIT_REFUSED)
     migration = reply.migration
     if wait and migration is not None:
-        migration = wait_until_resting(store, migration, timeout, echo=not as_json)
+        migration = wait_until_resting(store, migration, timeout, echo=not as_json, enqueue=deps.enqueue)
         if migration is None:
             typer.echo(f"timed out after {timeout:g}s; the migration goes on: `pgmove do --as {as_user} \"status ...\"`", err=True)
             raise typer.Exit(EXIT_TIMEOUT)
@@ -80,7 +80,8 @@ def do(
         raise typer.Exit(EXIT_FAILED)
 
 
-def wait_until_resting(store: Store, m: Migration, timeout: float, echo: bool) -> Migration | None:
+def wait_until_resting(store: Store, m: Migration, timeout: float, echo: bool,
+                       enqueue: Enqueue | None = None) -> Migration | None:
     """Follow the event stream until nothing happens without a person (or the timeout)."""
     from pgmove.worker.reaper import reap  # the waiting client also notices a dead worker
 
@@ -100,7 +101,7 @@ def wait_until_resting(store: Store, m: Migration, timeout: float, echo: bool) -
             if echo:
                 typer.echo(views.for_terminal(views.event_line(event)), err=True)
         if time.monotonic() - last_reap > 2:
-            reap(store, "pgmove-do")
+            reap(store, "pgmove-do", enqueue)  # a window it finds dead unfreezes: a worker must be asked
             last_reap = time.monotonic()
     return None
 

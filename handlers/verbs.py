@@ -80,6 +80,8 @@ class PlanCmd(Command):
     databases: Annotated[list[DatabaseName] | None, BeforeValidator(_name_list)] = _option(
         "databases", "a comma-separated list of database names", min_length=1)
     jobs: Annotated[int, BeforeValidator(_whole_number)] = _option("jobs", "a whole number from 1 to 64", 2, ge=1, le=64)
+    method: Literal["dump", "logical"] = _option("method", "dump or logical", "dump")
+    replica_identity_full: bool = _option("replica-identity-full", "no value", False)
 
 
 class Status(Command):
@@ -88,8 +90,15 @@ class Status(Command):
 
 
 class ServerCmd(Command):
-    verb: Literal["unfreeze", "cutover", "abort", "history", "retry"]
+    verb: Literal["unfreeze", "abort", "history", "retry", "sync"]
     server: str = _server()
+
+
+class CutoverCmd(Command):
+    verb: Literal["cutover"] = "cutover"
+    server: str = _server()
+    window_seconds: Annotated[float | None, BeforeValidator(_duration)] = _option(
+        "window", "a duration from 1s to an hour, like 60s or 2m", ge=1, le=3600)
 
 
 class VerifyCmd(Command):
@@ -137,4 +146,4 @@ class Decide(Command):
         return self.verb == "approve"
 
 
-AnyCommand = Help | Servers | PlanCmd | Status | ServerCmd | FreezeCmd | VerifyCmd | Approve | Reject
+AnyCommand = Help | Servers | PlanCmd | Status | ServerCmd | CutoverCmd | FreezeCmd | VerifyCmd | Approve | Reject

@@ -19,7 +19,8 @@ _NEXT: dict[State, str] = {
     State.PLANNED: "preflight checks are running",
     State.READY: "next: `/pgmove freeze {src}` (a second person approves)",
     State.SYNCING: "logical replication to {dst} is catching up",
-    State.IN_SYNC: "{dst} follows {src} live; next: `/pgmove freeze {src}` for the final switch",
+    State.IN_SYNC: ("{dst} follows {src} live; next: `/pgmove cutover {src}` (one approval, a bounded window) or "
+                    "`/pgmove freeze {src}` (freeze, drain, verify; cutover approved apart)"),
     State.AWAITING_FREEZE_APPROVAL: "waiting for an approver: `/pgmove approve {src}` or `/pgmove reject {src}`",
     State.FREEZING: "freezing writes on {src}",
     State.FROZEN: "{src} is frozen; `/pgmove unfreeze {src}` puts it back",
@@ -64,7 +65,10 @@ def for_terminal(text: str) -> str:
 
 
 def next_hint(m: Migration) -> str:
-    return _NEXT[m.state].format(src=esc(m.source), dst=esc(m.target) if m.target else "the target")
+    hint = _NEXT[m.state]
+    if m.state == State.READY and m.plan.method == "logical" and m.target:
+        hint = "next: `/pgmove sync {src}` starts replication to {dst}"
+    return hint.format(src=esc(m.source), dst=esc(m.target) if m.target else "the target")
 
 
 def title(m: Migration) -> str:
@@ -102,9 +106,48 @@ def approval_text(m: Migration) -> str:
                 f"started: {esc(m.source)} takes writes again while the app may already be on "
                 f"{esc(m.target or 'the target')}. {esc(hook_report_text(m))} Another approver must approve before "
                 f"{a.expires_at:%H:%M} UTC: `/pgmove approve {esc(m.source)}`.")
+    if a.action.value == "cutover" and a.window_seconds is not None:
+        return window_text(m)
     return (f"{a.action.value.capitalize()} of {title(m)} requested by {mention(a.requester)} (request {esc(a.id)}): "
             f"{dbs}{size}, {how}. Another approver must approve before {a.expires_at:%H:%M} UTC: "
             f"`/pgmove approve {esc(m.source)}`.")
+
+
+def window_text(m: Migration) -> str:
+    """The one approval of a cutover from in sync says all it covers and what happens if the window runs out."""
+    a = m.approval
+    assert a is not None and a.window_seconds is not None
+    expected = f" Expected write downtime: about {m.expected_downtime_seconds:g}s." if m.expected_downtime_seconds else ""
+    return (f"Cutover of {title(m)} requested by {mention(a.requester)} (request {esc(a.id)}), one approval for all "
+            f"of it: freeze {esc(m.source)}, drain replication, copy sequences, large objects and the tables left out "
+            f"of it, verify, then run the cutover hook, all within a {a.window_seconds:g}s window.{expected} If "
+            f"anything fails or the window runs out before the hook, {esc(m.source)} is unfrozen automatically, "
+            f"replication keeps running and the migration is back in sync; the thread says why. Once the hook "
+            f"runs, {esc(m.source)} stays frozen and its replication is removed. Another approver must approve "
+            f"before {a.expires_at:%H:%M} UTC: `/pgmove approve {esc(m.source)}`.")
+
+
+def sync_lines(m: Migration) -> list[str]:
+    """Replication as the monitor last read it, per database, and what preflight found about it."""
+    lines: list[str] = []
+    st = m.sync_status
+    if st is not None and m.sync_setup is not None:
+        lines.append(f"replication, read at {st.at:%H:%M:%S} UTC:")
+        for d in st.databases:
+            secs = f", {d.lag_seconds:.1f}s" if d.lag_seconds is not None else ""
+            copying = d.tables_total - d.tables_ready
+            errors = f", {d.apply_errors} apply error(s): {d.last_error or 'see the target log'}" if d.apply_errors else ""
+            lines.append(esc(f"  {d.database}: {d.lag_bytes} bytes behind{secs}, WAL retained "
+                             f"{d.retained_wal_bytes / 1e6:.1f} MB, {copying} table(s) in initial copy{errors}"))
+        lines += [f"  PROBLEM (blocks freeze and cutover): {esc(p)}" for p in st.problems]
+    r = m.readiness
+    if r is not None and m.state in (State.PLANNED, State.READY, State.FAILED):
+        for t in r.keyless:
+            lines.append(esc(f"table without a key: {t.database}.{t.schema_name}.{t.name} ({t.size_bytes / 1e6:.1f} MB)"))
+        lines += [f"not replicated: {esc(n)}" for n in r.not_carried]
+        if m.expected_downtime_seconds is not None:
+            lines.append(f"expected write downtime at cutover: about {m.expected_downtime_seconds:g}s")
+    return lines
 
 
 def hook_report_text(m: Migration) -> str:
@@ -132,6 +175,7 @@ def status_text(m: Migration) -> str:
         lines += [f"problem: {esc(p)}" for p in m.preflight.problems]
     if m.preflight and m.preflight.warnings:
         lines += [f"warning: {esc(w)}" for w in m.preflight.warnings]
+    lines += sync_lines(m)
     for step in m.steps[-8:]:
         took = f" in {(step.finished_at - step.started_at).total_seconds():.1f}s" if step.finished_at else ""
         mark = {StepStatus.DONE: "done", StepStatus.RUNNING: "running", StepStatus.FAILED: "FAILED"}[step.status]

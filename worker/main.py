@@ -9,7 +9,8 @@ from rq import SimpleWorker
 
 from pgmove.state.config import Config
 from pgmove.state.store import Store
-from pgmove.worker.queue import PgmoveJob, make_queue
+from pgmove.worker.monitor import monitor_forever
+from pgmove.worker.queue import PgmoveJob, enqueuer, make_queue
 from pgmove.worker.reaper import reap
 from pgmove.worker.runtime import Runtime, default_worker_id, install
 
@@ -26,10 +27,13 @@ def run_worker(config: Config, burst: bool = False, worker_id: str | None = None
     """Work the queue until stopped (SIGTERM finishes the current step first) or, in burst mode, until empty."""
     rt = build_runtime(config, worker_id)
     install(rt)
-    reap(rt.store, f"worker:{rt.worker_id}")
+    reap(rt.store, f"worker:{rt.worker_id}", enqueuer(rt.queue))
     stop = threading.Event()
     reaper = threading.Thread(target=_reap_forever, args=(rt, stop), name="reaper", daemon=True)
     reaper.start()
+    # Replication is watched beside the queue, never as a job: a job would hold a worker (and a check holding the
+    # server's lock would block the freeze it is meant to allow); see worker/monitor.py.
+    threading.Thread(target=monitor_forever, args=(rt, stop), name="monitor", daemon=True).start()
     try:
         name = f"pgmove-{rt.worker_id}".replace(":", "-")
         worker = rt.store.bind(lambda client: SimpleWorker([rt.queue], connection=client, name=name,
@@ -42,6 +46,6 @@ def run_worker(config: Config, burst: bool = False, worker_id: str | None = None
 def _reap_forever(rt: Runtime, stop: threading.Event) -> None:
     while not stop.wait(max(1.0, rt.config.lease_seconds / 2)):
         try:
-            reap(rt.store, f"worker:{rt.worker_id}")
+            reap(rt.store, f"worker:{rt.worker_id}", enqueuer(rt.queue))
         except Exception:
             log.warning("reaper pass failed", exc_info=True)

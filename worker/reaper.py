@@ -8,13 +8,14 @@ from datetime import UTC, datetime
 from pgmove.state.actions import Outcome, fail_step
 from pgmove.state.errors import Refused
 from pgmove.state.models import Migration
-from pgmove.state.store import Store
+from pgmove.state.store import Enqueue, Store
 
 log = logging.getLogger("pgmove.reaper")
 
 
-def reap(store: Store, actor: str = "reaper") -> list[str]:
-    """Fail every migration whose running step has no live lock behind it; returns their ids."""
+def reap(store: Store, actor: str = "reaper", enqueue: Enqueue | None = None) -> list[str]:
+    """Fail every migration whose running step has no live lock behind it; returns their ids. A cutover window
+    whose worker died unfreezes instead of failing: `enqueue` hands that to the next worker."""
     reaped = []
     for m in store.active():
         if m.lease is None or store.lock_holder(m.source) == m.lease.token:
@@ -31,7 +32,7 @@ def reap(store: Store, actor: str = "reaper") -> list[str]:
             return fail_step(cur, lease.step, reason, datetime.now(UTC), actor)
 
         try:
-            store.update(m.id, decide)
+            store.update(m.id, decide, enqueue)
         except Refused:
             continue
         log.warning("%s: %s marked failed: worker %s is gone", m.id, lease.step, lease.worker)
