@@ -1,0 +1,153 @@
+"""A logical migration through `pgmove do` and a real worker, checked with plain SQL: a live writer loses nothing,
+the one-approval window gives the source back when it cannot finish, and nothing of the replication is left."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgmove.sandbox.servers import wait_until
+from pgmove.steps.connect import Endpoint
+from pgmove.steps.replication.cleanup import leftovers
+from tests.integration.test_worker import store_of
+from tests.integration.writer import Writer
+
+pytestmark = pytest.mark.slow
+
+
+def configure(pgmove, **settings: object) -> None:  # type: ignore[no-untyped-def]
+    """Top-level config keys for this test (before the first section)."""
+    lines = "".join(f"{k} = {v}\n" for k, v in settings.items())
+    text = pgmove.config_path.read_text()
+    pgmove.config_path.write_text(text.replace("[access]", f"{lines}[access]", 1))
+
+
+def do_json(pgmove, user: str, text: str, wait: bool = True) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    done = pgmove.do(user, text, *(["--wait"] if wait else []), "--json")
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def zero_leftovers(source, target, passwords) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    src = Endpoint("prod-old", source.tcp_dsn("pgmove"), password=passwords.source_pgmove)
+    dst = Endpoint("prod-new", target.tcp_dsn("pgmove"), password=passwords.target_pgmove)
+    return {k: v for k, v in leftovers(src, dst).items() if v}
+
+
+def rows(cluster, db: str, query: str) -> list[tuple]:  # type: ignore[no-untyped-def, type-arg]
+    with psycopg.connect(cluster.admin_dsn(db)) as conn:
+        return conn.execute(query).fetchall()
+
+
+def writer_ids(cluster) -> set[int]:  # type: ignore[no-untyped-def]
+    return {r[0] for r in rows(cluster, "appdb", "SELECT id FROM orders WHERE customer LIKE 'writer-%'")}
+
+
+def sequences(cluster, db: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    query = "SELECT schemaname || '.' || sequencename, coalesce(last_value, 0) FROM pg_sequences"
+    return {name: value for name, value in rows(cluster, db, query)}
+
+
+def event_time(pgmove, migration_id: str, text: str) -> float:  # type: ignore[no-untyped-def]
+    found = [e.at for e in store_of(pgmove).events(migration_id) if text in e.message]
+    assert found, f"no event saying {text!r}"
+    return found[-1].timestamp()
+
+
+def test_a_live_writer_loses_nothing_through_sync_and_the_one_approval_cutover(pgmove, source, target, passwords):  # type: ignore[no-untyped-def]
+    """plan --method logical, sync, cutover --window 10s with one approval: every acknowledged write is on the target,
+    none was acknowledged after the freeze, sequences are at or past the source's, and no replication object is left."""
+    pgmove.start_worker()
+    writer = Writer(source.tcp_dsn("app", "appdb"), passwords.app).start()
+    try:
+        assert do_json(pgmove, "U_ALICE", "plan prod-old prod-new --method logical")["state"] == "ready"
+        synced = do_json(pgmove, "U_ALICE", "sync prod-old")
+        assert synced["state"] == "in_sync", synced.get("failure")
+        wait_until(lambda: len(writer.acknowledged) >= 20, 30, "the writer's inserts while in sync")
+        assert do_json(pgmove, "U_ALICE", "cutover prod-old --window 10s", wait=False)["state"] == \
+            "awaiting_cutover_approval"
+        final = do_json(pgmove, "U_BOB", "approve prod-old")
+        assert final["state"] == "cut_over", final.get("failure")
+        frozen = event_time(pgmove, final["id"], "frozen for the cutover window")
+        wait_until(lambda: [t for t, _ in writer.refused if t > frozen], 30, "an insert refused after the freeze")
+    finally:
+        writer.stop()
+    acked = {i for i, _ in writer.acknowledged}
+    assert acked and acked <= writer_ids(target)
+    assert not [t for _, t in writer.acknowledged if t > frozen], "an insert was acknowledged after the freeze"
+    for db in ("appdb", "pagila"):
+        on_source, on_target = sequences(source, db), sequences(target, db)
+        assert all(on_target[name] >= value for name, value in on_source.items()), db
+    assert zero_leftovers(source, target, passwords) == {}
+    switch = next(s for s in final["steps"] if s["name"] == "switch")
+    assert switch["status"] == "done" and switch["result"]["seconds"] < 10
+
+
+def test_a_window_that_cannot_drain_gives_the_source_back_and_replication_goes_on(pgmove, source, target, passwords):  # type: ignore[no-untyped-def]
+    """With the target's subscription disabled the 10 s window runs out: the source takes writes again within the
+    window plus 2 s, the migration is in sync again, the monitor posts the disabled subscription and blocks the
+    cutover, and once enabled nothing written meanwhile is lost; abort then leaves no replication object."""
+    configure(pgmove, sync_check_seconds=1)
+    pgmove.start_worker()
+    assert do_json(pgmove, "U_ALICE", "plan prod-old prod-new --method logical")["state"] == "ready"
+    synced = do_json(pgmove, "U_ALICE", "sync prod-old")
+    assert synced["state"] == "in_sync", synced.get("failure")
+    subscriptions = [d["subscription"] for d in synced["sync_setup"]["databases"] if d["database"] == "appdb"]
+    refused = pgmove.do("U_ALICE", "plan prod-old prod-new")
+    assert refused.returncode != 0 and "abort prod-old" in refused.stdout  # a second migration of the same source
+    again = pgmove.do("U_ALICE", "sync prod-old")
+    assert again.returncode != 0 and "already in sync" in again.stdout
+
+    writer = Writer(source.tcp_dsn("app", "appdb"), passwords.app).start()
+    try:
+        assert do_json(pgmove, "U_ALICE", "cutover prod-old --window 10s", wait=False)["state"] == \
+            "awaiting_cutover_approval"
+        with psycopg.connect(target.admin_dsn("appdb"), autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(subscriptions[0])))
+        approved_at = time.time()
+        back = do_json(pgmove, "U_BOB", "approve prod-old")
+        assert back["state"] == "in_sync", back.get("failure")
+        frozen = event_time(pgmove, back["id"], "frozen for the cutover window")
+        wait_until(lambda: [t for _, t in writer.acknowledged if t > frozen], 30, "an insert after the window")
+    finally:
+        writer.stop()
+    refusals = [t for t, _ in writer.refused if t > frozen]
+    writable_again = min(t for _, t in writer.acknowledged if t > frozen)
+    assert refusals, "the freeze refused no insert"
+    assert writable_again - approved_at < 10 + 2 + 1, "the source was not writable again within the window + 2 s"
+    assert writable_again - frozen < 10 + 2
+    switch = next(s for s in reversed(back["steps"]) if s["name"] == "switch")
+    assert switch["status"] == "failed" and "window" in switch["message"]
+
+    store = store_of(pgmove)
+    wait_until(lambda: any("replication problem" in e.message for e in store.events(back["id"])), 30,
+               "the disabled subscription posted")
+    blocked = pgmove.do("U_ALICE", "cutover prod-old")
+    assert blocked.returncode != 0 and "problems to resolve" in blocked.stdout
+    with psycopg.connect(target.admin_dsn("appdb"), autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(sql.Identifier(subscriptions[0])))
+    acked = {i for i, _ in writer.acknowledged}
+    wait_until(lambda: acked <= writer_ids(target), 60, "every acknowledged insert replicated")
+
+    aborted = do_json(pgmove, "U_ALICE", "abort prod-old")
+    assert aborted["state"] == "aborted", aborted.get("failure")
+    assert zero_leftovers(source, target, passwords) == {}
+    assert rows(source, "postgres", "SHOW default_transaction_read_only") == [("off",)]
+
+
+def test_logical_refusals_say_why(pgmove, source, target):  # type: ignore[no-untyped-def]
+    """sync of a dump plan, --replica-identity-full without logical, and --window on a cutover that is not from
+    in sync are refused with what to do instead, and change nothing."""
+    pgmove.start_worker()
+    assert do_json(pgmove, "U_ALICE", "plan prod-old prod-new")["state"] == "ready"
+    refused = pgmove.do("U_ALICE", "sync prod-old")
+    assert refused.returncode != 0 and "--method logical" in refused.stdout
+    flag = pgmove.do("U_ALICE", "plan prod-old prod-new --replica-identity-full")
+    assert flag.returncode != 0 and "is for `--method logical`" in flag.stdout
+    window = pgmove.do("U_ALICE", "cutover prod-old --window 10s")
+    assert window.returncode != 0 and "--window is for a cutover from in sync" in window.stdout
+    assert do_json(pgmove, "U_ALICE", "status prod-old", wait=False)["state"] == "ready"
