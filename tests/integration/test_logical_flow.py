@@ -151,3 +151,16 @@ def test_logical_refusals_say_why(pgmove, source, target):  # type: ignore[no-un
     window = pgmove.do("U_ALICE", "cutover prod-old --window 10s")
     assert window.returncode != 0 and "--window is for a cutover from in sync" in window.stdout
     assert do_json(pgmove, "U_ALICE", "status prod-old", wait=False)["state"] == "ready"
+
+
+def test_a_source_without_logical_wal_is_refused_at_plan_naming_the_restart(pgmove, source, target):  # type: ignore[no-untyped-def]
+    """A source at wal_level=replica fails the logical plan's preflight with the restart it needs, and sync is
+    refused with the same problem."""
+    source.stop()
+    source.start(port=source.port, settings={"wal_level": "replica"})
+    pgmove.start_worker()
+    planned = do_json(pgmove, "U_ALICE", "plan prod-old prod-new --method logical")
+    assert planned["state"] == "failed"
+    assert "wal_level = replica" in planned["failure"]["reason"] and "restart" in planned["failure"]["reason"]
+    refused = pgmove.do("U_ALICE", "sync prod-old")
+    assert refused.returncode != 0 and "wal_level = replica" in refused.stdout
