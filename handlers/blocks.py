@@ -83,6 +83,7 @@ def status_message(m: Migration, as_of: AuditEvent | None = None, live: str | No
     lines = [headline, views.next_hint(shown)]
     if state == State.FAILED and m.failure:
         lines.append(esc(f"failed in {m.failure.step}: {m.failure.reason}"))
+    lines += views.sync_lines(shown)  # per database lag, retained WAL, tables copying, problems
     steps = []
     for step in m.steps:
         if step.started_at > at:

@@ -93,7 +93,7 @@ def sync(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
         if time.monotonic() - reported >= rt.config.sync_check_seconds:
             reported = time.monotonic()
             _keep(rt, m, found)
-            ctx.progress(f"catching up: {lag_line(found)}")
+            ctx.progress(f"catching up: {lag_line(found)}", tick=True)
         _sleep(ctx, SYNC_POLL_SECONDS)
     message = f"{m.target} is in sync with {m.source}: {lag_line(found)}"
     return adapters.StepResult(Event.SYNCED, message, {"databases": databases}, {"sync_status": found})

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pgmove.state.actions import record_sync_status
 from pgmove.state.errors import PgmoveError, Refused
 from pgmove.state.machine import State
-from pgmove.state.models import Migration
+from pgmove.state.models import AuditEvent, EventKind, Migration
 from pgmove.state.replication import SyncStatus
 from pgmove.steps.replication import status
 from pgmove.worker.runtime import Runtime
@@ -63,6 +63,12 @@ def check(rt: Runtime, m: Migration) -> None:
         rt.store.update(m.id, lambda cur: record_sync_status(_must(cur), found, now, f"worker:{rt.worker_id}"))
     except Refused as exc:
         log.info("%s: %s", m.id, exc.message)
+        return
+    # A live tick: the status message shows the reading without a line in the thread every period.
+    line = "; ".join(found.problems) or "; ".join(
+        f"{d.database} {d.lag_bytes} bytes behind, WAL retained {d.retained_wal_bytes / 1e6:.1f} MB" for d in found.databases)
+    rt.store.append_event(m.id, AuditEvent(kind=EventKind.PROGRESS, at=now, actor=f"worker:{rt.worker_id}",
+                                           message=f"replication: {line}", data={"tick": True}))
 
 
 def _must(m: Migration | None) -> Migration:
