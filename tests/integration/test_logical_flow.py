@@ -164,3 +164,43 @@ def test_a_source_without_logical_wal_is_refused_at_plan_naming_the_restart(pgmo
     assert "wal_level = replica" in planned["failure"]["reason"] and "restart" in planned["failure"]["reason"]
     refused = pgmove.do("U_ALICE", "sync prod-old")
     assert refused.returncode != 0 and "wal_level = replica" in refused.stdout
+
+
+def test_a_worker_killed_inside_the_window_leaves_the_next_one_to_give_the_source_back(pgmove, source, target, passwords):  # type: ignore[no-untyped-def]
+    """SIGKILL of the worker while the window drains (subscription disabled): a second worker's reaper turns the dead
+    switch into the unfreeze, the source takes writes again, the migration is in sync, and abort leaves nothing."""
+    doomed = pgmove.start_worker("doomed")
+    assert do_json(pgmove, "U_ALICE", "plan prod-old prod-new --method logical")["state"] == "ready"
+    synced = do_json(pgmove, "U_ALICE", "sync prod-old")
+    assert synced["state"] == "in_sync", synced.get("failure")
+    assert do_json(pgmove, "U_ALICE", "cutover prod-old --window 60s", wait=False)["state"] == "awaiting_cutover_approval"
+    with psycopg.connect(target.admin_dsn("appdb"), autocommit=True) as conn:
+        for d in synced["sync_setup"]["databases"]:
+            conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(d["subscription"])))
+    do_json(pgmove, "U_BOB", "approve prod-old", wait=False)
+    store = store_of(pgmove)
+    wait_until(lambda: any("frozen for the cutover window" in e.message for e in store.events(synced["id"])), 60,
+               "the window's freeze")
+    pgmove.kill_worker(doomed)
+    pgmove.start_worker("second")
+    back = do_json(pgmove, "U_ALICE", "status prod-old")
+    assert back["state"] == "in_sync", back.get("failure")
+    assert rows(source, "postgres", "SHOW default_transaction_read_only") == [("off",)]
+    with psycopg.connect(source.tcp_dsn("app", "appdb"), password=passwords.app, autocommit=True) as conn:
+        conn.execute("INSERT INTO orders (customer, total) VALUES ('after the window', 1)")
+    assert do_json(pgmove, "U_ALICE", "abort prod-old")["state"] == "aborted"
+    assert zero_leftovers(source, target, passwords) == {}
+
+
+def test_abort_while_syncing_stops_the_sync_and_leaves_nothing(pgmove, source, target, passwords):  # type: ignore[no-untyped-def]
+    """An abort once the sync has recorded its objects stops the running sync step and removes every object."""
+    pgmove.start_worker()
+    assert do_json(pgmove, "U_ALICE", "plan prod-old prod-new --method logical")["state"] == "ready"
+    do_json(pgmove, "U_ALICE", "sync prod-old", wait=False)
+    store = store_of(pgmove)
+    m = store.active_for("prod-old")
+    wait_until(lambda: (cur := store.get(m.id)) is not None and cur.sync_setup is not None
+               and bool(cur.sync_setup.databases), 120, "the sync's recorded objects")
+    aborted = do_json(pgmove, "U_ALICE", "abort prod-old")
+    assert aborted["state"] == "aborted", aborted.get("failure")
+    assert zero_leftovers(source, target, passwords) == {}
