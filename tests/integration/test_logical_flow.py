@@ -179,8 +179,9 @@ def test_a_worker_killed_inside_the_window_leaves_the_next_one_to_give_the_sourc
     synced = do_json(pgmove, "U_ALICE", "sync prod-old")
     assert synced["state"] == "in_sync", synced.get("failure")
     assert do_json(pgmove, "U_ALICE", "cutover prod-old --window 60s", wait=False)["state"] == "awaiting_cutover_approval"
-    with psycopg.connect(target.admin_dsn("appdb"), autocommit=True) as conn:
-        for d in synced["sync_setup"]["databases"]:
+    for d in synced["sync_setup"]["databases"]:  # a subscription is altered from its own database
+        with psycopg.connect(target.admin_dsn(d["database"]), autocommit=True) as conn:
+            conn.execute("SET default_transaction_read_only = off")  # the archive database is read-only
             conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(d["subscription"])))
     do_json(pgmove, "U_BOB", "approve prod-old", wait=False)
     store = store_of(pgmove)
