@@ -210,3 +210,40 @@ def test_abort_while_syncing_stops_the_sync_and_leaves_nothing(pgmove, source, t
     aborted = do_json(pgmove, "U_ALICE", "abort prod-old")
     assert aborted["state"] == "aborted", aborted.get("failure")
     assert zero_leftovers(source, target, passwords) == {}
+
+
+def test_the_two_step_path_freezes_drains_verifies_and_its_cutover_removes_the_replication(pgmove, source, target, passwords):  # type: ignore[no-untyped-def]
+    """freeze from in sync drains instead of copying and reaches verified; the cutover approved apart then leaves
+    the source frozen and no replication object on either side; sequences are at or past the source's."""
+    pgmove.start_worker()
+    assert do_json(pgmove, "U_ALICE", "plan prod-old prod-new --method logical")["state"] == "ready"
+    assert do_json(pgmove, "U_ALICE", "sync prod-old")["state"] == "in_sync"
+    with psycopg.connect(source.tcp_dsn("app", "appdb"), password=passwords.app, autocommit=True) as conn:
+        conn.execute("INSERT INTO orders (customer, total) VALUES ('writer-in-sync', 1)")
+    assert do_json(pgmove, "U_ALICE", "freeze prod-old", wait=False)["state"] == "awaiting_freeze_approval"
+    verified = do_json(pgmove, "U_BOB", "approve prod-old")
+    assert verified["state"] == "verified", verified.get("failure")
+    assert [s["name"] for s in verified["steps"]][-3:] == ["freeze", "drain", "verify"]
+    assert writer_ids(target) == writer_ids(source)
+    assert do_json(pgmove, "U_ALICE", "cutover prod-old", wait=False)["state"] == "awaiting_cutover_approval"
+    final = do_json(pgmove, "U_BOB", "approve prod-old")
+    assert final["state"] == "cut_over", final.get("failure")
+    assert final["sync_setup"] is None and zero_leftovers(source, target, passwords) == {}
+    assert rows(source, "postgres", "SHOW default_transaction_read_only") == [("on",)]
+    on_source, on_target = sequences(source, "appdb"), sequences(target, "appdb")
+    assert all(on_target[name] >= value for name, value in on_source.items())
+
+
+def test_unfreeze_after_a_drain_gives_writes_back_and_removes_the_replication(pgmove, source, target, passwords):  # type: ignore[no-untyped-def]
+    """An unfreeze of a verified logical migration restores the source and drops every replication object: ready,
+    with sync the next step."""
+    pgmove.start_worker()
+    assert do_json(pgmove, "U_ALICE", "plan prod-old prod-new --method logical")["state"] == "ready"
+    assert do_json(pgmove, "U_ALICE", "sync prod-old")["state"] == "in_sync"
+    do_json(pgmove, "U_ALICE", "freeze prod-old", wait=False)
+    assert do_json(pgmove, "U_BOB", "approve prod-old")["state"] == "verified"
+    ready = do_json(pgmove, "U_ALICE", "unfreeze prod-old")
+    assert ready["state"] == "ready" and ready["sync_setup"] is None and ready["freeze"] is None
+    assert zero_leftovers(source, target, passwords) == {}
+    with psycopg.connect(source.tcp_dsn("app", "appdb"), password=passwords.app, autocommit=True) as conn:
+        conn.execute("INSERT INTO orders (customer, total) VALUES ('after unfreeze', 1)")
