@@ -83,7 +83,7 @@ def sync(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
 
     made = setup.start(src, dst, databases, m.id, replica_identity_full=m.plan.replica_identity_full,
                        toolset=toolset, work_dir=rt.config.work_dir, jobs=m.plan.jobs, record=record,
-                       progress=ctx.progress, should_stop=ctx.should_stop)
+                       progress=ctx.progress, should_stop=ctx.should_stop, previous=m.sync_setup)
     m = ctx.record("replication set up", sync_setup=made)
     reported = 0.0
     while True:
