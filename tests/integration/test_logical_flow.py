@@ -247,3 +247,23 @@ def test_unfreeze_after_a_drain_gives_writes_back_and_removes_the_replication(pg
     assert zero_leftovers(source, target, passwords) == {}
     with psycopg.connect(source.tcp_dsn("app", "appdb"), password=passwords.app, autocommit=True) as conn:
         conn.execute("INSERT INTO orders (customer, total) VALUES ('after unfreeze', 1)")
+
+
+def test_ddl_on_the_source_in_sync_is_posted_and_blocks_the_freeze(pgmove, source, target):  # type: ignore[no-untyped-def]
+    """A column added on the source while in sync is an event in the thread within seconds (the check period is
+    1 s here), the status shows it as blocking, and freeze is refused naming it."""
+    configure(pgmove, sync_check_seconds=1)
+    pgmove.start_worker()
+    assert do_json(pgmove, "U_ALICE", "plan prod-old prod-new --method logical")["state"] == "ready"
+    synced = do_json(pgmove, "U_ALICE", "sync prod-old")
+    assert synced["state"] == "in_sync", synced.get("failure")
+    with psycopg.connect(source.admin_dsn("appdb"), autocommit=True) as conn:
+        conn.execute("ALTER TABLE orders ADD COLUMN note text")
+    store = store_of(pgmove)
+    posted = wait_until(lambda: [e for e in store.events(synced["id"]) if e.message.startswith("replication problem")],
+                        60, "the DDL drift posted")
+    assert "appdb" in posted[0].message
+    refused = pgmove.do("U_ALICE", "freeze prod-old")
+    assert refused_with(refused, "problems to resolve")
+    status = pgmove.do("U_ALICE", "status prod-old")
+    assert "PROBLEM (blocks freeze and cutover)" in status.stdout
