@@ -65,9 +65,9 @@ def wait_in_sync(src: Endpoint, dst: Endpoint, done: SyncSetup, timeout: float =
     return wait_until(ready, timeout, "every table ready and the lag under 64 kB", every=0.3)
 
 
-def rows(cluster: PgCluster, database: str, query: str) -> list[tuple[Any, ...]]:
+def rows(cluster: PgCluster, database: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(cluster.admin_dsn(database), autocommit=True) as conn:
-        return conn.execute(query).fetchall()
+        return conn.execute(query, params or None).fetchall()
 
 
 def execute(cluster: PgCluster, database: str, *statements: str) -> None:
@@ -110,9 +110,17 @@ def test_sync_follows_writes_then_drain_and_finish_leave_the_target_equal(source
     matches the source's; cleanup on the frozen source then leaves no slot, publication, subscription or origin."""
     target = request.getfixturevalue(target_name)
     add_awkward_tables(source)
+    for cluster in (source, target):  # the subscription's statement carries the source's password: the log must not
+        execute(cluster, "postgres", "ALTER SYSTEM SET log_statement = 'all'", "SELECT pg_reload_conf()")
     src, dst = endpoints(source, target, passwords)
-    done = start(src, dst, toolset_for(source, target), tmp_path)
+    events = Events()
+    done = setup.start(src, dst, DATABASES, MIGRATION, replica_identity_full=False, toolset=toolset_for(source, target),
+                       work_dir=str(tmp_path), jobs=2, record=lambda s: None, progress=events, should_stop=lambda: False)
     assert {t.name for t in done.left_out} >= {"notes", "scratch"}
+    secret = passwords.source_pgmove
+    assert secret not in done.model_dump_json() and secret not in repr(events.messages + events.data)
+    assert secret not in Path(target.log).read_text() and secret not in Path(source.log).read_text()
+    assert not rows(target, "postgres", "SELECT 1 FROM pg_stat_activity WHERE strpos(query, %s) > 0", secret)
     wait_in_sync(src, dst, done)
     execute(source, "appdb", "UPDATE orders SET total = 2 WHERE id = 1", "DELETE FROM orders WHERE id = 2",
             "INSERT INTO notes VALUES ('late', 0)", "SELECT nextval('tickets')", "SELECT lo_from_bytea(4343, 'during sync')",
@@ -249,4 +257,25 @@ def test_the_drain_gives_up_at_its_deadline_naming_the_database(source, target, 
     assert time.monotonic() - began < 5
     assert any("disabled" in p for p in status.read(src, dst, done, max_retained_wal_bytes=GIB).problems)
     cleanup.run(src, dst, MIGRATION, done, Events())
+    assert set(cleanup.leftovers(src, dst).values()) == {0}
+
+
+def test_cleanup_with_the_source_down_drops_the_subscription_and_names_the_slot_left(source, target, passwords, tmp_path):  # type: ignore[no-untyped-def]
+    """The subscription goes anyway (detached from its slot first); the report names the slot left on the source,
+    and a later cleanup with the source back removes it."""
+    src, dst = endpoints(source, target, passwords)
+    done = start(src, dst, toolset_for(source, target), tmp_path, ["appdb"])
+    wait_in_sync(src, dst, done)
+    port = source.port
+    source.stop()
+    try:
+        result = cleanup.run(src, dst, MIGRATION, done, Events())
+        assert result["subscriptions"] == [done.databases[0].subscription]
+        assert len(result["left"]) == 1 and done.databases[0].slot in result["left"][0], result["left"]
+        assert "pg_drop_replication_slot" in result["left"][0]
+    finally:
+        source.start(port)
+    assert cleanup.leftovers(src, dst)["target.subscriptions"] == 0
+    assert cleanup.leftovers(src, dst)["source.slots"] == 1
+    assert cleanup.run(src, dst, MIGRATION, done, Events())["left"] == []
     assert set(cleanup.leftovers(src, dst).values()) == {0}
