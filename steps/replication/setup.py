@@ -25,10 +25,12 @@ from pgmove.steps import freezeroles, schema
 from pgmove.steps.catalog import DatabaseDefinition, database_definition
 from pgmove.steps.connect import Endpoint, Progress, connection, describe, server_major
 from pgmove.steps.dbprops import apply_database_properties, apply_role_settings, create_database
-from pgmove.steps.replication import cleanup, published
+from pgmove.steps.replication import cleanup, published, snapshotcopy
 from pgmove.steps.roles import copy_roles
 from pgmove.steps.settings import read_settings
 from pgmove.steps.tools import ToolSet
+
+INITIAL_COPY = "snapshot"  # measured faster: bench/sync.py
 
 # Settings of the session that sends the source's password to the target: keep the statement out of the
 # target's log (superuser only; a non-superuser session just goes on without them).
@@ -38,8 +40,11 @@ _QUIET = ("SET log_statement = 'none'", "SET log_min_duration_statement = -1", "
 
 def start(src: Endpoint, dst: Endpoint, databases: list[str], migration_id: str, *, replica_identity_full: bool,
           toolset: ToolSet, work_dir: str | None, jobs: int, record: Callable[[SyncSetup], None], progress: Progress,
-          should_stop: Callable[[], bool], previous: SyncSetup | None = None) -> SyncSetup:
-    """`previous`: what an earlier attempt recorded (its databases on the target are ours to redo)."""
+          should_stop: Callable[[], bool], previous: SyncSetup | None = None,
+          initial_copy: str = INITIAL_COPY) -> SyncSetup:
+    """`previous`: what an earlier attempt recorded (its databases on the target are ours to redo).
+    `initial_copy`: "snapshot" (pgmove's parallel copy at the slot's exported snapshot, then a subscription
+    with copy_data = false) or "subscription" (the subscription's own table-sync workers copy)."""
     setup = previous.model_copy(deep=True) if previous else SyncSetup(migration_id=migration_id)
     ours = {d.database for d in setup.databases}
     with connection(src) as s, connection(dst) as d:
@@ -63,7 +68,8 @@ def start(src: Endpoint, dst: Endpoint, databases: list[str], migration_id: str,
                 record(setup)
             _Database(src, dst, setup, entry, definition, settings, record, progress, should_stop,
                       replica_identity_full=replica_identity_full).run(
-                toolset, staging, jobs, ours=definition.name in ours, cross_version=cross_version)
+                toolset, staging, jobs, ours=definition.name in ours, cross_version=cross_version,
+                snapshot=initial_copy == "snapshot")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     apply_role_settings(dst, settings, set(databases))
@@ -79,7 +85,7 @@ class _Database:
         self.replica_identity_full = replica_identity_full
         self.name = definition.name
 
-    def run(self, toolset: ToolSet, staging: str, jobs: int, *, ours: bool, cross_version: bool) -> None:
+    def run(self, toolset: ToolSet, staging: str, jobs: int, *, ours: bool, cross_version: bool, snapshot: bool) -> None:
         with connection(self.dst) as dst:
             exists = dst.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.name,)).fetchone() is not None
             subscribed = dst.execute("SELECT 1 FROM pg_subscription WHERE subname = %s",
@@ -94,15 +100,24 @@ class _Database:
                 self.progress(f"dropping {self.name} on {self.dst.name}, left incomplete by an earlier attempt")
                 dst.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(self.name)))
             dst.execute(create_database(self.definition, server_major(dst)))
-        self._schema(toolset, staging, jobs, cross_version)
+        loaded = self._pre_data(toolset, staging, cross_version)
         tables = self._tables()
         self._publish(tables)
-        self._subscribe()
-        self.progress(f"{self.name}: publishing {len(tables)} tables, subscribed; initial copy running",
-                      database=self.name, tables=len(tables))
+        if snapshot:
+            session, name = snapshotcopy.create_slot(self.src, self.name, self.entry.slot)
+            try:
+                moved = snapshotcopy.copy_tables(self.src, self.dst, self.name, tables, name, jobs, toolset,
+                                                 not cross_version, self.should_stop)
+            finally:
+                session.close()  # the snapshot is needed no longer; the slot stays
+            self.progress(f"{self.name}: {moved['tables']} tables copied at the slot's snapshot ({moved['rows']} rows)",
+                          database=self.name, **moved)
+        self._post_data(loaded, toolset, staging, jobs)
+        self._subscribe(copy_data=not snapshot)
+        self.progress(f"{self.name}: publishing {len(tables)} tables, subscribed"
+                      + ("" if snapshot else "; initial copy running"), database=self.name, tables=len(tables))
 
-    def _schema(self, toolset: ToolSet, staging: str, jobs: int, cross_version: bool) -> None:
-        """Everything but the data, post-data included: the subscription needs each table's key on the target."""
+    def _pre_data(self, toolset: ToolSet, staging: str, cross_version: bool) -> schema.Schema:
         archive = schema.dump(self.src, self.name, toolset, staging, self.should_stop)
         with connection(self.src, self.name) as src_db:
             loaded = schema.load(archive, toolset, src_db, self.dst.tool_env(dict(os.environ)))
@@ -112,6 +127,10 @@ class _Database:
         if dropped:
             self.progress(f"{self.name}: column options the target does not know were left out: "
                           f"{', '.join(sorted(dropped))}", database=self.name, options=sorted(dropped))
+        return whole
+
+    def _post_data(self, whole: schema.Schema, toolset: ToolSet, staging: str, jobs: int) -> None:
+        """Before the subscription starts: applying an UPDATE or DELETE needs the table's key on the target."""
         schema.restore_remainder(whole, toolset, self.dst, self.name, staging, jobs, self.should_stop)
         with connection(self.dst) as dst:
             apply_database_properties(self.src, dst, self.definition, self.settings)
@@ -146,15 +165,15 @@ class _Database:
             # A CREATE SUBSCRIPTION that died after making its slot leaves it behind: it would hold WAL forever.
             cleanup.drop_slot(conn, self.entry.slot)
 
-    def _subscribe(self) -> None:
+    def _subscribe(self, copy_data: bool) -> None:
         params = self.src.params
         secret = make_conninfo(self.src.dsn, dbname=self.name, password=self.src.password or None,
                                connect_timeout=params.get("connect_timeout") or "10")
         statement = sql.SQL(
-            "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (slot_name = {}, create_slot = true, "
-            "copy_data = true, enabled = true)").format(
+            "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (slot_name = {}, create_slot = {}, "
+            "copy_data = {}, enabled = true)").format(
             sql.Identifier(self.entry.subscription), sql.Literal(secret), sql.Identifier(self.entry.publication),
-            sql.Literal(self.entry.slot))
+            sql.Literal(self.entry.slot), sql.Literal(copy_data), sql.Literal(copy_data))
         with connection(self.dst, self.name) as conn:
             for setting in _QUIET:
                 try:

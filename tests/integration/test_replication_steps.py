@@ -20,6 +20,7 @@ from pgmove.steps.replication import cleanup, drain, readiness, setup, status
 from pgmove.steps.tools import ToolSet, choose_toolset
 from tests.integration import fidelity
 from tests.integration.freezeworld import Events
+from tests.integration.writer import Writer
 
 pytestmark = pytest.mark.slow
 DATABASES = ["appdb", "archive", "pagila"]
@@ -51,11 +52,13 @@ def add_awkward_tables(source: PgCluster) -> None:
 
 
 def start(src: Endpoint, dst: Endpoint, tools: ToolSet, tmp_path: Path, databases: list[str] = DATABASES,
-          full: bool = False, records: list[SyncSetup] | None = None, previous: SyncSetup | None = None) -> SyncSetup:
+          full: bool = False, records: list[SyncSetup] | None = None, previous: SyncSetup | None = None,
+          initial_copy: str = "snapshot") -> SyncSetup:
     kept = records if records is not None else []
     return setup.start(src, dst, databases, MIGRATION, replica_identity_full=full, toolset=tools,
                        work_dir=str(tmp_path), jobs=2, record=lambda s: kept.append(s.model_copy(deep=True)),
-                       progress=Events(), should_stop=lambda: False, previous=previous)
+                       progress=Events(), should_stop=lambda: False, previous=previous,
+                       initial_copy=initial_copy)
 
 
 def wait_in_sync(src: Endpoint, dst: Endpoint, done: SyncSetup, timeout: float = 120) -> Any:
@@ -104,18 +107,22 @@ def test_readiness_passes_a_logical_source(source, target, passwords):  # type: 
 
 
 @pytest.mark.parametrize("target_name", ["target", "target18"])
+@pytest.mark.parametrize("initial_copy", ["subscription", "snapshot"])
 def test_sync_follows_writes_then_drain_and_finish_leave_the_target_equal(source, passwords, tmp_path, request,  # type: ignore[no-untyped-def]
-                                                                           target_name):
+                                                                           target_name, initial_copy):
     """Writes made while in sync arrive; after freeze, drain and finish every row, sequence and large object
-    matches the source's; cleanup on the frozen source then leaves no slot, publication, subscription or origin."""
+    matches the source's; cleanup on the frozen source then leaves no slot, publication, subscription or origin.
+    Either initial copy: the subscription's own, or pgmove's at the slot's snapshot."""
     target = request.getfixturevalue(target_name)
     add_awkward_tables(source)
     for cluster in (source, target):  # the subscription's statement carries the source's password: the log must not
         execute(cluster, "postgres", "ALTER SYSTEM SET log_statement = 'all'", "SELECT pg_reload_conf()")
     src, dst = endpoints(source, target, passwords)
     events = Events()
+    writer = Writer(source.tcp_dsn("app", "appdb"), passwords.app).start()  # through setup, sync and the freeze
     done = setup.start(src, dst, DATABASES, MIGRATION, replica_identity_full=False, toolset=toolset_for(source, target),
-                       work_dir=str(tmp_path), jobs=2, record=lambda s: None, progress=events, should_stop=lambda: False)
+                       work_dir=str(tmp_path), jobs=2, record=lambda s: None, progress=events, should_stop=lambda: False,
+                       initial_copy=initial_copy)
     assert {t.name for t in done.left_out} >= {"notes", "scratch"}
     secret = passwords.source_pgmove
     assert secret not in done.model_dump_json() and secret not in repr(events.messages + events.data)
@@ -130,10 +137,14 @@ def test_sync_follows_writes_then_drain_and_finish_leave_the_target_equal(source
     assert rows(target, "appdb", "SELECT 1 FROM orders WHERE id = 2") == []
     snap = freeze.capture(src, FreezeMode.READ_ONLY, "replication test", "f1")
     freeze.apply(src, snap, 1.0, Events())
+    writer.stop()
     try:
         drained = drain.run(src, dst, done, time.monotonic() + 30, Events(), lambda: False)
         finished = drain.finish(src, dst, done, Events())
         assert sum(d["left_out_tables"] for d in finished["databases"]) >= 2
+        acknowledged = {i for i, _ in writer.acknowledged}
+        assert len(acknowledged) > 50
+        assert acknowledged <= {r[0] for r in rows(target, "appdb", "SELECT id FROM orders")}
         for db in DATABASES:
             assert fidelity.differences({db: {"schema": [], "contents": fidelity.contents(source, db)}},
                                         {db: {"schema": [], "contents": fidelity.contents(target, db)}}) == [], db
@@ -191,7 +202,8 @@ def test_cleanup_after_a_setup_killed_halfway_on_a_frozen_source(source, target,
     add_awkward_tables(source)
     src, dst = endpoints(source, target, passwords)
     records: list[SyncSetup] = []
-    done = start(src, dst, toolset_for(source, target), tmp_path, ["pagila", "appdb"], full=True, records=records)
+    done = start(src, dst, toolset_for(source, target), tmp_path, ["pagila", "appdb"], full=True, records=records,
+                 initial_copy="subscription")  # its table-sync workers hold slots of their own while they copy
     assert rows(source, "appdb", "SELECT relreplident FROM pg_class WHERE relname = 'notes'") == [("f",)]
     assert [t.name for t in done.identity_full] == ["notes"]
     half = done.database("appdb")
