@@ -73,9 +73,12 @@ def copy_tables(src: Endpoint, dst: Endpoint, database: str, wanted: list[tuple[
             moved["rows"] += rows
             moved["bytes"] += size
 
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
+    pool = ThreadPoolExecutor(max(1, jobs))
+    try:
         for future in [pool.submit(one, t) for t in todo]:
             future.result()
+    finally:
+        pool.shutdown(cancel_futures=True)  # one table failed: the others not yet started never start
     return moved
 
 

@@ -267,7 +267,9 @@ def test_the_drain_gives_up_at_its_deadline_naming_the_database(source, target, 
         drain.run(src, dst, done, time.monotonic() + 1.0, Events(), lambda: False)
     assert "ran out of time" in str(failed.value)
     assert time.monotonic() - began < 5
-    assert any("disabled" in p for p in status.read(src, dst, done, max_retained_wal_bytes=GIB).problems)
+    behind = status.read(src, dst, done, max_retained_wal_bytes=GIB)
+    assert any("disabled" in p for p in behind.problems)
+    assert behind.databases[0].lag_bytes > 0 and behind.databases[0].retained_wal_bytes >= behind.databases[0].lag_bytes
     cleanup.run(src, dst, MIGRATION, done, Events())
     assert set(cleanup.leftovers(src, dst).values()) == {0}
 
@@ -290,4 +292,23 @@ def test_cleanup_with_the_source_down_drops_the_subscription_and_names_the_slot_
     assert cleanup.leftovers(src, dst)["target.subscriptions"] == 0
     assert cleanup.leftovers(src, dst)["source.slots"] == 1
     assert cleanup.run(src, dst, MIGRATION, done, Events())["left"] == []
+    assert set(cleanup.leftovers(src, dst).values()) == {0}
+
+
+def test_a_no_connect_freeze_leaves_replication_running_and_the_drain_passes(source, target, passwords, tmp_path):  # type: ignore[no-untyped-def]
+    """The freeze ends client sessions and logins, not the subscription's WAL sender: the last write is drained."""
+    src, dst = endpoints(source, target, passwords)
+    done = start(src, dst, toolset_for(source, target), tmp_path, ["appdb"])
+    wait_in_sync(src, dst, done)
+    execute(source, "appdb", "INSERT INTO orders (customer) VALUES ('just before the freeze')")
+    snap = freeze.capture(src, FreezeMode.NO_CONNECT, "replication test", "f3")
+    freeze.apply(src, snap, 0.5, Events())
+    try:
+        assert rows(source, "postgres", "SELECT 1 FROM pg_stat_replication WHERE application_name = %s",
+                    done.databases[0].subscription)
+        drain.run(src, dst, done, time.monotonic() + 20, Events(), lambda: False)
+        assert rows(target, "appdb", "SELECT 1 FROM orders WHERE customer = 'just before the freeze'")
+        assert cleanup.run(src, dst, MIGRATION, done, Events())["left"] == []
+    finally:
+        freeze.unfreeze(src, snap, Events())
     assert set(cleanup.leftovers(src, dst).values()) == {0}
