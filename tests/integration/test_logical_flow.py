@@ -267,3 +267,21 @@ def test_ddl_on_the_source_in_sync_is_posted_and_blocks_the_freeze(pgmove, sourc
     assert refused_with(refused, "problems to resolve")
     status = pgmove.do("U_ALICE", "status prod-old")
     assert "PROBLEM (blocks freeze and cutover)" in status.stdout
+
+
+def test_a_worker_killed_in_sync_leaves_the_next_one_to_remove_everything(pgmove, source, target, passwords):  # type: ignore[no-untyped-def]
+    """SIGKILL of the worker once the sync recorded its objects: the sync is marked failed, and abort with a second
+    worker finds and removes every object, by the names recorded before they were created."""
+    doomed = pgmove.start_worker("doomed")
+    assert do_json(pgmove, "U_ALICE", "plan prod-old prod-new --method logical")["state"] == "ready"
+    do_json(pgmove, "U_ALICE", "sync prod-old", wait=False)
+    store = store_of(pgmove)
+    m = store.active_for("prod-old")
+    wait_until(lambda: (cur := store.get(m.id)) is not None and cur.sync_setup is not None
+               and bool(cur.sync_setup.databases), 120, "the sync's recorded objects")
+    pgmove.kill_worker(doomed)
+    pgmove.start_worker("second")
+    failed = do_json(pgmove, "U_ALICE", "status prod-old")
+    assert failed["state"] == "failed" and failed["failure"]["step"] == "sync"
+    assert do_json(pgmove, "U_ALICE", "abort prod-old")["state"] == "aborted"
+    assert zero_leftovers(source, target, passwords) == {}
