@@ -117,14 +117,19 @@ def window_text(m: Migration) -> str:
     """The one approval of a cutover from in sync says all it covers and what happens if the window runs out."""
     a = m.approval
     assert a is not None and a.window_seconds is not None
-    expected = f" Expected write downtime: about {m.expected_downtime_seconds:g}s." if m.expected_downtime_seconds else ""
     return (f"Cutover of {title(m)} requested by {mention(a.requester)} (request {esc(a.id)}), one approval for all "
-            f"of it: freeze {esc(m.source)}, drain replication, copy sequences, large objects and the tables left out "
-            f"of it, verify, then run the cutover hook, all within a {a.window_seconds:g}s window.{expected} If "
-            f"anything fails or the window runs out before the hook, {esc(m.source)} is unfrozen automatically, "
-            f"replication keeps running and the migration is back in sync; the thread says why. Once the hook "
-            f"runs, {esc(m.source)} stays frozen and its replication is removed. Another approver must approve "
-            f"before {a.expires_at:%H:%M} UTC: `/pgmove approve {esc(m.source)}`.")
+            f"of it: {window_effect(m, a.window_seconds)} Another approver must approve before "
+            f"{a.expires_at:%H:%M} UTC: `/pgmove approve {esc(m.source)}`.")
+
+
+def window_effect(m: Migration, window_seconds: float) -> str:
+    expected = f" Expected write downtime: about {m.expected_downtime_seconds:g}s." if m.expected_downtime_seconds else ""
+    src = esc(m.source)
+    return (f"freeze {src}, drain replication, copy sequences, large objects and the tables left out of it, verify, "
+            f"then run the cutover hook, all within a {window_seconds:g}s window.{expected} If anything fails or the "
+            f"window runs out before the hook, {src} is unfrozen automatically, replication keeps running and the "
+            f"migration is back in sync; the thread says why. Once the hook runs, {src} stays frozen for good and "
+            "its replication is removed.")
 
 
 def sync_lines(m: Migration) -> list[str]:

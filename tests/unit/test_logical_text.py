@@ -65,3 +65,18 @@ def test_the_plan_shows_keyless_tables_what_is_not_carried_and_the_downtime():
     assert "not replicated: sequences: set inside the freeze window" in text
     assert "expected write downtime at cutover: about 1.1s" in text
     assert "/pgmove sync prod-old" in views.next_hint(m)
+
+
+def test_the_slack_approval_of_a_window_says_it_unfreezes_by_itself():
+    """The approval message with buttons carries the window, the automatic unfreeze and the point of no return."""
+    import json
+    from datetime import timedelta
+
+    from pgmove.handlers import blocks
+
+    m = actions.request_approval(in_sync(), ApprovalAction.CUTOVER, "alice", NOW, POLICY, window_seconds=10).migration
+    assert m.approval is not None
+    text, message = blocks.approval_message(m, m.approval, ["bob", "carol"], NOW + timedelta(minutes=1))
+    shown = json.dumps(message)
+    for said in ("10s window", "unfrozen automatically", "replication keeps running", "stays frozen for good"):
+        assert said in shown, said
