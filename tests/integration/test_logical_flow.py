@@ -65,6 +65,15 @@ def event_time(pgmove, migration_id: str, text: str) -> float:  # type: ignore[n
 def test_a_live_writer_loses_nothing_through_sync_and_the_one_approval_cutover(pgmove, source, target, passwords):  # type: ignore[no-untyped-def]
     """plan --method logical, sync, cutover --window 10s with one approval: every acknowledged write is on the target,
     none was acknowledged after the freeze, sequences are at or past the source's, and no replication object is left."""
+    live_writer_through_the_window(pgmove, source, target, passwords)
+
+
+def test_the_one_approval_cutover_from_postgresql_15_to_18(pgmove18, source, target18, passwords):  # type: ignore[no-untyped-def]
+    """The same whole logical migration with a live writer, to a PostgreSQL 18 target."""
+    live_writer_through_the_window(pgmove18, source, target18, passwords)
+
+
+def live_writer_through_the_window(pgmove, source, target, passwords) -> None:  # type: ignore[no-untyped-def]
     pgmove.start_worker()
     writer = Writer(source.tcp_dsn("app", "appdb"), passwords.app).start()
     try:
