@@ -80,3 +80,13 @@ def test_the_slack_approval_of_a_window_says_it_unfreezes_by_itself():
     shown = json.dumps(message)
     for said in ("10s window", "unfrozen automatically", "replication keeps running", "stays frozen for good"):
         assert said in shown, said
+
+
+def test_the_expected_downtime_adds_the_keyless_tables_copied_inside_the_window():
+    """About 1 s of freeze and drain, plus the keyless tables at the assumed rate unless they are replicated with
+    REPLICA IDENTITY FULL."""
+    from pgmove.worker.logical import expected_downtime
+
+    ready = LogicalReadiness(keyless=[KeylessTable(database="d", schema_name="s", name="t", size_bytes=100 * 1024 * 1024)])
+    assert expected_downtime(ready, identity_full=False, copy_mb_per_second=50) == 3.0
+    assert expected_downtime(ready, identity_full=True, copy_mb_per_second=50) == 1.0
