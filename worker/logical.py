@@ -15,7 +15,6 @@ from pgmove.state.replication import LogicalReadiness, SyncSetup, SyncStatus
 from pgmove.steps.replication import cleanup, drain, readiness, setup, status
 from pgmove.steps.tools import choose_toolset
 from pgmove.steps.verify import run as verify_run
-from pgmove.worker import adapters
 from pgmove.worker.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -69,6 +68,8 @@ def check_replication(rt: Runtime, m: Migration, ctx: StepContext, what: str) ->
 
 
 def sync(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
+    from pgmove.worker import adapters  # here: adapters imports this module for its step table
+
     src, dst = _endpoints(m, ctx)
     databases = adapters._databases(m)
     if m.sync_setup is None:  # from here on an abort removes whatever carries this migration's name
@@ -122,6 +123,8 @@ def lag_line(found: SyncStatus) -> str:
 def drain_step(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     """The frozen source's last changes onto the target, then what replication does not carry: the two-step path's
     copy (the verification follows as for an offline copy)."""
+    from pgmove.worker import adapters  # here: adapters imports this module for its step table
+
     src, dst = _endpoints(m, ctx)
     assert m.sync_setup is not None
     adapters._prove_quiet(m, src, ctx, "since the freeze took hold")
@@ -136,6 +139,8 @@ def drain_step(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
 def switch(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     """Freeze, drain, sequences and left-out tables, verification and the hook, all before the window's deadline.
     Any failure before the hook (the runner's fail_step) unfreezes at once and returns to in_sync."""
+    from pgmove.worker import adapters  # here: adapters imports this module for its step table
+
     if m.hook is not None and m.hook.exit_status == 0:
         return adapters._cutover(rt, m, ctx)  # the hook switched the app: what is left is the cleanup
     assert m.approval is not None and m.approval.window_seconds is not None and m.sync_setup is not None
@@ -178,6 +183,8 @@ def cleanup_after(rt: Runtime, m: Migration, ctx: StepContext) -> dict[str, Any]
 def after_unfreeze(rt: Runtime, m: Migration, ctx: StepContext, result: dict[str, Any]) -> StepResult:
     """The unfreeze of a logical migration: after a failed window replication keeps running and it is in_sync
     again; otherwise (unfreeze, abort) nothing of the replication is left."""
+    from pgmove.worker import adapters  # here: adapters imports this module for its step table
+
     if m.window_rollback:
         switched = m.last_step(StepName.SWITCH)
         why = switched.message if switched is not None else "the window failed"
