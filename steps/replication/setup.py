@@ -113,6 +113,9 @@ class _Database:
             self.progress(f"{self.name}: {moved['tables']} tables copied at the slot's snapshot ({moved['rows']} rows)",
                           database=self.name, **moved)
         self._post_data(loaded, toolset, staging, jobs)
+        if snapshot:
+            with connection(self.dst, self.name) as conn:
+                conn.execute("ANALYZE")  # planner statistics before the app arrives, as the offline copy leaves them
         self._subscribe(copy_data=not snapshot)
         self.progress(f"{self.name}: publishing {len(tables)} tables, subscribed"
                       + ("" if snapshot else "; initial copy running"), database=self.name, tables=len(tables))
