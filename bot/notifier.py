@@ -112,7 +112,7 @@ class Notifier:
         a = m.approval
         if a is not None and a.decision == Decision.PENDING and now >= a.expires_at and a.id not in self._expired:
             return True
-        running = bool(m.steps) and m.steps[-1].status == StepStatus.RUNNING
+        running = (bool(m.steps) and m.steps[-1].status == StepStatus.RUNNING) or m.state == State.IN_SYNC
         shown = self._live_shown.get(m.id)
         unseen = self._live_seen.get(m.id, "0-0") not in ("0-0", self._live_looked.get(m.id))
         return running and unseen and (shown is None or now - shown >= LIVE_EVERY)
@@ -159,10 +159,13 @@ class Notifier:
         if shown is not None and now - shown < LIVE_EVERY:
             return
         running = m.steps[-1] if m.steps and m.steps[-1].status == StepStatus.RUNNING else None
-        event = self.store.latest_live(m.id) if running is not None else None
+        reading = running is None and m.state == State.IN_SYNC  # the monitor's lag line, with no step running
+        event = self.store.latest_live(m.id) if running is not None or reading else None
         if event is not None and event.id:
             self._live_looked[m.id] = event.id
-        if event is None or running is None or event.step != running.name or event.at < running.started_at:
+        if event is None or (reading and (event.step is not None or event.at < m.updated_at)):
+            return
+        if not reading and (running is None or event.step != running.name or event.at < running.started_at):
             return
         self._live_shown[m.id] = now
         text, message = blocks.status_message(m, None, live=event.message)

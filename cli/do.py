@@ -19,7 +19,7 @@ from pgmove.state.config import Config
 from pgmove.state.errors import NotAuthorized, UsageError
 from pgmove.state.machine import RESTING
 from pgmove.state.models import AuditEvent, EventKind, Migration
-from pgmove.state.store import Store
+from pgmove.state.store import Enqueue, Store
 
 
 def os_user() -> str:
@@ -98,7 +98,7 @@ def _after_own_events(store: Store, m: Migration) -> str | None:
 
 
 def wait_until_resting(store: Store, config: Config, m: Migration, timeout: float,
-                       changed: bool = False) -> Migration | None:
+                       changed: bool = False, enqueue: Enqueue | None = None) -> Migration | None:
     """Follow the event stream until nothing happens without a person (or the timeout), each event a line on
     stderr as it happens, and once "no worker is running" when the next step waits for one that is not there."""
     from pgmove.worker.reaper import reap  # the waiting client also notices a dead worker
@@ -121,7 +121,9 @@ def wait_until_resting(store: Store, config: Config, m: Migration, timeout: floa
                 continue
             typer.echo(views.for_terminal(views.event_line(event)), err=True)
         if time.monotonic() - last_check > 2:
-            reap(store, "pgmove-do", config)  # with the config: also resumes poolers a dead step left paused
+            # With the config it also resumes poolers a dead step left paused; a cutover window it finds dead
+            # unfreezes, which a worker must be asked to do.
+            reap(store, "pgmove-do", config, enqueue)
             last_check = time.monotonic()
             if (not told and current is not None and step_due(current) is not None
                     and not store.workers_seen(config.worker_gone_after)):

@@ -126,7 +126,8 @@ def do(
         raise typer.Exit(EXIT_UNAVAILABLE if reply.kind == "unavailable" else EXIT_REFUSED)
     migration = reply.migration
     if wait and migration is not None:
-        rested = wait_until_resting(store, config, migration, timeout, changed=reply.kind == "accepted")
+        rested = wait_until_resting(store, config, migration, timeout, changed=reply.kind == "accepted",
+                                    enqueue=deps.enqueue)
         if rested is None:
             said = f"timed out after {timeout:g}s; the migration goes on: `/pgmove status {migration.source}`"
             emit(reply, as_json, store.get(migration.id), said, kind="timeout", ok=False)

@@ -83,6 +83,7 @@ def status_message(m: Migration, as_of: AuditEvent | None = None, live: str | No
     lines = [headline, views.next_hint(shown)]
     if state == State.FAILED and m.failure:
         lines.append(esc(f"failed in {m.failure.step}: {m.failure.reason}"))
+    lines += views.sync_lines(shown)  # per database lag, retained WAL, tables copying, problems
     steps = []
     for step in m.steps:
         if step.started_at > at:
@@ -117,6 +118,8 @@ def approval_message(m: Migration, approval: Approval, approvers: list[str], now
         effect = (f"*{source}* takes writes again{' and the migration is aborted' if m.aborting else ''}, after a "
                   f"cutover that started: the app may already be on *{target}* (two writable servers). "
                   + esc(views.hook_report_text(m)))
+    elif approval.window_seconds is not None:
+        effect = f"One approval for the whole switch to *{target}*: " + views.window_effect(m, approval.window_seconds)
     else:
         effect = (f"*{target}* becomes the app's server; *{source}* stays frozen for good. "
                   "This is the point of no return.")

@@ -18,6 +18,7 @@ from pgmove.handlers.reply import Reply, server_listing
 from pgmove.handlers.verbs import (
     AbortCmd,
     Approve,
+    CutoverCmd,
     Decide,
     FreezeCmd,
     PlanCmd,
@@ -50,7 +51,8 @@ class Deps:
 
     @property
     def policy(self) -> Policy:
-        return Policy(approvers=frozenset(self.config.access.approvers), approval_ttl=self.config.approval_ttl)
+        return Policy(approvers=frozenset(self.config.access.approvers), approval_ttl=self.config.approval_ttl,
+                      max_lag_bytes=self.config.sync_max_lag_bytes)
 
 
 def handle(deps: Deps, actor: str, text: str, channel: str | None = None, request_key: str | None = None) -> Reply:
@@ -175,7 +177,11 @@ def cmd_plan(deps: Deps, actor: str, command: PlanCmd) -> Reply:
     source, target = _known(deps.config, command.source), _known(deps.config, command.target)
     if source == target:
         raise Refused("Source and target are the same server.")
-    plan = Plan(source=source, target=target, databases=command.databases, jobs=command.jobs)
+    if command.replica_identity_full and command.method != "logical":
+        raise Refused("--replica-identity-full is for `--method logical` (tables without a key are then replicated); "
+                      "the offline method copies every table during the freeze and changes nothing on the source.")
+    plan = Plan(source=source, target=target, databases=command.databases, jobs=command.jobs, method=command.method,
+                replica_identity_full=command.replica_identity_full)
     now = deps.clock()
 
     def decide(current: Migration | None) -> Outcome:
@@ -190,6 +196,10 @@ def cmd_plan(deps: Deps, actor: str, command: PlanCmd) -> Reply:
             return actions.new_migration(f"mig-{secrets.token_hex(4)}", plan, actor, now)
         if current.state == State.CUT_OVER:
             raise Refused(f"{source} was already cut over to {current.target}; it stays frozen by design.")
+        if actions.needs_cleanup(current):
+            raise Refused(f"{source} is already being moved to {current.target} by logical replication ({current.id}, "
+                          f"{current.state.value.replace('_', ' ')}); a second migration of it needs that one ended "
+                          f"first: `/pgmove abort {source}` removes its replication from both servers.")
         return actions.replan(current, plan, actor, now)
 
     return _accepted(deps.store.update_server(source, decide, deps.enqueue, others=(target,)), "plan")
@@ -230,10 +240,22 @@ def cmd_freeze(deps: Deps, actor: str, command: FreezeCmd) -> Reply:
     return _accepted(deps.store.update_server(server, decide, deps.enqueue), "freeze")
 
 
-def cmd_cutover(deps: Deps, actor: str, command: ServerCmd) -> Reply:
+def cmd_cutover(deps: Deps, actor: str, command: CutoverCmd) -> Reply:
     now = deps.clock()
-    out = _on_server(deps, command.server, lambda m: actions.request_approval(m, ApprovalAction.CUTOVER, actor, now, deps.policy))
-    return _accepted(out, "cutover")
+
+    def decide(m: Migration) -> Outcome:
+        if command.window_seconds is not None and m.state != State.IN_SYNC:
+            raise Refused(f"--window is for a cutover from in sync (one approval for freeze and switch); {m.source} is "
+                          f"{m.state.value.replace('_', ' ')}: `/pgmove cutover {m.source}` without it.")
+        window = command.window_seconds or deps.config.cutover_window_seconds
+        return actions.request_approval(m, ApprovalAction.CUTOVER, actor, now, deps.policy, window_seconds=window)
+
+    return _accepted(_on_server(deps, command.server, decide), "cutover")
+
+
+def cmd_sync(deps: Deps, actor: str, command: ServerCmd) -> Reply:
+    now = deps.clock()
+    return _accepted(_on_server(deps, command.server, lambda m: actions.request_sync(m, actor, now)), "sync")
 
 
 def cmd_approve(deps: Deps, actor: str, command: Approve) -> Reply:
@@ -275,4 +297,5 @@ VERBS: dict[str, Callable[[Deps, str, Any], Reply]] = {
     "help": cmd_help, "servers": cmd_servers, "plan": cmd_plan, "status": cmd_status,
     "history": cmd_history, "freeze": cmd_freeze, "cutover": cmd_cutover, "approve": cmd_approve,
     "reject": cmd_reject, "unfreeze": cmd_unfreeze, "abort": cmd_abort, "verify": cmd_verify, "retry": cmd_retry,
+    "sync": cmd_sync,
 }

@@ -17,6 +17,7 @@ from pgmove.handlers.verbs import (
     AnyCommand,
     Approve,
     Command,
+    CutoverCmd,
     FreezeCmd,
     Help,
     PlanCmd,
@@ -28,26 +29,27 @@ from pgmove.handlers.verbs import (
 )
 from pgmove.state.errors import UsageError
 
-__all__ = ["MAX_TEXT", "USAGE", "AnyCommand", "Approve", "FreezeCmd", "Help", "PlanCmd", "Reject", "ServerCmd",
+__all__ = ["MAX_TEXT", "USAGE", "AnyCommand", "Approve", "CutoverCmd", "FreezeCmd", "Help", "PlanCmd", "Reject", "ServerCmd",
            "Servers", "Status", "VerifyCmd", "parse"]
 
 USAGE: dict[str, str] = {
     "help": "help [verb]",
     "servers": "servers",
-    "plan": "plan <source> <target> [--databases a,b] [--jobs N]",
+    "plan": "plan <source> <target> [--databases a,b] [--jobs N] [--method dump|logical] [--replica-identity-full]",
+    "sync": "sync <server>",
     "status": "status [<server>]",
     "freeze": "freeze <server> [--mode read-only|no-connect] [--grace 30s] [--archive NAME]",
     "approve": "approve <server> [<request id>]",
     "reject": "reject <server> [--request <id>] [reason]",
     "unfreeze": "unfreeze <server>",
     "verify": "verify <server> [--quick]",
-    "cutover": "cutover <server>",
+    "cutover": "cutover <server> [--window 60s]",
     "abort": "abort <server> [--drop-created]",
     "history": "history <server>",
     "retry": "retry <server>",
 }
 MAX_TEXT = 2000
-_SERVER_VERBS = ("unfreeze", "cutover", "history", "retry")
+_SERVER_VERBS = ("unfreeze", "history", "retry", "sync")
 # Each verb's model and the fields its positional words fill, in order. Which are required, and what
 # each one takes, is the model's business.
 _GRAMMAR: dict[str, tuple[type[Command], tuple[str, ...]]] = {
@@ -58,6 +60,7 @@ _GRAMMAR: dict[str, tuple[type[Command], tuple[str, ...]]] = {
     "freeze": (FreezeCmd, ("server",)),
     "verify": (VerifyCmd, ("server",)),
     "abort": (AbortCmd, ("server",)),
+    "cutover": (CutoverCmd, ("server",)),
     "approve": (Approve, ("server", "request_id")),
     "reject": (Reject, ("server",)),  # then an optional leading --request <id>, then free text: see _reject
     **{verb: (ServerCmd, ("server",)) for verb in _SERVER_VERBS},

@@ -80,6 +80,8 @@ class PlanCmd(Command):
     databases: Annotated[list[DatabaseName] | None, BeforeValidator(_name_list)] = _option(
         "databases", "a comma-separated list of database names", min_length=1)
     jobs: Annotated[int, BeforeValidator(_whole_number)] = _option("jobs", "a whole number from 1 to 64", 2, ge=1, le=64)
+    method: Literal["dump", "logical"] = _option("method", "dump or logical", "dump")
+    replica_identity_full: bool = _option("replica-identity-full", "no value", False)
 
 
 class Status(Command):
@@ -88,7 +90,7 @@ class Status(Command):
 
 
 class ServerCmd(Command):
-    verb: Literal["unfreeze", "cutover", "history", "retry"]
+    verb: Literal["unfreeze", "history", "retry", "sync"]
     server: str = _server()
 
 
@@ -96,6 +98,13 @@ class AbortCmd(Command):
     verb: Literal["abort"] = "abort"
     server: str = _server()
     drop_created: bool = _option("drop-created", "no value", False)
+
+
+class CutoverCmd(Command):
+    verb: Literal["cutover"] = "cutover"
+    server: str = _server()
+    window_seconds: Annotated[float | None, BeforeValidator(_duration)] = _option(
+        "window", "a duration from 1s to an hour, like 60s or 2m", ge=1, le=3600)
 
 
 class VerifyCmd(Command):
@@ -143,4 +152,5 @@ class Decide(Command):
         return self.verb == "approve"
 
 
-AnyCommand = Help | Servers | PlanCmd | Status | ServerCmd | FreezeCmd | VerifyCmd | Approve | Reject | AbortCmd
+AnyCommand = (Help | Servers | PlanCmd | Status | ServerCmd | CutoverCmd | FreezeCmd | VerifyCmd | Approve | Reject
+              | AbortCmd)

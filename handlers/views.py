@@ -19,7 +19,8 @@ _NEXT: dict[State, str] = {
     State.PLANNED: "preflight checks are running",
     State.READY: "next: `/pgmove freeze {src}` (a second person approves)",
     State.SYNCING: "logical replication to {dst} is catching up",
-    State.IN_SYNC: "{dst} follows {src} live; next: `/pgmove freeze {src}` for the final switch",
+    State.IN_SYNC: ("{dst} follows {src} live; next: `/pgmove cutover {src}` (one approval, a bounded window) or "
+                    "`/pgmove freeze {src}` (freeze, drain, verify; cutover approved apart)"),
     State.AWAITING_FREEZE_APPROVAL: "waiting for an approver: `/pgmove approve {src}` or `/pgmove reject {src}`",
     State.FREEZING: "freezing writes on {src}",
     State.FROZEN: "{src} is frozen; `/pgmove unfreeze {src}` puts it back",
@@ -81,7 +82,10 @@ def next_hint(m: Migration) -> str:
         step = f"the {esc(m.failure.step.value)} step" if m.failure else "the step"
         plan = f"`/pgmove plan {src} {dst}` to plan anew, " if m.target else ""
         return f"`/pgmove retry {src}` to try {step} again, {plan}or `/pgmove abort {src}`"
-    hint = _NEXT[m.state].format(src=src, dst=dst)
+    hint = _NEXT[m.state]
+    if m.state == State.READY and m.plan.method == "logical" and m.target:
+        hint = "next: `/pgmove sync {src}` starts replication to {dst}"
+    hint = hint.format(src=src, dst=dst)
     if m.state == State.ABORTED and m.created_target_databases:
         hint += "; " + leftover_text(m)
     return hint
@@ -136,9 +140,53 @@ def approval_text(m: Migration) -> str:
                 f"started: {esc(m.source)} takes writes again while the app may already be on "
                 f"{esc(m.target or 'the target')}. {esc(hook_report_text(m))} Another approver must approve before "
                 f"{a.expires_at:%H:%M} UTC: `/pgmove approve {esc(m.source)}`.")
+    if a.action.value == "cutover" and a.window_seconds is not None:
+        return window_text(m)
     return (f"{a.action.value.capitalize()} of {title(m)} requested by {mention(a.requester)} (request {esc(a.id)}): "
             f"{dbs}{size}, {how}. Another approver must approve before {a.expires_at:%H:%M} UTC: "
             f"`/pgmove approve {esc(m.source)}`.")
+
+
+def window_text(m: Migration) -> str:
+    """The one approval of a cutover from in sync says all it covers and what happens if the window runs out."""
+    a = m.approval
+    assert a is not None and a.window_seconds is not None
+    return (f"Cutover of {title(m)} requested by {mention(a.requester)} (request {esc(a.id)}), one approval for all "
+            f"of it: {window_effect(m, a.window_seconds)} Another approver must approve before "
+            f"{a.expires_at:%H:%M} UTC: `/pgmove approve {esc(m.source)}`.")
+
+
+def window_effect(m: Migration, window_seconds: float) -> str:
+    expected = f" Expected write downtime: about {m.expected_downtime_seconds:g}s." if m.expected_downtime_seconds else ""
+    src = esc(m.source)
+    return (f"freeze {src}, drain replication, copy sequences, large objects and the tables left out of it, verify, "
+            f"then run the cutover hook, all within a {window_seconds:g}s window.{expected} If anything fails or the "
+            f"window runs out before the hook, {src} is unfrozen automatically, replication keeps running and the "
+            f"migration is back in sync; the thread says why. Once the hook runs, {src} stays frozen for good and "
+            "its replication is removed.")
+
+
+def sync_lines(m: Migration) -> list[str]:
+    """Replication as the monitor last read it, per database, and what preflight found about it."""
+    lines: list[str] = []
+    st = m.sync_status
+    if st is not None and m.sync_setup is not None:
+        lines.append(f"replication, read at {st.at:%H:%M:%S} UTC:")
+        for d in st.databases:
+            secs = f", {d.lag_seconds:.1f}s" if d.lag_seconds is not None else ""
+            copying = d.tables_total - d.tables_ready
+            errors = f", {d.apply_errors} apply error(s): {d.last_error or 'see the target log'}" if d.apply_errors else ""
+            lines.append(esc(f"  {d.database}: {d.lag_bytes} bytes behind{secs}, WAL retained "
+                             f"{d.retained_wal_bytes / 1e6:.1f} MB, {copying} table(s) in initial copy{errors}"))
+        lines += [f"  PROBLEM (blocks freeze and cutover): {esc(p)}" for p in st.problems]
+    r = m.readiness
+    if r is not None and m.state in (State.PLANNED, State.READY, State.FAILED):
+        for t in r.keyless:
+            lines.append(esc(f"table without a key: {t.database}.{t.schema_name}.{t.name} ({t.size_bytes / 1e6:.1f} MB)"))
+        lines += [f"not replicated: {esc(n)}" for n in r.not_carried]
+        if m.expected_downtime_seconds is not None:
+            lines.append(f"expected write downtime at cutover: about {m.expected_downtime_seconds:g}s")
+    return lines
 
 
 def hook_report_text(m: Migration) -> str:
@@ -191,6 +239,7 @@ def status_text(m: Migration) -> str:
         lines += [f"problem: {esc(p)}" for p in m.preflight.problems]
     if m.preflight and m.preflight.warnings:
         lines += [f"warning: {esc(w)}" for w in m.preflight.warnings]
+    lines += sync_lines(m)
     for step in m.steps[-8:]:
         took = f" in {(step.finished_at - step.started_at).total_seconds():.1f}s" if step.finished_at else ""
         mark = {StepStatus.DONE: "done", StepStatus.RUNNING: "running", StepStatus.FAILED: "FAILED"}[step.status]

@@ -95,15 +95,19 @@ class PgCluster:
         pwfile.unlink()
         return self
 
-    def start(self, port: int | None = None) -> PgCluster:
+    def start(self, port: int | None = None, settings: dict[str, str] | None = None) -> PgCluster:
+        """`settings` override the defaults below (a later -c wins), e.g. {"wal_level": "replica"}."""
         self.port = port or free_port()
+        extra = [arg for name, value in (settings or {}).items() for arg in ("-c", f"{name}={value}")]
         log = open(self.log, "ab")  # noqa: SIM115 -- stays open for the server's lifetime
         os.chown(self.log, self._uid, self._gid)
         self.proc = subprocess.Popen(
             [str(self.bin_dir / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.sockets),
              "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
              "-c", "full_page_writes=off", "-c", "max_connections=100", "-c", "shared_buffers=64MB",
-             "-c", "wal_level=logical", "-c", "max_wal_senders=10", "-c", "max_replication_slots=10"],
+             "-c", "wal_level=logical", "-c", "max_wal_senders=10", "-c", "max_replication_slots=10",
+             # a subscriber needs one worker per subscription plus its table-sync workers (default 4 in all)
+             "-c", "max_logical_replication_workers=8", "-c", "max_worker_processes=16", *extra],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=self._drop, start_new_session=True,
         )
         log.close()

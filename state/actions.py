@@ -27,6 +27,7 @@ from pgmove.state.models import (
     StepRecord,
     StepStatus,
 )
+from pgmove.state.replication import SyncStatus
 from pgmove.state.report import VerifyMode
 
 
@@ -41,6 +42,7 @@ class Outcome:
 class Policy:
     approvers: frozenset[str]
     approval_ttl: timedelta = timedelta(minutes=30)
+    max_lag_bytes: int = 16 * 1024 * 1024  # logical: above this, freeze and cutover from in_sync are refused
 
 
 def new_migration(migration_id: str, plan: Plan, actor: str, now: datetime) -> Outcome:
@@ -80,7 +82,7 @@ def replan(m: Migration, plan: Plan, actor: str, now: datetime) -> Outcome:
 
 def request_approval(
     m: Migration, action: ApprovalAction, actor: str, now: datetime, policy: Policy,
-    freeze_options: FreezeOptions | None = None,
+    freeze_options: FreezeOptions | None = None, window_seconds: float | None = None,
 ) -> Outcome:
     """Ask a second person for the freeze or the cutover. A freeze's options (None: the defaults) go on the
     record with the request: they are part of what the approver sees and approves."""
@@ -97,6 +99,8 @@ def request_approval(
         raise Refused(f"Cutover refused: the last verification failed ({reasons}). Fix, re-copy or `/pgmove verify {m.source}`.")
     if next_state(m.state, event) is None:
         raise Refused(_not_now(m, event))
+    if m.state == State.IN_SYNC:
+        _check_sync(m, action, policy)
     pending = m.approval if m.approval and m.approval.decision == Decision.PENDING else None
     if pending and pending.expires_at > now:
         raise Refused(
@@ -111,9 +115,67 @@ def request_approval(
         id=secrets.token_hex(4), action=action, requester=actor, plan_digest=m.plan_digest,
         requested_at=now, expires_at=now + policy.approval_ttl, prior_state=prior,
     )
+    if action == ApprovalAction.CUTOVER and prior == State.IN_SYNC:
+        out.migration.approval.window_seconds = window_seconds or DEFAULT_WINDOW_SECONDS
     if action == ApprovalAction.FREEZE:
         out.migration.freeze_options = freeze_options or FreezeOptions()
     return out
+
+
+DEFAULT_WINDOW_SECONDS = 60.0
+
+
+def _check_sync(m: Migration, action: ApprovalAction, policy: Policy) -> None:
+    """From in_sync, freeze and cutover wait for a monitor reading with no problem and the lag under the threshold:
+    a freeze that starts far behind only makes the write downtime longer."""
+    status = m.sync_status
+    what = f"`/pgmove {action.value} {m.source}`"
+    if status is None:
+        raise Refused(f"{action.value.capitalize()} refused: no replication status of {m.source} recorded yet; "
+                      f"wait for the next check and ask again ({what}).")
+    if status.problems:
+        raise Refused(f"{action.value.capitalize()} refused: replication of {m.source} has problems to resolve "
+                      f"first: " + "; ".join(status.problems))
+    behind = [d for d in status.databases if d.tables_ready < d.tables_total or d.lag_bytes > policy.max_lag_bytes]
+    if behind:
+        lags = ", ".join(f"{d.database} {d.lag_bytes} bytes behind, {d.tables_total - d.tables_ready} tables copying"
+                         for d in behind)
+        raise Refused(f"{action.value.capitalize()} refused: {m.target} is behind {m.source} ({lags}; the threshold "
+                      f"is {policy.max_lag_bytes} bytes). Wait until it catches up, then ask again ({what}).")
+
+
+def request_sync(m: Migration, actor: str, now: datetime) -> Outcome:
+    """Start logical replication of a ready logical plan."""
+    if m.plan.method != "logical":
+        raise Refused(f"The plan for {m.source} uses --method {m.plan.method}: it is copied during a freeze. For "
+                      f"replication, plan again with `/pgmove plan {m.source} {m.target or '<target>'} --method logical`.")
+    if m.state in (State.SYNCING, State.IN_SYNC):
+        raise Refused(f"{m.source} is already {m.state.value.replace('_', ' ')} with {m.target}; "
+                      f"`/pgmove status {m.source}` shows the lag.")
+    if m.preflight and m.preflight.problems:
+        raise Refused("The plan has problems that block sync: " + "; ".join(m.preflight.problems))
+    out = _transition(m, Event.SYNC_REQUESTED, actor, now, f"{actor} started replication of {m.source} to {m.target}")
+    out.enqueue = True
+    return out
+
+
+def record_sync_status(m: Migration, status: SyncStatus, now: datetime, actor: str) -> Outcome:
+    """The monitor's reading, kept on the record; a problem that appears or clears is an event the thread shows."""
+    if m.state not in (State.SYNCING, State.IN_SYNC):
+        raise Refused(f"replication status not recorded: {m.source} moved on to {m.state.value}")
+    before = set(m.sync_status.problems) if m.sync_status else set()
+    new = m.model_copy(deep=True, update={"sync_status": status, "updated_at": now})
+    events = [AuditEvent(kind=EventKind.PROGRESS, at=now, actor=actor, message=f"replication problem: {p}",
+                         data={"problem": p}) for p in status.problems if p not in before]
+    events += [AuditEvent(kind=EventKind.PROGRESS, at=now, actor=actor, message=f"replication problem resolved: {p}",
+                          data={"resolved": p}) for p in sorted(before - set(status.problems))]
+    return Outcome(new, events)
+
+
+def needs_cleanup(m: Migration) -> bool:
+    """Replication objects may exist for this migration on either server."""
+    failed_in_sync = m.failure is not None and m.failure.step == StepName.SYNC
+    return m.sync_setup is not None or m.state in (State.SYNCING, State.IN_SYNC) or failed_in_sync
 
 
 def decide(
@@ -183,17 +245,22 @@ def request_unfreeze(m: Migration, actor: str, now: datetime, abort: bool = Fals
                       "writes back to the source needs a second person's approval, as the cutover did.")
     if cutover_started(m):
         return _request_writes_back(m, actor, now, abort, policy or Policy(approvers=frozenset()))
+    if abort and not m.source_frozen and needs_cleanup(m):
+        out = _transition(m, Event.UNFREEZE_REQUESTED, actor, now,
+                          f"{actor} aborted the migration; removing its replication from both servers")
+        out.migration.aborting, out.migration.window_rollback = True, False
+        _void_pending(out.migration, "the migration was aborted", now)
+        out.enqueue = True
+        return out
     if abort and not m.source_frozen:
         return _transition(m, Event.ABORTED, actor, now, f"{actor} aborted the migration")
     if not m.source_frozen:
         raise Refused(f"{m.source} is not frozen; nothing to unfreeze.")
     verb = "aborted the migration; unfreezing" if abort else "asked to unfreeze"
     out = _transition(m, Event.UNFREEZE_REQUESTED, actor, now, f"{actor} {verb} {m.source}")
-    out.migration.aborting, out.migration.source_moved = abort, None
+    out.migration.aborting, out.migration.source_moved, out.migration.window_rollback = abort, None, False
     out.migration.drop_created = drop_created
-    if out.migration.approval and out.migration.approval.decision == Decision.PENDING:
-        out.migration.approval.decision = Decision.VOIDED
-        out.migration.approval.reason = "unfreeze requested"
+    _void_pending(out.migration, "unfreeze requested", now)
     out.enqueue = True
     return out
 
@@ -209,6 +276,11 @@ def _check_drop_created(m: Migration) -> None:
     if not m.source_frozen:
         raise Refused(f"{m.source} is not frozen, so no worker step runs for this abort and pgmove cannot drop "
                       f"{', '.join(m.created_target_databases)} on {where}: abort, then drop them there by hand.")
+
+
+def _void_pending(m: Migration, reason: str, now: datetime) -> None:
+    if m.approval and m.approval.decision == Decision.PENDING:
+        m.approval.decision, m.approval.reason, m.approval.decided_at = Decision.VOIDED, reason, now
 
 
 def _request_writes_back(m: Migration, actor: str, now: datetime, abort: bool, policy: Policy) -> Outcome:
@@ -285,6 +357,7 @@ def _not_now(m: Migration, event: Event) -> str:
         Event.VERIFY_REQUESTED: "verify needs a finished copy",
         Event.UNFREEZE_REQUESTED: "nothing is frozen",
         Event.REPLANNED: "a new plan needs the source unfrozen and no step running",
+        Event.SYNC_REQUESTED: "sync needs a ready plan made with --method logical",
     }
     hint = hints.get(event)
     if m.state in WORKING:
@@ -312,6 +385,7 @@ def _decision(at: datetime, actor: str, message: str, approval: Approval) -> Aud
 
 STEP_FOR_STATE: dict[State, StepName] = {
     State.PLANNED: StepName.PREFLIGHT,
+    State.SYNCING: StepName.SYNC,
     State.FREEZING: StepName.FREEZE,
     State.FROZEN: StepName.COPY,
     State.COPYING: StepName.COPY,
@@ -322,6 +396,9 @@ STEP_FOR_STATE: dict[State, StepName] = {
 # Where `retry` goes back to after a step failed: a copy restarts from a clean target.
 RESUME_STATE: dict[StepName, State] = {
     StepName.PREFLIGHT: State.PLANNED,
+    StepName.SYNC: State.SYNCING,
+    StepName.DRAIN: State.FROZEN,
+    StepName.SWITCH: State.CUTTING_OVER,
     StepName.FREEZE: State.FREEZING,
     StepName.COPY: State.FROZEN,
     StepName.VERIFY: State.VERIFYING,
@@ -329,7 +406,9 @@ RESUME_STATE: dict[StepName, State] = {
     StepName.UNFREEZE: State.UNFREEZING,
 }
 # The state a step runs in (the copy moves frozen -> copying as it starts).
-RUNNING_STATE: dict[StepName, State] = {**{step: state for state, step in STEP_FOR_STATE.items()}, StepName.COPY: State.COPYING}
+# A drain is a logical migration's copy, and a switch its cutover: they run in the same states.
+RUNNING_STATE: dict[StepName, State] = {**{step: state for state, step in STEP_FOR_STATE.items()}, StepName.COPY: State.COPYING,
+                                        StepName.DRAIN: State.COPYING, StepName.SWITCH: State.CUTTING_OVER}
 
 
 def step_due(m: Migration) -> StepName | None:
@@ -337,14 +416,25 @@ def step_due(m: Migration) -> StepName | None:
     step = STEP_FOR_STATE.get(m.state)
     if step == StepName.COPY and m.target is None:
         return None
+    if step == StepName.COPY and m.sync_setup is not None:
+        return StepName.DRAIN
+    if step == StepName.CUTOVER and is_window(m):
+        return StepName.SWITCH
     return step
+
+
+def is_window(m: Migration) -> bool:
+    """The cutover approved from in_sync: freeze to hook inside the approval's window."""
+    a = m.approval
+    return a is not None and a.action == ApprovalAction.CUTOVER and a.window_seconds is not None and a.decision == Decision.APPROVED
 
 
 def start_step(m: Migration, step: StepName, worker: str, token: str, now: datetime) -> Outcome:
     if step_due(m) != step:
         raise Refused(f"{step} is not due: {m.source} is {m.state.value}")
     if m.state == State.FROZEN:
-        out = _transition(m, Event.COPY_STARTED, f"worker:{worker}", now, f"copy of {m.source} to {m.target} started")
+        what = "drain" if step == StepName.DRAIN else "copy"
+        out = _transition(m, Event.COPY_STARTED, f"worker:{worker}", now, f"{what} of {m.source} to {m.target} started")
     else:
         out = Outcome(m.model_copy(deep=True))
     new = out.migration
@@ -378,10 +468,29 @@ def fail_step(m: Migration, step: StepName, reason: str, now: datetime, actor: s
         raise Refused(f"{step} failure not recorded: the step is no longer this worker's")
     if m.state != RUNNING_STATE[step]:
         raise Refused(f"{step} failure not recorded: {m.source} moved on to {m.state.value}")
+    if step == StepName.SWITCH and m.hook is None:
+        return window_failed(m, reason, now, actor)
     out = fail(m, step, reason, now, actor, _resume_state(m, step))
     record = out.migration.last_step(step)
     if record is not None and record.status == StepStatus.RUNNING:
         record.status, record.finished_at, record.message = StepStatus.FAILED, now, reason
+    return out
+
+
+def window_failed(m: Migration, reason: str, now: datetime, actor: str) -> Outcome:
+    """The window's switch failed before its hook ran (or its worker died): the source gets writes back at once,
+    replication keeps running, and the migration returns to in_sync. Never after the hook: the app may have moved."""
+    if m.hook is not None:
+        raise Refused("the cutover hook has run: giving writes back to the source needs a second person")
+    out = _transition(m, Event.WINDOW_FAILED, actor, now,
+                      f"the cutover window of {m.source} failed ({reason}); unfreezing it, replication keeps running")
+    new = out.migration
+    new.window_rollback, new.aborting, new.lease = True, False, None
+    record = new.last_step(StepName.SWITCH)
+    if record is not None and record.status == StepStatus.RUNNING:
+        record.status, record.finished_at, record.message = StepStatus.FAILED, now, reason
+    out.events[-1].step = StepName.SWITCH
+    out.enqueue = True
     return out
 
 

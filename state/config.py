@@ -184,6 +184,14 @@ class Config(_Section):
     queue_name: str = "pgmove"
     freshness: list[FreshnessCheck] = Field(default_factory=list)
     poolers: dict[str, PoolerConfig] = Field(default_factory=dict)
+    # Logical replication: freeze and cutover from in_sync wait until every database is this close.
+    sync_max_lag_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
+    sync_check_seconds: float = Field(default=30.0, gt=0)  # how often the monitor reads lag, errors and DDL drift
+    max_retained_wal_mb: int = Field(default=10240, ge=1)  # a slot holding more WAL than this is a problem
+    drain_seconds: float = Field(default=300.0, gt=0)  # the two-step path's drain waits this long, then fails
+    cutover_window_seconds: float = Field(default=60.0, gt=0, le=3600)  # `cutover` from in_sync, unless --window
+    # The rate the plan assumes for copying keyless tables inside the freeze (no measurement on this pair yet).
+    window_copy_mb_per_second: float = Field(default=50.0, gt=0)
 
     @field_validator("redis_url")
     @classmethod

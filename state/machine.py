@@ -47,13 +47,17 @@ class Event(StrEnum):
     ABORTED = "aborted"
     STEP_FAILED = "step_failed"
     RETRY = "retry"
+    SYNC_REQUESTED = "sync_requested"
+    SYNCED = "synced"  # every table copied and the lag under the threshold
+    WINDOW_FAILED = "window_failed"  # the cutover window failed or ran out before its hook: back to in_sync
+    RESUMED_SYNC = "resumed_sync"  # the source is writable again after the window; replication kept running
 
 
 S, E = State, Event
 
 # States in which a worker has (or is about to have) something to do.
 WORKING: frozenset[State] = frozenset(
-    {S.PLANNED, S.FREEZING, S.COPYING, S.VERIFYING, S.CUTTING_OVER, S.UNFREEZING}
+    {S.PLANNED, S.SYNCING, S.FREEZING, S.COPYING, S.VERIFYING, S.CUTTING_OVER, S.UNFREEZING}
 )
 # States in which `pgmove do --wait` returns: nothing happens until a person acts.
 RESTING: frozenset[State] = frozenset(
@@ -73,12 +77,15 @@ _UNFREEZABLE = (
     S.AWAITING_CUTOVER_APPROVAL, S.FAILED,
 )
 _ABORTABLE_UNFROZEN = (S.PLANNED, S.READY, S.IN_SYNC, S.AWAITING_FREEZE_APPROVAL, S.FAILED)
+# Replication objects may exist here with the source writable: an abort goes through the unfreeze step, which
+# drops them (actions.request_unfreeze decides), so nothing is left on either server.
+_CLEANED_ON_ABORT = (S.SYNCING, S.IN_SYNC, S.AWAITING_FREEZE_APPROVAL, S.READY)
 
 TRANSITIONS: dict[State, dict[Event, State]] = {
     S.PLANNED: {E.PREFLIGHT_OK: S.READY, E.REPLANNED: S.PLANNED, E.STEP_FAILED: S.FAILED},
-    S.READY: {E.FREEZE_REQUESTED: S.AWAITING_FREEZE_APPROVAL, E.REPLANNED: S.PLANNED},
-    S.SYNCING: {E.STEP_FAILED: S.FAILED},
-    S.IN_SYNC: {E.FREEZE_REQUESTED: S.AWAITING_FREEZE_APPROVAL},
+    S.READY: {E.FREEZE_REQUESTED: S.AWAITING_FREEZE_APPROVAL, E.REPLANNED: S.PLANNED, E.SYNC_REQUESTED: S.SYNCING},
+    S.SYNCING: {E.SYNCED: S.IN_SYNC, E.STEP_FAILED: S.FAILED},
+    S.IN_SYNC: {E.FREEZE_REQUESTED: S.AWAITING_FREEZE_APPROVAL, E.CUTOVER_REQUESTED: S.AWAITING_CUTOVER_APPROVAL},
     S.AWAITING_FREEZE_APPROVAL: {
         E.APPROVED: S.FREEZING, E.REJECTED: S.READY, E.REPLANNED: S.PLANNED,
         E.FREEZE_REQUESTED: S.AWAITING_FREEZE_APPROVAL,  # a new request replaces an expired one
@@ -97,9 +104,11 @@ TRANSITIONS: dict[State, dict[Event, State]] = {
         E.APPROVED: S.UNFREEZING, E.REJECTED: S.FAILED,
         E.UNFREEZE_APPROVAL_REQUESTED: S.AWAITING_UNFREEZE_APPROVAL,  # a new request replaces an expired one
     },
-    S.CUTTING_OVER: {E.CUT_OVER: S.CUT_OVER, E.STEP_FAILED: S.FAILED},
+    # WINDOW_FAILED: the one-approval switch from in_sync gives the source back before its hook ran.
+    S.CUTTING_OVER: {E.CUT_OVER: S.CUT_OVER, E.STEP_FAILED: S.FAILED, E.WINDOW_FAILED: S.UNFREEZING},
     S.CUT_OVER: {},
-    S.UNFREEZING: {E.UNFROZEN: S.READY, E.UNFROZEN_FOR_ABORT: S.ABORTED, E.STEP_FAILED: S.FAILED},
+    S.UNFREEZING: {E.UNFROZEN: S.READY, E.UNFROZEN_FOR_ABORT: S.ABORTED, E.RESUMED_SYNC: S.IN_SYNC,
+                   E.STEP_FAILED: S.FAILED},
     S.ABORTED: {},
     # RETRY's real target is the failure's resume state. Once a cutover has started (it failed in the cutover
     # step), writes go back to the source only through UNFREEZE_APPROVAL_REQUESTED: actions decides which applies.
@@ -109,6 +118,8 @@ for _state in _UNFREEZABLE:
     TRANSITIONS[_state][E.UNFREEZE_REQUESTED] = S.UNFREEZING
 for _state in _ABORTABLE_UNFROZEN:
     TRANSITIONS[_state][E.ABORTED] = S.ABORTED
+for _state in _CLEANED_ON_ABORT:
+    TRANSITIONS[_state][E.UNFREEZE_REQUESTED] = S.UNFREEZING
 
 
 def next_state(state: State, event: Event) -> State | None:

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pgmove.state.machine import State
+from pgmove.state.replication import LogicalReadiness, SyncSetup, SyncStatus
 from pgmove.state.report import VerificationReport
 
 
@@ -25,6 +26,9 @@ class StepName(StrEnum):
     VERIFY = "verify"
     CUTOVER = "cutover"
     UNFREEZE = "unfreeze"
+    SYNC = "sync"  # logical: roles, schema, publications, slots and subscriptions; then wait for in_sync
+    DRAIN = "drain"  # logical, source frozen: wait for the target to apply everything, then sequences & co.
+    SWITCH = "switch"  # logical: freeze, drain, verify and the cutover hook inside one bounded window
 
 
 class StepStatus(StrEnum):
@@ -54,6 +58,7 @@ class Plan(Record):
     databases: list[str] | None = None  # None: every non-template database
     jobs: int = 2
     method: str = "dump"
+    replica_identity_full: bool = False  # logical: keyless tables get REPLICA IDENTITY FULL instead of a window copy
 
     def digest(self) -> str:
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
@@ -195,6 +200,7 @@ class Approval(Record):
     expires_at: datetime
     prior_state: State
     decision: Decision = Decision.PENDING
+    window_seconds: float | None = None  # a cutover from in_sync: freeze to hook inside this many seconds
     approver: str | None = None
     decided_at: datetime | None = None
     reason: str | None = None
@@ -290,6 +296,11 @@ class Migration(Record):
     hook: HookReport | None = None  # the cutover hook's last run
     source_moved: MovedSource | None = None  # the cutover refused: the source was written to after verification
     poolers_paused: list[PausedPooler] = Field(default_factory=list)  # never left paused: see worker/reaper.py
+    readiness: LogicalReadiness | None = None  # logical method: what preflight found about replication
+    expected_downtime_seconds: float | None = None  # logical method: the plan's estimate of the switch's write stop
+    sync_setup: SyncSetup | None = None  # replication objects, each name recorded before it is created
+    sync_status: SyncStatus | None = None  # the monitor's last reading while syncing or in sync
+    window_rollback: bool = False  # the unfreeze under way gives the source back after a failed window
 
     @property
     def source_frozen(self) -> bool:

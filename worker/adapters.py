@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from pgmove.state.actions import needs_cleanup
 from pgmove.state.errors import PlanProblems, Refused, StepFailed
 from pgmove.state.machine import Event
 from pgmove.state.models import HookReport, Migration, StepName, StepStatus
@@ -27,7 +28,7 @@ from pgmove.steps.catalog import list_databases, selected
 from pgmove.steps.connect import Endpoint, connection
 from pgmove.steps.prehash import SourceHashes
 from pgmove.steps.tools import choose_toolset
-from pgmove.worker import poolers
+from pgmove.worker import logical, poolers
 from pgmove.worker.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -49,6 +50,10 @@ def _preflight(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     dst = ctx.endpoint(m.target) if m.target else None
     report = preflight.run(src, dst, m.plan.databases, rt.config.tool_dirs, rt.config.work_dir, ctx.progress)
     poolers.preflight(rt.config, m, src, report, ctx.progress)
+    if m.plan.method == "logical" and dst is not None:
+        ready = logical.readiness_of(rt, m, ctx, report)
+        report.problems += ready.problems
+        report.warnings += ready.warnings
     ctx.record("preflight report recorded", preflight=report)
     if report.problems:
         raise PlanProblems(f"preflight found {len(report.problems)} problem(s): " + "; ".join(report.problems))
@@ -58,10 +63,20 @@ def _preflight(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
 
 
 def _freeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
-    src = ctx.endpoint(m.source)
     options = m.freeze_options
     if options.archive and rt.config.archive_dir is not None:
         archive.check_name(rt.config.archive_dir, options.archive, m.id)  # before anything is frozen
+    if m.sync_setup is not None and m.freeze is None:
+        logical.check_replication(rt, m, ctx, "the freeze")  # a drain behind a broken subscription never ends
+    grace = options.grace_seconds if options.grace_seconds is not None else rt.config.freeze_grace_seconds
+    return freeze_source(rt, m, ctx, grace)
+
+
+def freeze_source(rt: Runtime, m: Migration, ctx: StepContext, grace: float) -> StepResult:
+    """Record what the freeze changes (once), freeze, and take the quiet baseline: the freeze step, and the
+    first part of a cutover window."""
+    src = ctx.endpoint(m.source)
+    options = m.freeze_options
     if m.freeze is None:
         # Recorded before anything changes, and never re-taken: a retried freeze must not mistake
         # half-frozen settings for the originals.
@@ -74,7 +89,6 @@ def _freeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
             raise
         m = ctx.record("recorded the settings, logins and privileges the freeze will change", freeze=snap)
     assert m.freeze is not None
-    grace = options.grace_seconds if options.grace_seconds is not None else rt.config.freeze_grace_seconds
     result = freeze.apply(src, m.freeze, grace, ctx.progress)
     baseline = quiet.fingerprint(src, m.freeze.databases)
     mark = quiet.mark(src, _with_passwords(rt, m))
@@ -226,6 +240,10 @@ def _cutover(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
         ctx.record(f"cutover hook {report.argv0} {said}", hook=report)
 
     src, dst = ctx.endpoint(m.source), ctx.endpoint(target)
+    if m.sync_setup is not None and m.hook is not None and m.hook.exit_status == 0:
+        # The hook switched the app already and what failed was the replication's removal: only that again.
+        return StepResult(Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen",
+                          logical.cleanup_after(rt, m, ctx), {"sync_setup": None, "sync_status": None})
     # The app waits in its poolers (none configured: a no-op) while the writes move; any failure in here
     # resumes them on the source, pointed back first if the repoint had begun.
     with poolers.switch(rt, m, ctx, dst) as switch:
@@ -243,6 +261,10 @@ def _cutover(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
             switch.repoint()
     if switch.timeline:
         result["poolers"] = switch.timeline
+    if m.sync_setup is not None:  # nothing may keep WAL on the frozen source or apply into the new primary
+        result["replication_removed"] = logical.cleanup_after(rt, m, ctx)
+        return StepResult(Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen; replication removed",
+                          result, {"sync_setup": None, "sync_status": None})
     return StepResult(Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen", result)
 
 
@@ -250,6 +272,8 @@ def _unfreeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     result: dict[str, Any] = {}
     if m.freeze is not None:
         result = freeze.unfreeze(rt.endpoint(m.source), m.freeze, ctx.progress)
+    if m.window_rollback or needs_cleanup(m):
+        return logical.after_unfreeze(rt, m, ctx, result)
     # The source took writes again (or will): nothing an earlier copy finished may be kept by the next one.
     rt.store.remove_checkpoints(m.id, rt.store.checkpoints(m.id))
     event = Event.UNFROZEN_FOR_ABORT if m.aborting else Event.UNFROZEN
@@ -271,6 +295,9 @@ STEPS: dict[StepName, Callable[[Runtime, Migration, StepContext], StepResult]] =
     StepName.VERIFY: _verify,
     StepName.CUTOVER: _cutover,
     StepName.UNFREEZE: _unfreeze,
+    StepName.SYNC: logical.sync,
+    StepName.DRAIN: logical.drain_step,
+    StepName.SWITCH: logical.switch,
 }
 
 

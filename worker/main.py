@@ -10,7 +10,8 @@ from rq import SimpleWorker
 
 from pgmove.state.config import Config
 from pgmove.state.store import Store
-from pgmove.worker.queue import PgmoveJob, make_queue
+from pgmove.worker.monitor import monitor_forever
+from pgmove.worker.queue import PgmoveJob, enqueuer, make_queue
 from pgmove.worker.reaper import reap
 from pgmove.worker.runtime import Runtime, default_worker_id, install
 
@@ -29,10 +30,13 @@ def run_worker(config: Config, burst: bool = False, worker_id: str | None = None
     lower_priority(config.worker_nice)
     install(rt)
     rt.store.beat(rt.worker_id)  # first: a plan made now is told a worker is there
-    reap(rt.store, f"worker:{rt.worker_id}", rt.config)
+    reap(rt.store, f"worker:{rt.worker_id}", rt.config, enqueuer(rt.queue))
     stop = threading.Event()
     reaper = threading.Thread(target=_reap_forever, args=(rt, stop), name="reaper", daemon=True)
     reaper.start()
+    # Replication is watched beside the queue, never as a job: a job would hold a worker (and a check holding the
+    # server's lock would block the freeze it is meant to allow); see worker/monitor.py.
+    threading.Thread(target=monitor_forever, args=(rt, stop), name="monitor", daemon=True).start()
     try:
         name = f"pgmove-{rt.worker_id}".replace(":", "-")
         worker = rt.store.bind(lambda client: SimpleWorker([rt.queue], connection=client, name=name,
@@ -58,6 +62,6 @@ def _reap_forever(rt: Runtime, stop: threading.Event) -> None:
     while not stop.wait(rt.config.heartbeat_seconds):
         try:
             rt.store.beat(rt.worker_id)
-            reap(rt.store, f"worker:{rt.worker_id}", rt.config)
+            reap(rt.store, f"worker:{rt.worker_id}", rt.config, enqueuer(rt.queue))
         except Exception:
             log.warning("heartbeat or reaper pass failed", exc_info=True)

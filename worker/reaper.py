@@ -10,15 +10,16 @@ from pgmove.state.actions import Outcome, fail_step
 from pgmove.state.config import Config
 from pgmove.state.errors import Refused
 from pgmove.state.models import Migration
-from pgmove.state.store import Store
+from pgmove.state.store import Enqueue, Store
 from pgmove.worker.poolers import release_orphans
 
 log = logging.getLogger("pgmove.reaper")
 
 
-def reap(store: Store, actor: str = "reaper", config: Config | None = None) -> list[str]:
+def reap(store: Store, actor: str = "reaper", config: Config | None = None, enqueue: Enqueue | None = None) -> list[str]:
     """Fail every migration whose running step has no live lock behind it; returns their ids. With the
-    configuration (which holds the poolers' admin consoles), also RESUME the poolers such steps left paused."""
+    configuration (which holds the poolers' admin consoles), also RESUME the poolers such steps left paused. A
+    cutover window whose worker died unfreezes instead of failing: `enqueue` hands that to the next worker."""
     reaped = []
     for m in store.active():
         if m.lease is None or store.lock_holder(m.source) == m.lease.token:
@@ -35,7 +36,7 @@ def reap(store: Store, actor: str = "reaper", config: Config | None = None) -> l
             return fail_step(cur, lease.step, reason, datetime.now(UTC), actor)
 
         try:
-            store.update(m.id, decide)
+            store.update(m.id, decide, enqueue)
         except Refused:
             continue
         log.warning("%s: %s marked failed: worker %s is gone", m.id, lease.step, lease.worker)

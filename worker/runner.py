@@ -79,12 +79,14 @@ def _run_step(rt: Runtime, m: Migration, step: StepName, token: str, heartbeat: 
         reason = exc.message if isinstance(exc, PgmoveError) else f"unexpected error, see the worker log ({context.log_ref})"
         log.error("%s: %s failed (%s)", m.id, step, context.log_ref, exc_info=not isinstance(exc, PgmoveError))
         try:
-            rt.store.update(m.id, lambda cur: fail_step(_must(cur), step, reason, now(), f"worker:{rt.worker_id}", token))
+            failed = rt.store.update(m.id, lambda cur: fail_step(_must(cur), step, reason, now(), f"worker:{rt.worker_id}",
+                                                                 token))
         except Refused as refusal:
             log.info("%s: %s", m.id, refusal.message)
             # It noticed the move itself (a progress report, not the watch): its record must still say stopped.
             return _record_stopped(rt, m, step, token)
-        return False
+        # A failed cutover window unfreezes at once, under this same lock: no queue, no other worker in between.
+        return step_due(failed.migration) is not None
 
     try:
         rt.store.update(m.id, lambda cur: finish_step(_must(cur), step, token, done.event, done.message, done.result,

@@ -107,3 +107,17 @@ def test_a_bad_pooler_section_is_refused_naming_the_key(tmp_path, body, named): 
         load_config(path)
     assert named in caught.value.message, caught.value.message
     assert "hunter2" not in caught.value.message
+
+
+def test_the_logical_method_has_defaults_and_refuses_a_window_of_zero(tmp_path):
+    """sync_max_lag_bytes, sync_check_seconds, max_retained_wal_mb and cutover_window_seconds default sensibly
+    and are read from the file; a window of zero seconds is refused."""
+    c = Config()
+    assert (c.sync_max_lag_bytes, c.sync_check_seconds, c.max_retained_wal_mb, c.cutover_window_seconds) == (
+        16 * 1024 * 1024, 30.0, 10240, 60.0)
+    path = tmp_path / "c.toml"
+    path.write_text("sync_check_seconds = 5\ncutover_window_seconds = 20\n")
+    assert load_config(path).cutover_window_seconds == 20
+    path.write_text("cutover_window_seconds = 0\n")
+    with pytest.raises(ConfigError, match="cutover_window_seconds"):
+        load_config(path)

@@ -1,0 +1,92 @@
+"""What logical replication knows and records: readiness, the objects of one sync (named before they exist), lag.
+
+Pure models, no I/O: steps fill them, the state machine persists them, handlers render them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+NAME_PREFIX = "pgmove_"
+MAX_NAME_BYTES = 63
+
+
+def name_prefix(migration_id: str) -> str:
+    """`pgmove_<id>_`: what every publication, slot and subscription of one migration starts with.
+
+    Slot names allow only [a-z0-9_], so the id is folded to that; room is left for a database oid.
+    """
+    folded = re.sub(r"[^a-z0-9_]", "_", migration_id.lower())
+    return f"{NAME_PREFIX}{folded}"[: MAX_NAME_BYTES - 11] + "_"
+
+
+def object_name(migration_id: str, database_oid: int) -> str:
+    return f"{name_prefix(migration_id)}{database_oid}"
+
+
+class KeylessTable(BaseModel):
+    """A table with no primary key and no usable replica identity (UPDATE/DELETE would fail once published)."""
+
+    database: str
+    schema_name: str
+    name: str
+    size_bytes: int
+    identity: str = "d"  # pg_class.relreplident before pgmove touched it ('d' default, 'n' nothing)
+    unlogged: bool = False  # cannot be published at all: copied inside the freeze window
+
+    @property
+    def label(self) -> str:
+        return f"{self.database}.{self.schema_name}.{self.name}"
+
+
+class LogicalReadiness(BaseModel):
+    problems: list[str] = Field(default_factory=list)  # each blocks `sync`
+    warnings: list[str] = Field(default_factory=list)
+    keyless: list[KeylessTable] = Field(default_factory=list)
+    not_carried: list[str] = Field(default_factory=list)  # what replication does not carry, and how pgmove does
+    settings: dict[str, str] = Field(default_factory=dict)  # e.g. {"source.wal_level": "logical"}
+
+
+class SyncDatabase(BaseModel):
+    """One database's replication objects; the names are recorded before any of them is created."""
+
+    database: str
+    publication: str
+    slot: str
+    subscription: str
+
+
+class SyncSetup(BaseModel):
+    migration_id: str
+    databases: list[SyncDatabase] = Field(default_factory=list)
+    identity_full: list[KeylessTable] = Field(default_factory=list)  # set to REPLICA IDENTITY FULL by pgmove
+    left_out: list[KeylessTable] = Field(default_factory=list)  # not published: copied inside the freeze window
+    schema_fingerprint: dict[str, str] = Field(default_factory=dict)  # database -> source schema when sync started
+
+    def database(self, name: str) -> SyncDatabase | None:
+        return next((d for d in self.databases if d.database == name), None)
+
+
+class DatabaseLag(BaseModel):
+    database: str
+    lag_bytes: int
+    lag_seconds: float | None
+    retained_wal_bytes: int
+    tables_total: int
+    tables_ready: int
+    apply_errors: int
+    last_error: str | None = None
+
+
+class SyncStatus(BaseModel):
+    at: datetime
+    databases: list[DatabaseLag] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)  # each blocks the freeze and says what to do
+
+    def in_sync(self, max_lag_bytes: int) -> bool:
+        """Every table past its initial copy, every database within the lag threshold, nothing wrong."""
+        return not self.problems and all(
+            d.tables_ready == d.tables_total and d.lag_bytes <= max_lag_bytes for d in self.databases)

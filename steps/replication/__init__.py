@@ -1,0 +1,1 @@
+"""Logical replication's server-side work: readiness, setup, status, drain and cleanup of one migration's objects."""
