@@ -26,6 +26,7 @@ from pgmove.steps import (
 )
 from pgmove.steps.catalog import list_databases, selected
 from pgmove.steps.connect import Endpoint, connection
+from pgmove.steps.poolerswitch import PoolerSwitch
 from pgmove.steps.prehash import SourceHashes
 from pgmove.steps.tools import choose_toolset
 from pgmove.worker import logical, poolers
@@ -232,35 +233,50 @@ def _verify(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
 
 def _cutover(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     target = _target(m)
-    cfg = rt.config.servers[target]
-    extra = {"PGMOVE_SOURCE": m.source, "PGMOVE_TARGET": target, "PGMOVE_MIGRATION": m.id}
-
-    def on_hook(report: HookReport) -> None:
-        said = "started" if report.finished_at is None else "ended"
-        ctx.record(f"cutover hook {report.argv0} {said}", hook=report)
-
-    src, dst = ctx.endpoint(m.source), ctx.endpoint(target)
+    dst = ctx.endpoint(target)
     if m.sync_setup is not None and m.hook is not None and m.hook.exit_status == 0:
         # The hook switched the app already and what failed was the replication's removal: only that again.
         return StepResult(Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen",
                           logical.cleanup_after(rt, m, ctx), {"sync_setup": None, "sync_status": None})
     # The app waits in its poolers (none configured: a no-op) while the writes move; any failure in here
     # resumes them on the source, pointed back first if the repoint had begun.
-    with poolers.switch(rt, m, ctx, dst) as switch:
-        if m.quiet_baseline is not None and m.quiet_mark is not None and m.freeze is not None:
-            try:  # before anything changes: a write past the freeze since verification is not in the copy
-                handover.prove_quiet(src, target, m.id, m.quiet_baseline, m.quiet_mark, _databases(m), ctx.progress)
-            except handover.SourceMoved as exc:
-                ctx.rt.store.remove_checkpoints(m.id, ctx.rt.store.checkpoints(m.id))  # the retry copies everything anew
-                ctx.record("cutover refused: the source moved after verification", source_moved=exc.seen)
-                raise
-            handover.mark_cut_over(src, m.freeze, target, m.id, ctx.progress)
-        result = cutover.run(dst, _databases(m), cfg.cutover_hook, cfg.cutover_hook_timeout,
-                             extra, poolers.secret_env(rt.config), ctx.progress, on_hook)
-        if switch.poolers:
-            switch.repoint()
-    if switch.timeline:
-        result["poolers"] = switch.timeline
+    with poolers.switch(rt, m, ctx, dst) as paused:
+        result = switch_over(rt, m, ctx, paused)
+    return finish_cutover(rt, m, ctx, result, paused)
+
+
+def switch_over(rt: Runtime, m: Migration, ctx: StepContext, paused: PoolerSwitch) -> dict[str, Any]:
+    """With the app held in its poolers: the source proven quiet and marked, the target made ready, the hook,
+    the poolers repointed. The caller resumes them (on the target once this returns, on the source if it raises)."""
+    target = _target(m)
+    cfg = rt.config.servers[target]
+    src, dst = ctx.endpoint(m.source), ctx.endpoint(target)
+    extra = {"PGMOVE_SOURCE": m.source, "PGMOVE_TARGET": target, "PGMOVE_MIGRATION": m.id}
+
+    def on_hook(report: HookReport) -> None:
+        said = "started" if report.finished_at is None else "ended"
+        ctx.record(f"cutover hook {report.argv0} {said}", hook=report)
+
+    if m.quiet_baseline is not None and m.quiet_mark is not None and m.freeze is not None:
+        try:  # before anything changes: a write past the freeze since verification is not in the copy
+            handover.prove_quiet(src, target, m.id, m.quiet_baseline, m.quiet_mark, _databases(m), ctx.progress)
+        except handover.SourceMoved as exc:
+            ctx.rt.store.remove_checkpoints(m.id, ctx.rt.store.checkpoints(m.id))  # the retry copies everything anew
+            ctx.record("cutover refused: the source moved after verification", source_moved=exc.seen)
+            raise
+        handover.mark_cut_over(src, m.freeze, target, m.id, ctx.progress)
+    result = cutover.run(dst, _databases(m), cfg.cutover_hook, cfg.cutover_hook_timeout,
+                         extra, poolers.secret_env(rt.config), ctx.progress, on_hook)
+    if paused.poolers:
+        paused.repoint()
+    return result
+
+
+def finish_cutover(rt: Runtime, m: Migration, ctx: StepContext, result: dict[str, Any],
+                   paused: PoolerSwitch) -> StepResult:
+    target = _target(m)
+    if paused.timeline:
+        result["poolers"] = paused.timeline
     if m.sync_setup is not None:  # nothing may keep WAL on the frozen source or apply into the new primary
         result["replication_removed"] = logical.cleanup_after(rt, m, ctx)
         return StepResult(Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen; replication removed",

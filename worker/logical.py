@@ -15,6 +15,7 @@ from pgmove.state.replication import LogicalReadiness, SyncSetup, SyncStatus
 from pgmove.steps.replication import cleanup, drain, readiness, setup, status
 from pgmove.steps.tools import choose_toolset
 from pgmove.steps.verify import run as verify_run
+from pgmove.worker import poolers
 from pgmove.worker.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -150,20 +151,25 @@ def switch(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     # No fresh status check here: the request was checked against the monitor's reading, and anything wrong since
     # only keeps the drain from finishing, which the window turns into an unfreeze. A check would cost window time.
     grace = max(0.0, min(rt.config.freeze_grace_seconds, window / 4))
-    froze = adapters.freeze_source(rt, m, ctx, grace)
-    m = ctx.record("frozen for the cutover window", **froze.changes)
-    _in_time(deadline, window, "the freeze")
-    drained = drain.run(src, dst, names, deadline - DRAIN_MARGIN_SECONDS, ctx.progress, ctx.should_stop)
-    finished = drain.finish(src, dst, names, ctx.progress)
-    _in_time(deadline, window, "the drain")
-    databases = [d.database for d in names.databases]
-    report = verify_run(src, dst, databases, m.freeze, ctx.progress, m.plan.jobs, quick=True, mark=m.quiet_mark)
-    if not report.ok:
-        raise StepFailed(f"the verification inside the window found {len(report.problems)} difference(s): "
-                         + "; ".join(report.problems[:5]))
-    _in_time(deadline, window, "the verification")
-    m = ctx.record("verified inside the window", verification=report)
-    done = adapters._cutover(rt, m, ctx)
+    # The app's poolers hold its queries from before the freeze to after the switch: through a pooler the app
+    # sees a pause, not a read-only refusal. Any failure inside resumes them on the source, then the runner
+    # unfreezes and the migration is in sync again.
+    with poolers.switch(rt, m, ctx, dst) as paused:
+        froze = adapters.freeze_source(rt, m, ctx, grace)
+        m = ctx.record("frozen for the cutover window", **froze.changes)
+        _in_time(deadline, window, "the freeze")
+        drained = drain.run(src, dst, names, deadline - DRAIN_MARGIN_SECONDS, ctx.progress, ctx.should_stop)
+        finished = drain.finish(src, dst, names, ctx.progress)
+        _in_time(deadline, window, "the drain")
+        databases = [d.database for d in names.databases]
+        report = verify_run(src, dst, databases, m.freeze, ctx.progress, m.plan.jobs, quick=True, mark=m.quiet_mark)
+        if not report.ok:
+            raise StepFailed(f"the verification inside the window found {len(report.problems)} difference(s): "
+                             + "; ".join(report.problems[:5]))
+        _in_time(deadline, window, "the verification")
+        m = ctx.record("verified inside the window", verification=report)
+        result = adapters.switch_over(rt, m, ctx, paused)
+    done = adapters.finish_cutover(rt, m, ctx, result, paused)
     done.result.update(freeze=froze.result, drain=drained, finish=finished, window_seconds=window,
                        seconds=round(window - (deadline - time.monotonic()), 2))
     return done
