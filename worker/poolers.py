@@ -33,7 +33,8 @@ def configured(config: Config, source: str) -> list[Pooler]:
     return [Pooler(name=name, admin_dsn=p.admin_dsn, databases=tuple(p.databases), password=config.pooler_password(name),
                    databases_file=p.databases_file,
                    repoint_command=tuple(p.repoint_command) if p.repoint_command else None,
-                   repoint_timeout=p.repoint_timeout_seconds, pause_timeout=p.pause_timeout_seconds)
+                   repoint_timeout=p.repoint_timeout_seconds, pause_timeout=p.pause_timeout_seconds,
+                   password_env=p.password_env)
             for name in config.poolers_for(source) if (p := config.poolers[name])]
 
 
@@ -55,7 +56,9 @@ def preflight(config: Config, m: Migration, src: Endpoint, report: PreflightRepo
     poolers = configured(config, m.source)
     if not poolers:
         return
-    found = poolercheck.check(poolers, src, [d.name for d in report.databases], offline_window(config, m, poolers))
+    target = config.servers.get(m.target) if m.target else None
+    found = poolercheck.check(poolers, src, [d.name for d in report.databases], offline_window(config, m, poolers),
+                              target.params().get("host") or "localhost" if target is not None else None)
     report.poolers += found.facts
     for fact in found.facts:
         progress(fact)
