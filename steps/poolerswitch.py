@@ -102,8 +102,12 @@ def _point_back(p: Pooler, entry: PausedPooler, secret_env: set[str]) -> None:
 
 class PoolerSwitch:
     def __init__(self, poolers: list[Pooler], target_host: str, target_port: int, progress: Progress,
-                 record: Callable[[list[PausedPooler]], None], secret_env: set[str]) -> None:
+                 record: Callable[[list[PausedPooler]], None], secret_env: set[str],
+                 guard: Callable[[], None] | None = None) -> None:
         self.poolers, self.progress, self.record, self.secret_env = poolers, progress, record, secret_env
+        # Started once, after the first pause is recorded and before it is sent: whatever gives the poolers back
+        # should this process die (the worker's watchdog), watching that record.
+        self.guard = guard
         self.target_host, self.target_port = target_host, target_port
         self.paused: list[PausedPooler] = []
         self.timeline: dict[str, dict[str, Any]] = {}
@@ -146,6 +150,9 @@ class PoolerSwitch:
         entry = PausedPooler(name=p.name, databases=list(p.databases), source=source, paused_at=datetime.now(UTC))
         self.paused.append(entry)
         self.record(list(self.paused))  # before PAUSE: a worker dying from here on leaves it to be resumed
+        if self.guard is not None:
+            guard, self.guard = self.guard, None
+            guard()
         self._started[p.name] = time.monotonic()
         took = {db: pause(p, db, p.pause_timeout) for db in p.databases}
         with console(p) as conn:

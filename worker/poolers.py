@@ -81,17 +81,23 @@ def switch(rt: Runtime, m: Migration, ctx: StepContext, target: Endpoint) -> Poo
         if left:
             raise StepFailed(f"pooler(s) {', '.join(e.name for e in left)} are still paused from an earlier attempt "
                              "and could not be resumed; see the thread, fix the pooler, then retry")
-    return PoolerSwitch(poolers, host, port, ctx.progress, record, secret_env(rt.config))
+    from pgmove.worker import watchdog  # it reuses release_orphans from here
+
+    def guard() -> None:
+        watchdog.start(rt, m.id, m.source, ctx.token)
+
+    return PoolerSwitch(poolers, host, port, ctx.progress, record, secret_env(rt.config), guard)
 
 
-def release_orphans(store: Store, config: Config, actor: str) -> list[str]:
+def release_orphans(store: Store, config: Config, actor: str, only: str | None = None) -> list[str]:
     """RESUME (on the source) every pooler recorded as paused by a step whose worker is gone; returns migration ids.
 
     It takes the server's lock first, so no worker can start pausing again meanwhile, and a live worker's
     pause (its lock held) is never touched."""
     released = []
     for m in store.active():
-        if not m.poolers_paused or (m.lease is not None and store.lock_holder(m.source) == m.lease.token):
+        if only not in (None, m.id) or not m.poolers_paused or (
+                m.lease is not None and store.lock_holder(m.source) == m.lease.token):
             continue
         token = f"release-{uuid.uuid4().hex}"
         if not store.acquire_lock(m.source, token, config.lease_seconds):
