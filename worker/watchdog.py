@@ -38,7 +38,7 @@ def start(rt: Runtime, migration_id: str, server: str, token: str) -> None:
                  if p.password_env and p.password_env in os.environ}
     job = {"config": config, "passwords": passwords, "migration": migration_id, "server": server, "token": token}
     hidden = secret_env(rt.config)
-    env = {k: v for k, v in os.environ.items() if k not in hidden}
+    env = {k: v for k, v in os.environ.items() if k not in hidden and k != "PGPASSWORD"}
     try:
         proc = subprocess.Popen([sys.executable, "-m", "pgmove.worker.watchdog"], stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, close_fds=True,
