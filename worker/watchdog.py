@@ -27,7 +27,7 @@ log = logging.getLogger("pgmove.watchdog")
 
 POLL_SECONDS = 1.0
 GIVE_UP_SECONDS = 24 * 3600.0  # a pooler nobody can reach for a day is beyond a watchdog; the reapers keep trying
-BLIND_SECONDS = 300.0  # Redis gone this long: without the record and the lock it can do nothing safely
+BLIND_SECONDS = 120.0  # Redis gone this long: without the record and the lock it can do nothing safely
 
 
 def start(rt: Runtime, migration_id: str, server: str, token: str) -> None:
