@@ -14,7 +14,7 @@ from pgmove.state.models import PausedPooler, PoolerBackend
 from pgmove.steps import poolercheck, poolerfile
 from pgmove.steps.connect import Endpoint
 from pgmove.steps.pooler import Pooler
-from pgmove.steps.poolerswitch import PoolerSwitch
+from pgmove.steps.poolerswitch import PoolerSwitch, release
 
 
 def pooler(bouncer: PgBouncer, **options: object) -> Pooler:
@@ -147,3 +147,23 @@ def test_a_symlinked_include_file_is_written_through(source, target, pgbouncer):
         raise RuntimeError("the cutover fails after the repoint")
     assert link.is_symlink() and pgbouncer.databases_file.read_text() == text
     assert pgbouncer.database("appdb")["port"] == source.port
+
+
+def test_a_worker_dead_after_the_repoint_leaves_enough_to_restore_the_entry_as_written(source, target, pgbouncer):  # type: ignore[no-untyped-def]
+    """The record a dead worker leaves names the saved copy: the reaper's release restores the hostless entry
+    byte for byte, resumes on the source and removes the copy."""
+    text = f"[databases]\nappdb = port={source.port} dbname=appdb\n"
+    pgbouncer.databases_file.write_text(text)
+    reload(pgbouncer)
+    records: list[list[PausedPooler]] = []
+    switch = PoolerSwitch([pooler(pgbouncer)], "127.0.0.1", target.port, print, records.append, set())
+    switch.__enter__()
+    switch.repoint()  # and the worker dies here: no __exit__
+    left = records[-1]
+    assert left[0].repointed and left[0].saved_file and os.path.exists(left[0].saved_file)
+    assert pgbouncer.database("appdb")["port"] == target.port
+    assert release({"app": pooler(pgbouncer)}, left, set(), print) == []
+    assert pgbouncer.databases_file.read_text() == text
+    row = pgbouncer.database("appdb")
+    assert (row["host"], row["port"], row["paused"]) == (None, source.port, 0)
+    assert not os.path.exists(left[0].saved_file)
