@@ -212,7 +212,9 @@ def cmd_status(deps: Deps, actor: str, command: Status) -> Reply:
     m = deps.store.active_for(_known(deps.config, command.server))
     if m is None:
         return Reply(ok=True, kind="info", verb="status", text=f"Nothing is planned or frozen on {command.server}.")
-    return Reply(ok=True, kind="info", verb="status", migration=m, text=views.status_text(m))
+    # A paused pooler is given back by a live worker (its step or its reaper): with none, the app waits.
+    alive = not m.poolers_paused or (m.lease is not None and deps.store.lock_holder(m.source) == m.lease.token)
+    return Reply(ok=True, kind="info", verb="status", migration=m, text=views.status_text(m, worker_alive=alive))
 
 
 def cmd_history(deps: Deps, actor: str, command: ServerCmd) -> Reply:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pgmove.state.actions import STEP_FOR_STATE
 from pgmove.state.machine import State
-from pgmove.state.models import AuditEvent, Decision, Migration, StepName, StepStatus
+from pgmove.state.models import AuditEvent, Decision, Migration, PausedPooler, StepName, StepStatus
 
 _NEXT: dict[State, str] = {
     State.PLANNED: "preflight checks are running",
@@ -219,7 +219,8 @@ def pooler_lines(m: Migration) -> list[str]:
     return lines
 
 
-def status_text(m: Migration) -> str:
+def status_text(m: Migration, worker_alive: bool = True) -> str:
+    """`worker_alive`: False when no worker holds this migration's lease (nobody would give a paused pooler back)."""
     lines = [f"{title(m)} [{esc(m.id)}] is {m.state.value.replace('_', ' ')}", next_hint(m)]
     if m.failure:
         lines.append(esc(f"failed in {m.failure.step}: {m.failure.reason}"))
@@ -231,8 +232,11 @@ def status_text(m: Migration) -> str:
         lines.append(f"pgmove created {esc(', '.join(m.created_target_databases))} on {esc(m.target)}: "
                      f"`/pgmove abort {esc(m.source)} --drop-created` drops them with the abort")
     for paused in m.poolers_paused:
-        lines.append(esc(f"pooler {paused.name} is paused ({', '.join(paused.databases)}) since "
-                         f"{paused.paused_at:%H:%M:%S} UTC: pgmove resumes it when the step ends or its worker is gone"))
+        if worker_alive:
+            lines.append(esc(f"pooler {paused.name} is paused ({', '.join(paused.databases)}) since "
+                             f"{paused.paused_at:%H:%M:%S} UTC: pgmove resumes it when the step ends or its worker is gone"))
+        else:
+            lines.append(orphaned_pooler(paused))
     if m.preflight and m.preflight.poolers:
         lines += [esc(p) for p in m.preflight.poolers]
     if m.preflight and m.preflight.problems:
@@ -267,6 +271,21 @@ def plan_lines(m: Migration) -> list[str]:
               for db in p.databases]
     lines += [f"  {esc(tool)}: {esc(found)}" for tool, found in sorted(p.tools.items())]
     return lines
+
+
+def orphaned_pooler(paused: PausedPooler) -> str:
+    """A pooler left paused with no worker alive: the app's queries queue until someone acts, so say it loudly."""
+    dbs = ", ".join(paused.databases)
+    if paused.stays_on_target:
+        by_hand = f"RESUME {dbs} on its admin console (it already points at the target)"
+    elif paused.repointed:
+        back = ", ".join(f"{db} -> {b.describe()}" for db, b in paused.source.items())
+        by_hand = f"point it back at the source ({back}), RELOAD, then RESUME {dbs} on its admin console"
+    else:
+        by_hand = f"RESUME {dbs} on its admin console (it still points at the source)"
+    return (f"WARNING: POOLER {esc(paused.name).upper()} IS PAUSED ({esc(dbs)}) since "
+            f"{paused.paused_at:%H:%M:%S} UTC AND NO WORKER IS ALIVE: the app's queries wait on it. Start a worker "
+            f"now (its reaper gives the pooler back), or {esc(by_hand)}.")
 
 
 def status_list_text(migrations: list[Migration]) -> str:

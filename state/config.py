@@ -84,6 +84,8 @@ def _no_password(dsn: str, key: str) -> str:
 class PoolerConfig(_Section):
     """A PgBouncer in front of the app: paused, repointed and resumed around the cutover."""
 
+    model_config = ConfigDict(extra="forbid")  # unknown keys are named by _known_keys, with the nearest one
+
     admin_dsn: str  # its admin console (dbname=pgbouncer), as a user in its admin_users
     password_env: str | None = None
     databases: list[str] = Field(min_length=1)  # the pooler's database names the app connects to
@@ -97,10 +99,36 @@ class PoolerConfig(_Section):
     # How long PAUSE may wait for the transactions running through it to end before pgmove gives up.
     pause_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: object) -> object:
+        # A misspelt key would otherwise leave its default in force (a 10 s pause limit the team meant to raise).
+        if isinstance(data, dict):
+            for key in data:
+                if key not in cls.model_fields:
+                    near = difflib.get_close_matches(str(key), list(cls.model_fields), n=1)
+                    hint = f"; did you mean {near[0]}?" if near else f"; known keys: {', '.join(cls.model_fields)}"
+                    raise ValueError(f"unknown key {key!r}{hint}")
+        return data
+
     @field_validator("admin_dsn")
     @classmethod
     def _no_password_in_dsn(cls, dsn: str) -> str:
-        return _no_password(dsn, "admin_dsn")
+        dsn = _no_password(dsn, "admin_dsn")
+        dbname = dsn_params(dsn).get("dbname")
+        if dbname != "pgbouncer":
+            raise ValueError(f"admin_dsn must name dbname=pgbouncer, PgBouncer's admin console, not "
+                             f"{dbname!r}" + ("" if dbname else " (unset: the user name)"))
+        return dsn
+
+    @field_validator("databases")
+    @classmethod
+    def _named(cls, names: list[str]) -> list[str]:
+        if any(not n.strip() for n in names):
+            raise ValueError("a database name in databases is empty")
+        if len(set(names)) != len(names):
+            raise ValueError(f"databases names {sorted({n for n in names if names.count(n) > 1})} more than once")
+        return names
 
     @field_validator("databases_file")
     @classmethod

@@ -257,6 +257,9 @@ class PausedPooler(Record):
     source: dict[str, PoolerBackend]  # per pooler database, where it pointed before the switch
     paused_at: datetime
     repointed: bool = False  # set before the repoint starts: it may have happened in part
+    # The include file's copy taken before the repoint (a path, never its text): pointing back restores the
+    # entries from it as written, which a host/port/dbname triple cannot always say (no host=, several hosts).
+    saved_file: str | None = None
     # Set once the switch succeeded, before RESUME on the target: from then on it is resumed where it points.
     stays_on_target: bool = False
 

@@ -32,6 +32,7 @@ class Pooler:
     repoint_command: tuple[str, ...] | None = None
     repoint_timeout: float = 30.0
     pause_timeout: float = 10.0
+    password_env: str | None = None  # the variable `password` was read from, to name it when it is unset
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,17 @@ def backends(conn: psycopg.Connection[Any], names: tuple[str, ...] | list[str]) 
     found = databases(conn)
     return {n: PoolerBackend(host=str(found[n]["host"] or ""), port=int(found[n]["port"] or 5432),
                              dbname=str(found[n]["database"] or n)) for n in names if n in found}
+
+
+def paused_by_others(conn: psycopg.Connection[Any], names: tuple[str, ...] | list[str]) -> list[str]:
+    """Those of `names` already PAUSEd (by an operator, another tool): pgmove takes none of them over."""
+    return [n for n, row in databases(conn).items() if n in names and int(row.get("paused") or 0)]
+
+
+def already_paused(pooler: str, names: list[str]) -> str:
+    return (f"pooler {pooler}'s {', '.join(names)} {'is' if len(names) == 1 else 'are'} already paused by someone "
+            f"else: RESUME {'it' if len(names) == 1 else 'them'} or wait until they do, then retry; pgmove "
+            "pauses and resumes only what it paused itself")
 
 
 def waiting(conn: psycopg.Connection[Any], names: tuple[str, ...] | list[str]) -> int:

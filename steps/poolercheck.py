@@ -3,12 +3,21 @@ at the source, and that its clients would wait out the pause rather than get err
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from pgmove.state.errors import PgmoveError
+from pgmove.steps import poolerfile
 from pgmove.steps.connect import Endpoint
-from pgmove.steps.pooler import Pooler, backends, console, databases, settings, version
+from pgmove.steps.pooler import (
+    Pooler,
+    already_paused,
+    backends,
+    console,
+    databases,
+    paused_by_others,
+    settings,
+    version,
+)
 
 LOCAL = {"", "localhost", "127.0.0.1", "::1"}
 
@@ -20,10 +29,19 @@ class Findings:
     warnings: list[str] = field(default_factory=list)
 
 
-def check(poolers: list[Pooler], src: Endpoint, moved: list[str], window_seconds: float) -> Findings:
-    """`moved`: the source databases the plan moves; `window_seconds`: the longest the app may be kept paused."""
+def check(poolers: list[Pooler], src: Endpoint, moved: list[str], window_seconds: float,
+          target_host: str | None = None) -> Findings:
+    """`moved`: the source databases the plan moves; `window_seconds`: the longest the app may be kept paused;
+    `target_host`: what a rewritten include file would say (None: not known yet)."""
     found = Findings()
     for p in poolers:
+        if p.password_env and p.password is None:
+            found.problems.append(f"pooler {p.name}'s password_env names {p.password_env}, which is not set in the "
+                                  "worker's environment")
+            continue
+        if p.databases_file is not None:
+            found.problems += [f"pooler {p.name}'s databases_file {why}"
+                               for why in poolerfile.problems(p.databases_file, list(p.databases), target_host)]
         try:
             _check_one(p, src, moved, window_seconds, found)
         except PgmoveError as exc:
@@ -37,6 +55,9 @@ def _check_one(p: Pooler, src: Endpoint, moved: list[str], window: float, found:
         conf = settings(conn)
         serves = backends(conn, p.databases)
         rows = databases(conn)
+        held = paused_by_others(conn, p.databases)
+    if held:
+        found.problems.append(already_paused(p.name, held))
     # A database's own pool_mode (SHOW DATABASES) overrides the pooler's.
     modes = {str(rows[db].get("pool_mode") or conf.get("pool_mode", "session")) for db in serves}
     mode = "/".join(sorted(modes)) or conf.get("pool_mode", "session")
@@ -64,12 +85,6 @@ def _check_one(p: Pooler, src: Endpoint, moved: list[str], window: float, found:
             f"pooler {p.name}'s query_wait_timeout is {wait:g}s, not longer than the pause window (up to "
             f"{window:g}s): a client queued longer than that gets an error instead of waiting. Raise it above "
             f"{window:g}s (or 0, no limit) for the cutover.")
-    if p.databases_file is not None:
-        if not os.path.isfile(p.databases_file):
-            found.problems.append(f"pooler {p.name}'s databases_file {p.databases_file} does not exist on this worker.")
-        elif not os.access(os.path.dirname(p.databases_file), os.W_OK):
-            found.problems.append(f"pgmove cannot write beside pooler {p.name}'s databases_file {p.databases_file} "
-                                  "(the rewrite renames a new file over it).")
 
 
 def _same_server(host: str, port: int, src: Endpoint) -> bool:

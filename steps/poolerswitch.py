@@ -12,6 +12,7 @@ source. Used as a context manager around the part of the cutover that runs while
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -23,7 +24,17 @@ from pgmove.state.errors import PgmoveError, StepFailed
 from pgmove.state.models import PausedPooler, PoolerBackend
 from pgmove.steps import poolerfile
 from pgmove.steps.connect import Progress, describe
-from pgmove.steps.pooler import Pooler, backends, command, console, pause, resume, waiting
+from pgmove.steps.pooler import (
+    Pooler,
+    already_paused,
+    backends,
+    command,
+    console,
+    pause,
+    paused_by_others,
+    resume,
+    waiting,
+)
 
 
 def point(p: Pooler, wanted: dict[str, PoolerBackend], secret_env: set[str]) -> None:
@@ -33,6 +44,10 @@ def point(p: Pooler, wanted: dict[str, PoolerBackend], secret_env: set[str]) -> 
     else:
         for dbname, to in wanted.items():
             poolerfile.run_command(p, dbname, to, secret_env)
+    _reload(p, wanted)
+
+
+def _reload(p: Pooler, wanted: dict[str, PoolerBackend]) -> None:
     with console(p) as conn:
         command(conn, "RELOAD")
         now = backends(conn, list(wanted))
@@ -65,6 +80,7 @@ def release(poolers: dict[str, Pooler], entries: list[PausedPooler], secret_env:
             continue
         where = ("resumed on the target, where the finished switch had pointed it" if entry.stays_on_target
                  else "pointed back at the source and resumed" if back else "resumed on the source")
+        poolerfile.discard(entry.saved_file)
         progress(f"pooler {entry.name} {where} ({', '.join(entry.databases)})")
     return left
 
@@ -73,7 +89,11 @@ def _point_back(p: Pooler, entry: PausedPooler, secret_env: set[str]) -> None:
     """Point it back at the source; if that fails but it still maps there (the repoint never took effect),
     RESUME is safe all the same. Only a pooler that may send the app to the target stays paused."""
     try:
-        point(p, entry.source, secret_env)
+        if p.databases_file is not None and entry.saved_file is not None and os.path.exists(entry.saved_file):
+            poolerfile.restore(p.databases_file, entry.saved_file, entry.databases)
+            _reload(p, entry.source)
+        else:
+            point(p, entry.source, secret_env)
     except (PgmoveError, psycopg.Error, OSError):
         with console(p) as conn:
             if backends(conn, entry.databases) != entry.source:
@@ -82,8 +102,12 @@ def _point_back(p: Pooler, entry: PausedPooler, secret_env: set[str]) -> None:
 
 class PoolerSwitch:
     def __init__(self, poolers: list[Pooler], target_host: str, target_port: int, progress: Progress,
-                 record: Callable[[list[PausedPooler]], None], secret_env: set[str]) -> None:
+                 record: Callable[[list[PausedPooler]], None], secret_env: set[str],
+                 guard: Callable[[], None] | None = None) -> None:
         self.poolers, self.progress, self.record, self.secret_env = poolers, progress, record, secret_env
+        # Started once, after the first pause is recorded and before it is sent: whatever gives the poolers back
+        # should this process die (the worker's watchdog), watching that record.
+        self.guard = guard
         self.target_host, self.target_port = target_host, target_port
         self.paused: list[PausedPooler] = []
         self.timeline: dict[str, dict[str, Any]] = {}
@@ -117,12 +141,18 @@ class PoolerSwitch:
     def _pause(self, p: Pooler) -> None:
         with console(p) as conn:
             source = backends(conn, p.databases)
+            held = paused_by_others(conn, p.databases)
         missing = sorted(set(p.databases) - set(source))
         if missing:
             raise StepFailed(f"pooler {p.name} serves no database named {', '.join(missing)}")
+        if held:  # checked before it is recorded: pgmove must never RESUME a pause that is not its own
+            raise StepFailed(already_paused(p.name, held))
         entry = PausedPooler(name=p.name, databases=list(p.databases), source=source, paused_at=datetime.now(UTC))
         self.paused.append(entry)
         self.record(list(self.paused))  # before PAUSE: a worker dying from here on leaves it to be resumed
+        if self.guard is not None:
+            guard, self.guard = self.guard, None
+            guard()
         self._started[p.name] = time.monotonic()
         took = {db: pause(p, db, p.pause_timeout) for db in p.databases}
         with console(p) as conn:
@@ -136,7 +166,8 @@ class PoolerSwitch:
         """Point every paused pooler at the target (same database names), while its clients wait."""
         for i, entry in enumerate(self.paused):
             p = self._pooler(entry.name)
-            self.paused[i] = entry.model_copy(update={"repointed": True})
+            saved = poolerfile.save(p.databases_file) if p.databases_file is not None else None
+            self.paused[i] = entry.model_copy(update={"repointed": True, "saved_file": saved})
             self.record(list(self.paused))  # before the change: a half-done repoint is undone from the record
             wanted = {db: PoolerBackend(host=self.target_host, port=self.target_port, dbname=src.dbname)
                       for db, src in entry.source.items()}
@@ -167,6 +198,7 @@ class PoolerSwitch:
             line.update({"resumed_at": _now(), "paused_seconds": round(seconds, 3),
                          "clients_waiting": max(line["clients_waiting"], queued)})
             self.paused.remove(entry)
+            poolerfile.discard(entry.saved_file)
             self.progress(f"pooler {p.name} resumed on the target at {_clock()}: paused {seconds:.2f}s, "
                           f"{line['clients_waiting']} client(s) waited at most")
         self.record([])

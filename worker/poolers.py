@@ -33,7 +33,8 @@ def configured(config: Config, source: str) -> list[Pooler]:
     return [Pooler(name=name, admin_dsn=p.admin_dsn, databases=tuple(p.databases), password=config.pooler_password(name),
                    databases_file=p.databases_file,
                    repoint_command=tuple(p.repoint_command) if p.repoint_command else None,
-                   repoint_timeout=p.repoint_timeout_seconds, pause_timeout=p.pause_timeout_seconds)
+                   repoint_timeout=p.repoint_timeout_seconds, pause_timeout=p.pause_timeout_seconds,
+                   password_env=p.password_env)
             for name in config.poolers_for(source) if (p := config.poolers[name])]
 
 
@@ -55,7 +56,9 @@ def preflight(config: Config, m: Migration, src: Endpoint, report: PreflightRepo
     poolers = configured(config, m.source)
     if not poolers:
         return
-    found = poolercheck.check(poolers, src, [d.name for d in report.databases], offline_window(config, m, poolers))
+    target = config.servers.get(m.target) if m.target else None
+    found = poolercheck.check(poolers, src, [d.name for d in report.databases], offline_window(config, m, poolers),
+                              target.params().get("host") or "localhost" if target is not None else None)
     report.poolers += found.facts
     for fact in found.facts:
         progress(fact)
@@ -78,17 +81,23 @@ def switch(rt: Runtime, m: Migration, ctx: StepContext, target: Endpoint) -> Poo
         if left:
             raise StepFailed(f"pooler(s) {', '.join(e.name for e in left)} are still paused from an earlier attempt "
                              "and could not be resumed; see the thread, fix the pooler, then retry")
-    return PoolerSwitch(poolers, host, port, ctx.progress, record, secret_env(rt.config))
+    from pgmove.worker import watchdog  # it reuses release_orphans from here
+
+    def guard() -> None:
+        watchdog.start(rt, m.id, m.source, ctx.token)
+
+    return PoolerSwitch(poolers, host, port, ctx.progress, record, secret_env(rt.config), guard)
 
 
-def release_orphans(store: Store, config: Config, actor: str) -> list[str]:
+def release_orphans(store: Store, config: Config, actor: str, only: str | None = None) -> list[str]:
     """RESUME (on the source) every pooler recorded as paused by a step whose worker is gone; returns migration ids.
 
     It takes the server's lock first, so no worker can start pausing again meanwhile, and a live worker's
     pause (its lock held) is never touched."""
     released = []
     for m in store.active():
-        if not m.poolers_paused or (m.lease is not None and store.lock_holder(m.source) == m.lease.token):
+        if only not in (None, m.id) or not m.poolers_paused or (
+                m.lease is not None and store.lock_holder(m.source) == m.lease.token):
             continue
         token = f"release-{uuid.uuid4().hex}"
         if not store.acquire_lock(m.source, token, config.lease_seconds):

@@ -75,7 +75,8 @@ def test_an_unreachable_pooler_is_a_problem_named_by_its_name(source):  # type: 
     gone = Pooler(name="edge", admin_dsn="host=127.0.0.1 port=1 user=pgmove_admin dbname=pgbouncer connect_timeout=2",
                   databases=("appdb",), databases_file="/nonexistent")
     found = poolercheck.check([gone], source_endpoint(source), ["appdb"], window_seconds=10)
-    assert len(found.problems) == 1 and "pooler edge" in found.problems[0]
+    assert found.problems and all("pooler edge" in p for p in found.problems), found.problems
+    assert any("Cannot reach pooler edge's admin console" in p for p in found.problems), found.problems
 
 
 class Probe(threading.Thread):
