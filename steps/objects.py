@@ -64,26 +64,28 @@ def copy_large_objects(src: psycopg.Connection[Any], dst: psycopg.Connection[Any
 
 
 def _copy_small(src: psycopg.Connection[Any], dst: psycopg.Connection[Any], batch: list[tuple[Any, ...]]) -> int:
-    """One transaction for a batch of small objects read whole in one query: each created by its owner (so its
-    ownership is recorded as ALTER ... OWNER would), one prepared statement for all, ACLs and comments only
-    where there are any. An object an earlier attempt left is replaced."""
+    """One transaction for a batch of small objects read whole in one query: created through one prepared
+    statement, then, pipelined, an owner where it is not pgmove's and ACLs and comments where there are any.
+    An object an earlier attempt left is replaced. (Created as pgmove, not as their owners: during the copy the
+    target carries the frozen source's function privileges, which may not let an owner call lo_from_bytea.)"""
     oids = [r[0] for r in batch]
     data = dict(src.execute("SELECT oid, pg_catalog.lo_get(oid) FROM pg_catalog.pg_largeobject_metadata "
                             "WHERE oid = ANY(%s)", (oids,)).fetchall())
-    owners: dict[str, list[int]] = {}
-    for oid, owner, *_ in batch:
-        owners.setdefault(owner, []).append(oid)
-    with dst.transaction(), dst.cursor() as cur:
-        cur.execute("SELECT pg_catalog.lo_unlink(oid) FROM pg_catalog.pg_largeobject_metadata WHERE oid = ANY(%s)", (oids,))
-        for owner, owned in owners.items():
-            cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(owner)))
-            cur.executemany("SELECT pg_catalog.lo_from_bytea(%s, %s)", [(oid, data[oid]) for oid in owned])
-        cur.execute("RESET ROLE")
-        for oid, _, acl, comment, _ in batch:
-            if acl is not None:  # byte for byte, as _describe does
-                cur.execute("UPDATE pg_catalog.pg_largeobject_metadata SET lomacl = %s::aclitem[] WHERE oid = %s", (acl, oid))
-            if comment is not None:
-                cur.execute(sql.SQL("COMMENT ON LARGE OBJECT {} IS {}").format(sql.Literal(oid), sql.Literal(comment)))
+    with dst.transaction():
+        with dst.cursor() as cur:
+            cur.execute("SELECT pg_catalog.lo_unlink(oid) FROM pg_catalog.pg_largeobject_metadata WHERE oid = ANY(%s)",
+                        (oids,))
+            cur.executemany("SELECT pg_catalog.lo_from_bytea(%s, %s)", [(oid, data[oid]) for oid in oids])
+            me = cur.execute("SELECT current_user").fetchone()[0]  # type: ignore[index]
+        with dst.pipeline():
+            for oid, owner, acl, comment, _ in batch:
+                if owner != me:
+                    dst.execute(sql.SQL("ALTER LARGE OBJECT {} OWNER TO {}").format(sql.Literal(oid), sql.Identifier(owner)))
+                if acl is not None:  # byte for byte, as _describe does
+                    dst.execute("UPDATE pg_catalog.pg_largeobject_metadata SET lomacl = %s::aclitem[] WHERE oid = %s",
+                                (acl, oid))
+                if comment is not None:
+                    dst.execute(sql.SQL("COMMENT ON LARGE OBJECT {} IS {}").format(sql.Literal(oid), sql.Literal(comment)))
     return sum(len(data[oid]) for oid in oids)
 
 
