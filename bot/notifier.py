@@ -18,6 +18,7 @@ from slack_sdk.errors import SlackApiError
 
 from pgmove.handlers import blocks, views
 from pgmove.state.config import Config
+from pgmove.state.errors import Unavailable
 from pgmove.state.machine import Event, State
 from pgmove.state.models import (
     Approval,
@@ -63,7 +64,10 @@ class Notifier:
         while not stop.is_set():
             try:
                 self.run_once(wait_seconds)
-            except Exception:  # Slack or Redis down for a moment: the cursor makes the next pass pick up
+            except Unavailable as exc:  # Redis down: one line, not a traceback a second; the cursor resumes later
+                log.warning("notifier paused: %s", exc.message)
+                stop.wait(2.0)
+            except Exception:  # Slack down for a moment: the cursor makes the next pass pick up
                 log.warning("notifier pass failed; retrying", exc_info=True)
                 stop.wait(2.0)
 

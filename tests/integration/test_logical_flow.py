@@ -161,7 +161,7 @@ def test_logical_refusals_say_why(pgmove, source, target):  # type: ignore[no-un
     refused = pgmove.do("U_ALICE", "sync prod-old")
     assert refused_with(refused, "--method logical")
     flag = pgmove.do("U_ALICE", "plan prod-old prod-new --replica-identity-full")
-    assert refused_with(flag, "is for `--method logical`")
+    assert refused_with(flag, "--replica-identity-full is for --method logical")  # plain text on the terminal
     window = pgmove.do("U_ALICE", "cutover prod-old --window 10s")
     assert refused_with(window, "--window is for a cutover from in sync")
     assert do_json(pgmove, "U_ALICE", "status prod-old", wait=False)["state"] == "ready"
