@@ -19,7 +19,7 @@ from psycopg import sql
 from pgmove.state.errors import PgmoveError, StepFailed
 from pgmove.state.models import FreezeMode, FreezeSnapshot, SettingRow
 from pgmove.steps import freezerecord, freezeroles, guards, prepared, subscriptions
-from pgmove.steps.connect import Endpoint, Progress, connection, describe
+from pgmove.steps.connect import APPLICATION_NAME, Endpoint, Progress, connection, describe
 from pgmove.steps.sessions import end_sessions
 from pgmove.steps.settings import read_settings, set_statement
 
@@ -174,11 +174,32 @@ def unfreeze(src: Endpoint, snapshot: FreezeSnapshot, progress: Progress) -> dic
         with connection(src, db) as conn:
             guards.restore_acls(conn, [a for a in snapshot.acls if a.database == recorded], names.roles)
             removed += guards.remove_guards(conn)
+    ended = _end_sessions_opened_frozen(src, snapshot)
     changed = f"; changed during the freeze: {'; '.join(names.changes)}" if names.changes else ""
+    if ended:
+        changed += (f"; {len(ended)} idle session(s) opened during the freeze ended, as they would have stayed "
+                    "read-only (a pool reconnects them writable)")
     progress(f"{src.name}: guards removed from {removed} tables; {restored} settings, {len(snapshot.logins)} logins, "
              f"{len(snapshot.role_grants)} CREATEDB/CREATEROLE grants, {len(enabled)} subscriptions and "
              f"{len(snapshot.acls)} privileges restored as recorded at {snapshot.taken_at:%H:%M:%S} UTC{changed}",
              changed=names.changes)
     return {"restored_settings": restored, "restored_logins": snapshot.logins, "databases": snapshot.databases,
             "restored_role_grants": [g.name for g in snapshot.role_grants], "subscriptions_enabled": enabled,
-            "changed": names.changes}
+            "changed": names.changes, "sessions_ended": ended}
+
+
+def _end_sessions_opened_frozen(src: Endpoint, snapshot: FreezeSnapshot) -> list[int]:
+    """A session keeps the defaults it started with: one opened under the freeze's read-only default would refuse
+    every write after the unfreeze (a pooler's server connection, say). End those that sit idle; a client or
+    pooler reconnects writable. pgmove's own sessions and replication are left alone."""
+    if snapshot.mode != FreezeMode.READ_ONLY:
+        return []  # no-connect kept the app out: nothing of it started during the freeze
+    with connection(src) as conn:
+        rows = conn.execute(
+            """SELECT pid FROM pg_stat_activity
+               WHERE backend_type = 'client backend' AND state = 'idle' AND pid <> pg_backend_pid()
+                 AND backend_start >= %s AND datname = ANY(%s) AND application_name <> %s
+                 AND usename <> current_user""",
+            (snapshot.taken_at, snapshot.databases, APPLICATION_NAME)).fetchall()
+        return [int(pid) for (pid,) in rows
+                if conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)]

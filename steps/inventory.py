@@ -34,21 +34,21 @@ def _member(catalog: str, oid: str) -> sql.Composed:
 _QUERIES: dict[str, str] = {
     "schema": "SELECT n.nspname FROM pg_namespace n WHERE {user} AND NOT {schema_member}",
     "column": """
-        SELECT n.nspname || '.' || c.relname || '.' || a.attname,
+        SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) || '.' || quote_ident(a.attname),
                format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0 AND NOT a.attisdropped AND {user}
           AND NOT {class_member}""",
-    "table": """SELECT n.nspname || '.' || c.relname, c.relkind::text FROM pg_class c
+    "table": """SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relkind::text FROM pg_class c
                  JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {user}
                  AND NOT {class_member}""",
     "index": """
-        SELECT n.nspname || '.' || c.relname, pg_get_indexdef(i.indexrelid) || CASE WHEN i.indisvalid THEN ''
+        SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_indexdef(i.indexrelid) || CASE WHEN i.indisvalid THEN ''
                ELSE ' (INVALID)' END
         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE {user} AND NOT {class_member} AND NOT {table_member}""",
     "constraint": """
-        SELECT n.nspname || '.' || coalesce(r.relname || '.', '') || k.conname,
+        SELECT quote_ident(n.nspname) || '.' || coalesce(quote_ident(r.relname) || '.', '') || quote_ident(k.conname),
                pg_get_constraintdef(k.oid) || CASE WHEN k.convalidated THEN '' ELSE ' (NOT VALID)' END
         FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace LEFT JOIN pg_class r ON r.oid = k.conrelid
         WHERE k.contype <> 'n' AND {user} AND NOT {constraint_member} AND NOT {constrained_member}
@@ -56,7 +56,7 @@ _QUERIES: dict[str, str] = {
     "function": """SELECT p.oid::regprocedure::text, p.prokind::text FROM pg_proc p
                     JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {user} AND NOT {function_member}""",
     "trigger": """
-        SELECT n.nspname || '.' || c.relname || '.' || t.tgname, t.tgenabled::text FROM pg_trigger t
+        SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) || '.' || quote_ident(t.tgname), t.tgenabled::text FROM pg_trigger t
         JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE NOT t.tgisinternal AND t.tgname <> %(guard)s AND {user} AND NOT {class_member}""",
     "event trigger": """SELECT evtname, evtevent FROM pg_event_trigger t WHERE evtname <> %(ddl_guard)s

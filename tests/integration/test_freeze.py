@@ -158,3 +158,16 @@ def test_sessions_are_ended_gracefully_and_reported(source, passwords, src):  # 
     assert not any("secret literal" in m or "pg_sleep" in m for m in events.messages), "query text leaked into the report"
     for conn in (idle, in_tx, reader):
         conn.close()
+
+
+def test_unfreeze_ends_idle_sessions_opened_under_the_freeze_so_no_pool_stays_read_only(source, passwords, src):  # type: ignore[no-untyped-def]
+    """A session the app (or its pooler) opened during a read-only freeze keeps its read-only default: unfreeze ends
+    it while idle, and a new one writes."""
+    snap, _, _ = do_freeze(src)
+    during = app_conn(source, passwords)
+    assert during.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
+    freeze.unfreeze(src, snap, Events())
+    with pytest.raises(psycopg.Error, match="terminating connection"):
+        during.execute("SELECT 1")
+    with app_conn(source, passwords) as after:
+        after.execute("INSERT INTO orders (customer, total) VALUES ('after the freeze', 1)")
