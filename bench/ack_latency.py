@@ -117,11 +117,15 @@ def main() -> None:
         request = wait_until(lambda: next((m for m in slack.channel_messages("C_DBMIG") if "Approve freeze" in m.all_text()), None),
                         30, "the approval request")
         drive.click("U_BOB", request, "pgmove_approve")
-        wait_until(lambda: store.active_for("prod-old").state.value == "copying", 60, "the copy")
+        def state() -> str | None:
+            m = store.active_for("prod-old")
+            return m.state.value if m else None
+
+        wait_until(lambda: state() == "copying", 60, "the copy")
 
         rounds = []
         for n in range(args.bursts):
-            if store.active_for("prod-old").state.value != "copying":
+            if state() != "copying":
                 break
             rounds.append(sorted(a * 1000 for a in burst_from_own_process(
                 port, [_signed_command(slack, n * args.commands + i) for i in range(args.commands)])))
