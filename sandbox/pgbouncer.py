@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from pgmove.sandbox.servers import PgCluster, _as_sandbox_user, free_port
 
@@ -34,6 +35,9 @@ def scram_verifier(cluster: PgCluster, role: str) -> str:
     if not row or not row[0] or not str(row[0]).startswith("SCRAM-SHA-256$"):
         raise RuntimeError(f"role {role} has no SCRAM password on {cluster.name}")
     return str(row[0])
+
+
+SHOWABLE = frozenset({"CLIENTS", "CONFIG", "DATABASES", "POOLS", "SERVERS", "STATS", "VERSION"})
 
 
 class PgBouncer:
@@ -111,9 +115,11 @@ pidfile = {self.base}/pgbouncer.pid
         return psycopg.connect(self.admin_dsn(), password=self.admin_password, autocommit=True, prepare_threshold=None)
 
     def show(self, what: str) -> list[dict[str, object]]:
-        """SHOW <what> as rows of column -> value (`what` is one of PgBouncer's fixed words, never user text)."""
+        """SHOW <what> as rows of column -> value; `what` must be one of the console's own words."""
+        if what not in SHOWABLE:
+            raise ValueError(f"SHOW {what!r}: not one of {', '.join(sorted(SHOWABLE))}")
         with self.admin() as conn:
-            cur = conn.execute(f"SHOW {what}")  # a console keyword, never user text
+            cur = conn.execute(sql.SQL("SHOW {}").format(sql.SQL(what)))
             names = [d.name for d in cur.description or []]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
