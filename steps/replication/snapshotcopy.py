@@ -8,9 +8,6 @@ indexes and keys are built after the data, as the offline copy does.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +19,7 @@ from psycopg import sql
 from pgmove.state.errors import ConnectionFailed, StepFailed
 from pgmove.steps import tables
 from pgmove.steps.connect import APPLICATION_NAME, OWN_SESSION_OPTIONS, Endpoint, connect, describe
-from pgmove.steps.tools import ToolSet, psql_path, spawn_tool
+from pgmove.steps.tools import ToolSet
 
 
 def create_slot(src: Endpoint, database: str, slot: str) -> tuple[psycopg.Connection[Any], str]:
@@ -89,24 +86,7 @@ def _chunks(conn: psycopg.Connection[Any], table: tables.Table, binary: bool) ->
 
 def _psql_chunks(src: Endpoint, database: str, snapshot: str, statement: sql.Composed,
                  toolset: ToolSet) -> Iterator[bytes]:
-    """psql reads COPY several times faster than Python; each -c runs in order in its one session."""
-    errors = tempfile.TemporaryFile()
-    argv = [psql_path(toolset), "-X", "-q", "-v", "ON_ERROR_STOP=1", f"--dbname={src.conninfo(database)}",
-            "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-            "-c", sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string(None),
-            "-c", statement.as_string(None)]
-    proc = spawn_tool(argv, src.tool_env(dict(os.environ)), stdout=subprocess.PIPE, stderr=errors)
-    assert proc.stdout is not None
-    try:
-        while chunk := os.read(proc.stdout.fileno(), tables.CHUNK):
-            yield chunk
-        if proc.wait() != 0:
-            errors.seek(0)
-            raise StepFailed(f"reading {database} on {src.name} failed: "
-                             f"{errors.read().decode(errors='replace').strip()[-300:]}")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        errors.close()
+    """The table as it was at the slot's exported snapshot, read by psql."""
+    at_snapshot = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                   sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string(None)]
+    return tables.psql_chunks(src, database, statement, toolset, lambda: False, at_snapshot)
