@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pwd
 import shutil
 import statistics
 import subprocess
@@ -65,7 +66,9 @@ def main() -> None:
         config = base / "pgmove.toml"
         config.write_text(_config(redis_server.url, source, target).replace("freeze_grace_seconds = 3",
                                                                              "freeze_grace_seconds = 3\nlease_seconds = 60", 1)
-                          .replace("lease_seconds = 10\n", "", 1))
+                          .replace("lease_seconds = 10\n", "", 1)
+                          # both people on this one OS user: a bench rig, never a deployment
+                          + f'\n[access.cli_users]\n{pwd.getpwuid(os.getuid()).pw_name} = ["U_ALICE", "U_BOB"]\n')
         env = {**os.environ, "PGMOVE_PROD_OLD_PASSWORD": pw.source_pgmove, "PGMOVE_PROD_NEW_PASSWORD": pw.target_pgmove}
 
         def do(user: str, text: str, *flags: str) -> dict[str, object]:
