@@ -14,12 +14,12 @@ import typer
 
 from pgmove.handlers import views
 from pgmove.handlers.reply import Reply
-from pgmove.state.actions import step_due
 from pgmove.state.config import Config
 from pgmove.state.errors import NotAuthorized, UsageError
 from pgmove.state.machine import RESTING
 from pgmove.state.models import AuditEvent, EventKind, Migration
 from pgmove.state.store import Enqueue, Store
+from pgmove.state.work import step_due
 
 
 def os_user() -> str:

@@ -28,12 +28,12 @@ from pgmove.handlers.verbs import (
     VerifyCmd,
 )
 from pgmove.handlers.workers import with_worker_note
-from pgmove.state import actions
-from pgmove.state.actions import Outcome, Policy
+from pgmove.state import actions, sync
 from pgmove.state.config import Config
 from pgmove.state.errors import NotAuthorized, PgmoveError, Refused, Unavailable, UsageError
 from pgmove.state.machine import TERMINAL, State
 from pgmove.state.models import ApprovalAction, FreezeMode, FreezeOptions, Migration, Plan
+from pgmove.state.outcome import Outcome, Policy
 from pgmove.state.store import Enqueue, Store
 
 log = logging.getLogger("pgmove.handlers")
@@ -196,7 +196,7 @@ def cmd_plan(deps: Deps, actor: str, command: PlanCmd) -> Reply:
             return actions.new_migration(f"mig-{secrets.token_hex(4)}", plan, actor, now)
         if current.state == State.CUT_OVER:
             raise Refused(f"{source} was already cut over to {current.target}; it stays frozen by design.")
-        if actions.needs_cleanup(current):
+        if sync.needs_cleanup(current):
             raise Refused(f"{source} is already being moved to {current.target} by logical replication ({current.id}, "
                           f"{current.state.value.replace('_', ' ')}); a second migration of it needs that one ended "
                           f"first: `/pgmove abort {source}` removes its replication from both servers.")
@@ -257,7 +257,7 @@ def cmd_cutover(deps: Deps, actor: str, command: CutoverCmd) -> Reply:
 
 def cmd_sync(deps: Deps, actor: str, command: ServerCmd) -> Reply:
     now = deps.clock()
-    return _accepted(_on_server(deps, command.server, lambda m: actions.request_sync(m, actor, now)), "sync")
+    return _accepted(_on_server(deps, command.server, lambda m: sync.request_sync(m, actor, now)), "sync")
 
 
 def cmd_approve(deps: Deps, actor: str, command: Approve) -> Reply:

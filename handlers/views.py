@@ -11,9 +11,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from pgmove.state.actions import STEP_FOR_STATE
 from pgmove.state.machine import State
 from pgmove.state.models import AuditEvent, Decision, Migration, PausedPooler, StepName, StepStatus
+from pgmove.state.work import STEP_FOR_STATE
 
 _NEXT: dict[State, str] = {
     State.PLANNED: "preflight checks are running",

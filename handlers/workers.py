@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pgmove.handlers import views
 from pgmove.handlers.reply import Reply
-from pgmove.state.actions import step_due
 from pgmove.state.config import Config
 from pgmove.state.store import Store
+from pgmove.state.work import step_due
 
 
 def with_worker_note(store: Store, config: Config, reply: Reply) -> Reply:

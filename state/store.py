@@ -8,11 +8,11 @@ from typing import Any, TypeVar
 import redis
 from redis.client import Pipeline
 
-from pgmove.state.actions import Outcome
 from pgmove.state.config import Config, redact_url
 from pgmove.state.errors import ConfigError, Conflict, Unavailable
 from pgmove.state.machine import TERMINAL
 from pgmove.state.models import AuditEvent, Migration
+from pgmove.state.outcome import Outcome
 
 T = TypeVar("T")
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pgmove.state.actions import needs_cleanup
 from pgmove.state.errors import PlanProblems, Refused, StepFailed
 from pgmove.state.machine import Event
 from pgmove.state.models import HookReport, Migration, StepName, StepStatus
+from pgmove.state.sync import needs_cleanup
 from pgmove.steps import (
     archive,
     copy,

@@ -7,11 +7,11 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pgmove.state.actions import record_sync_status
 from pgmove.state.errors import PlanProblems, Refused, StepFailed
 from pgmove.state.machine import Event
 from pgmove.state.models import Migration, PreflightReport, StepName
 from pgmove.state.replication import LogicalReadiness, SyncSetup, SyncStatus
+from pgmove.state.sync import record_sync_status
 from pgmove.steps.replication import cleanup, drain, readiness, setup, status
 from pgmove.steps.tools import choose_toolset
 from pgmove.steps.verify import run as verify_run

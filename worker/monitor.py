@@ -15,11 +15,11 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from pgmove.state.actions import record_sync_status
 from pgmove.state.errors import PgmoveError, Refused
 from pgmove.state.machine import State
 from pgmove.state.models import AuditEvent, EventKind, Migration
 from pgmove.state.replication import SyncStatus
+from pgmove.state.sync import record_sync_status
 from pgmove.steps.replication import status
 from pgmove.worker.runtime import Runtime
 

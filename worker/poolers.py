@@ -8,11 +8,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from pgmove.state.actions import Outcome, with_changes
 from pgmove.state.config import Config
 from pgmove.state.errors import Refused, StepFailed
 from pgmove.state.models import Migration, PausedPooler, PreflightReport
+from pgmove.state.outcome import Outcome
 from pgmove.state.store import Store
+from pgmove.state.work import with_changes
 from pgmove.steps import poolercheck
 from pgmove.steps.connect import Endpoint, Progress
 from pgmove.steps.pooler import Pooler

@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from pgmove.state.actions import Outcome, fail_step
 from pgmove.state.config import Config
 from pgmove.state.errors import Refused
 from pgmove.state.models import Migration
+from pgmove.state.outcome import Outcome
 from pgmove.state.store import Enqueue, Store
+from pgmove.state.work import fail_step
 from pgmove.worker.poolers import release_orphans
 
 log = logging.getLogger("pgmove.reaper")

@@ -11,19 +11,18 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from pgmove.state.actions import (
+from pgmove.state.errors import LockLost, PgmoveError, Refused
+from pgmove.state.models import AuditEvent, EventKind, Migration, StepName
+from pgmove.state.outcome import Outcome, updated
+from pgmove.state.work import (
     RUNNING_STATE,
-    Outcome,
     fail_step,
     finish_step,
     start_step,
     step_due,
     stop_step,
-    updated,
     with_changes,
 )
-from pgmove.state.errors import LockLost, PgmoveError, Refused
-from pgmove.state.models import AuditEvent, EventKind, Migration, StepName
 from pgmove.steps.connect import Endpoint, StopToken
 from pgmove.worker.adapters import STEPS
 from pgmove.worker.lease import Heartbeat, acquire

@@ -154,7 +154,7 @@ def test_a_verification_report_of_500_tables_is_attached_whole_to_the_status_thr
 
 def _migration_with_events(store, n: int, verification=None):  # type: ignore[no-untyped-def]
     """A migration record with n progress events and one transition, written straight to the store."""
-    from pgmove.state import actions
+    from pgmove.state import actions, work
 
     now = datetime.now(UTC)
     out = actions.new_migration("mig-edge", Plan(source="prod-old", target="prod-new"), "U_ALICE", now)
@@ -163,9 +163,9 @@ def _migration_with_events(store, n: int, verification=None):  # type: ignore[no
         store.append_event("mig-edge", AuditEvent(kind=EventKind.PROGRESS, at=now, actor="worker", message=f"step {i} of 12"))
 
     def ready(cur):  # type: ignore[no-untyped-def]
-        moved = actions.step_transition(cur, Event.PREFLIGHT_OK, now, "preflight ok", "w")
+        moved = work.step_transition(cur, Event.PREFLIGHT_OK, now, "preflight ok", "w")
         if verification is not None:
-            moved = actions.step_transition(moved.migration, Event.REPLANNED, now, "x", "w")
+            moved = work.step_transition(moved.migration, Event.REPLANNED, now, "x", "w")
             moved.migration.state = State.VERIFYING
             moved.migration.verification = verification
             moved.events = [AuditEvent(kind=EventKind.TRANSITION, at=now, actor="w", message="verification failed",
@@ -282,7 +282,7 @@ def test_live_copy_progress_edits_the_status_message_and_stays_out_of_the_thread
     from pgmove.bot.notifier import Notifier
     from pgmove.bot.settings import SlackSettings
     from pgmove.sandbox.fakeslack.server import FakeSlack
-    from pgmove.state import actions
+    from pgmove.state import work
     from pgmove.state.models import StepName, StepRecord, StepStatus
     from tests.integration.helpers import make_deps
 
@@ -291,7 +291,7 @@ def test_live_copy_progress_edits_the_status_message_and_stays_out_of_the_thread
         deps = make_deps(redis_server.url)
         m = _migration_with_events(deps.store, 2)
         started = datetime.now(UTC)
-        deps.store.update(m.id, lambda cur: actions.with_changes(cur, started, "copy runs", "w", steps=[
+        deps.store.update(m.id, lambda cur: work.with_changes(cur, started, "copy runs", "w", steps=[
             StepRecord(name=StepName.COPY, status=StepStatus.RUNNING, started_at=started)]))
         notifier = Notifier(deps.store, web_client(SlackSettings("xoxb-test", "s", None, slack.api_url)), deps.config)
         notifier.sync(m.id)

@@ -8,7 +8,7 @@ from typing import Any
 import redis
 
 from pgmove.handlers.commands import Deps
-from pgmove.state import actions
+from pgmove.state import outcome, work
 from pgmove.state.config import Config
 from pgmove.state.machine import Event
 from pgmove.state.models import PreflightReport
@@ -45,8 +45,8 @@ def preflight_passes(store: Store, server: str = "prod-old") -> None:
     m = store.active_for(server)
     assert m is not None
 
-    def ok(cur: Any) -> actions.Outcome:
-        out = actions.step_transition(cur, Event.PREFLIGHT_OK, datetime.now(UTC), "preflight ok", "test")
+    def ok(cur: Any) -> outcome.Outcome:
+        out = work.step_transition(cur, Event.PREFLIGHT_OK, datetime.now(UTC), "preflight ok", "test")
         out.migration.preflight = PreflightReport(source_version="15", target_version="15")
         return out
 
@@ -57,7 +57,7 @@ def force_state(store: Store, server: str, *events: Event) -> None:
     m = store.active_for(server)
     assert m is not None
     for event in events:
-        store.update(m.id, lambda cur, e=event: actions.step_transition(cur, e, datetime.now(UTC), str(e), "test"))
+        store.update(m.id, lambda cur, e=event: work.step_transition(cur, e, datetime.now(UTC), str(e), "test"))
 
 
 def snapshot(url: str) -> dict[str, Any]:

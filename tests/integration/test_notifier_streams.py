@@ -16,7 +16,7 @@ from pgmove.bot.settings import SlackSettings
 from pgmove.handlers.commands import handle
 from pgmove.sandbox.fakeslack.server import FakeSlack
 from pgmove.sandbox.servers import wait_until
-from pgmove.state import actions
+from pgmove.state import actions, work
 from pgmove.state.models import AuditEvent, EventKind, Plan, StepName, StepRecord, StepStatus
 from tests.integration.helpers import Clock, make_deps
 
@@ -88,7 +88,7 @@ def test_a_live_line_held_back_by_the_pace_shows_once_the_clock_moves_on(redis_s
     assert handle(deps, "U_ALICE", "plan prod-old prod-new").ok
     m = deps.store.active_for("prod-old")
     started = clock.now - timedelta(seconds=1)
-    deps.store.update(m.id, lambda cur: actions.with_changes(cur, started, "copy runs", "w", steps=[
+    deps.store.update(m.id, lambda cur: work.with_changes(cur, started, "copy runs", "w", steps=[
         StepRecord(name=StepName.COPY, status=StepStatus.RUNNING, started_at=started)]))
     notifier = _notifier(deps, slack, clock)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from pgmove.handlers.commands import handle
-from pgmove.state import actions
+from pgmove.state import outcome, work
 from pgmove.state.models import Lease, Migration, PausedPooler, PoolerBackend, StepName
 from tests.integration.helpers import make_deps
 
@@ -23,9 +23,9 @@ def test_status_says_loudly_that_a_paused_pooler_has_no_worker(redis_server):  #
                           source={"appdb": PoolerBackend(host="10.0.0.5", port=5432, dbname="appdb")})
     lease = Lease(step=StepName.CUTOVER, worker="w1", token="tok-1", started_at=now)
 
-    def orphan(cur: Migration | None) -> actions.Outcome:
+    def orphan(cur: Migration | None) -> outcome.Outcome:
         assert cur is not None
-        return actions.with_changes(cur, now, "test", "test", poolers_paused=[paused], lease=lease)
+        return work.with_changes(cur, now, "test", "test", poolers_paused=[paused], lease=lease)
 
     deps.store.update(m.id, orphan)
     text = handle(deps, "U_ALICE", "status prod-old").text

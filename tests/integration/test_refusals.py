@@ -86,11 +86,11 @@ def test_cutover_after_failed_verification_is_refused_with_reasons(awaiting_free
     assert handle(awaiting_freeze, "U_BOB", "approve prod-old").ok
     force_state(store, "prod-old", Event.FROZEN, Event.COPY_STARTED, Event.COPIED)
     m = store.active_for("prod-old")
-    from pgmove.state import actions
+    from pgmove.state import work
     from pgmove.state.report import VerificationReport
 
     def failed(cur):  # type: ignore[no-untyped-def]
-        out = actions.step_transition(cur, Event.VERIFY_FAILED, cur.updated_at, "verification failed", "test")
+        out = work.step_transition(cur, Event.VERIFY_FAILED, cur.updated_at, "verification failed", "test")
         out.migration.verification = VerificationReport(problems=["appdb: public.orders has 10 rows on the source, 9 on the target"])
         return out
 

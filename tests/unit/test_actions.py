@@ -6,19 +6,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pgmove.state import actions
+from pgmove.state import actions, outcome, work
 from pgmove.state.errors import Refused
 from pgmove.state.machine import Event, State
 from pgmove.state.models import ApprovalAction, FreezeSnapshot, Plan, StepName
 from pgmove.state.report import VerificationReport, VerifyMode
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-POLICY = actions.Policy(approvers=frozenset({"bob", "carol", "alice"}), approval_ttl=timedelta(minutes=30))
+POLICY = outcome.Policy(approvers=frozenset({"bob", "carol", "alice"}), approval_ttl=timedelta(minutes=30))
 
 
 def ready(target: str | None = "prod-new"):  # type: ignore[no-untyped-def]
     m = actions.new_migration("m1", Plan(source="prod-old", target=target), "alice", NOW).migration
-    return actions.step_transition(m, Event.PREFLIGHT_OK, NOW, "ok", "w").migration
+    return work.step_transition(m, Event.PREFLIGHT_OK, NOW, "ok", "w").migration
 
 
 def awaiting():  # type: ignore[no-untyped-def]
@@ -86,19 +86,19 @@ def test_a_frozen_source_cannot_be_replanned():
 def test_a_failed_step_resumes_where_it_should():
     """A copy that failed restarts from frozen (a clean target); a freeze resumes freezing."""
     m = actions.decide(awaiting(), "bob", True, NOW, POLICY).migration
-    m = actions.start_step(m, StepName.FREEZE, "w", "tok", NOW).migration
-    failed = actions.fail_step(m, StepName.FREEZE, "boom", NOW, "w", "tok").migration
+    m = work.start_step(m, StepName.FREEZE, "w", "tok", NOW).migration
+    failed = work.fail_step(m, StepName.FREEZE, "boom", NOW, "w", "tok").migration
     assert failed.state == State.FAILED and failed.failure.resume_state == State.FREEZING
     assert actions.retry(failed, "alice", NOW).migration.state == State.FREEZING
-    assert actions.RESUME_STATE[StepName.COPY] == State.FROZEN
+    assert work.RESUME_STATE[StepName.COPY] == State.FROZEN
 
 
 def test_a_step_result_from_a_worker_that_lost_its_lease_is_dropped():
     """A worker whose lease token is no longer the current one cannot record its step's result."""
     m = actions.decide(awaiting(), "bob", True, NOW, POLICY).migration
-    m = actions.start_step(m, StepName.FREEZE, "w", "tok", NOW).migration
+    m = work.start_step(m, StepName.FREEZE, "w", "tok", NOW).migration
     with pytest.raises(Refused, match="dropped"):
-        actions.finish_step(m, StepName.FREEZE, "other-token", Event.FROZEN, "done", {}, NOW)
+        work.finish_step(m, StepName.FREEZE, "other-token", Event.FROZEN, "done", {}, NOW)
 
 
 def test_unfreeze_is_refused_after_cutover_and_when_not_frozen():
@@ -125,9 +125,9 @@ def test_a_standalone_freeze_has_nothing_to_copy():
     m = actions.standalone_freeze_record("m2", "prod-old", "alice", NOW)
     m = actions.request_approval(m, ApprovalAction.FREEZE, "alice", NOW, POLICY).migration
     m = actions.decide(m, "bob", True, NOW, POLICY).migration
-    assert actions.step_due(m) == StepName.FREEZE
+    assert work.step_due(m) == StepName.FREEZE
     m.state = State.FROZEN
-    assert actions.step_due(m) is None
+    assert work.step_due(m) is None
 
 
 def test_cutover_needs_a_full_verification_not_a_quick_one():
@@ -148,9 +148,9 @@ def failed_cutover(hook=None):  # type: ignore[no-untyped-def]
     m.state = State.VERIFIED
     m = actions.request_approval(m, ApprovalAction.CUTOVER, "alice", NOW, POLICY).migration
     m = actions.decide(m, "bob", True, NOW, POLICY).migration
-    m = actions.start_step(m, StepName.CUTOVER, "w", "tok", NOW).migration
+    m = work.start_step(m, StepName.CUTOVER, "w", "tok", NOW).migration
     m.hook = hook
-    return actions.fail_step(m, StepName.CUTOVER, "the cutover hook failed", NOW, "w", "tok").migration
+    return work.fail_step(m, StepName.CUTOVER, "the cutover hook failed", NOW, "w", "tok").migration
 
 
 @pytest.mark.parametrize("abort", [False, True])
@@ -162,14 +162,14 @@ def test_after_a_cutover_started_giving_writes_back_takes_two_people(abort):  # 
     m = out.migration
     assert m.state == State.AWAITING_UNFREEZE_APPROVAL and not out.enqueue and m.source_frozen
     assert m.approval.action == ApprovalAction.UNFREEZE and m.aborting == abort
-    assert actions.step_due(m) is None
+    assert work.step_due(m) is None
     with pytest.raises(Refused, match="second person"):
         actions.decide(m, "alice", True, NOW, POLICY)
     with pytest.raises(Refused, match="already has a unfreeze request"):
         actions.request_unfreeze(m, "carol", NOW, abort=abort, policy=POLICY)
     approved = actions.decide(m, "bob", True, NOW, POLICY)
     assert approved.migration.state == State.UNFREEZING and approved.enqueue and approved.migration.aborting == abort
-    assert actions.step_due(approved.migration) == StepName.UNFREEZE, verb
+    assert work.step_due(approved.migration) == StepName.UNFREEZE, verb
 
 
 def test_a_rejected_writes_back_request_leaves_the_failed_cutover_to_retry():
@@ -192,9 +192,9 @@ def test_while_the_cutover_runs_unfreeze_is_refused():
 def test_a_failure_before_the_cutover_still_unfreezes_at_once():
     """The rule starts with the cutover: a failed copy is put back by one operator, as before."""
     m = actions.decide(awaiting(), "bob", True, NOW, POLICY).migration
-    m = actions.start_step(m, StepName.FREEZE, "w", "tok", NOW).migration
+    m = work.start_step(m, StepName.FREEZE, "w", "tok", NOW).migration
     m.freeze = FreezeSnapshot(taken_at=NOW, databases=["a"])
-    m = actions.fail_step(m, StepName.FREEZE, "boom", NOW, "w", "tok").migration
+    m = work.fail_step(m, StepName.FREEZE, "boom", NOW, "w", "tok").migration
     assert actions.request_unfreeze(m, "alice", NOW, policy=POLICY).migration.state == State.UNFREEZING
 
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from pgmove.state import actions
+from pgmove.state import actions, sync, work
 from pgmove.state.errors import Refused
 from pgmove.state.machine import Event, State, next_state
 from pgmove.state.models import ApprovalAction, HookReport, Plan, StepName
@@ -17,7 +17,7 @@ from tests.unit.test_actions import NOW, POLICY
 
 def planned(method: str = "logical"):  # type: ignore[no-untyped-def]
     m = actions.new_migration("m1", Plan(source="prod-old", target="prod-new", method=method), "alice", NOW).migration
-    return actions.step_transition(m, Event.PREFLIGHT_OK, NOW, "ok", "w").migration
+    return work.step_transition(m, Event.PREFLIGHT_OK, NOW, "ok", "w").migration
 
 
 def lag(lag_bytes: int = 0, ready: int = 3) -> DatabaseLag:
@@ -31,8 +31,8 @@ def setup() -> SyncSetup:
 
 
 def in_sync(problems: list[str] | None = None, lag_bytes: int = 0, ready: int = 3):  # type: ignore[no-untyped-def]
-    m = actions.request_sync(planned(), "alice", NOW).migration
-    m = actions.step_transition(m, Event.SYNCED, NOW, "in sync", "w").migration
+    m = sync.request_sync(planned(), "alice", NOW).migration
+    m = work.step_transition(m, Event.SYNCED, NOW, "in sync", "w").migration
     m.sync_setup = setup()
     m.sync_status = SyncStatus(at=NOW, databases=[lag(lag_bytes, ready)], problems=problems or [])
     return m
@@ -41,31 +41,31 @@ def in_sync(problems: list[str] | None = None, lag_bytes: int = 0, ready: int = 
 def window_running(window: float = 10):  # type: ignore[no-untyped-def]
     m = actions.request_approval(in_sync(), ApprovalAction.CUTOVER, "alice", NOW, POLICY, window_seconds=window).migration
     m = actions.decide(m, "bob", True, NOW, POLICY).migration
-    return actions.start_step(m, StepName.SWITCH, "w", "tok", NOW).migration
+    return work.start_step(m, StepName.SWITCH, "w", "tok", NOW).migration
 
 
 def test_sync_starts_replication_of_a_ready_logical_plan_and_asks_for_the_worker():
     """ready --sync--> syncing, with a job for the worker, whose due step is sync."""
-    out = actions.request_sync(planned(), "alice", NOW)
+    out = sync.request_sync(planned(), "alice", NOW)
     assert out.migration.state == State.SYNCING and out.enqueue
-    assert actions.step_due(out.migration) == StepName.SYNC
+    assert work.step_due(out.migration) == StepName.SYNC
 
 
 def test_sync_is_refused_for_a_dump_plan_and_when_already_syncing_or_in_sync():
     """A dump plan is told to re-plan with --method logical; a second sync is told it runs already."""
     with pytest.raises(Refused, match="--method logical"):
-        actions.request_sync(planned("dump"), "alice", NOW)
-    syncing = actions.request_sync(planned(), "alice", NOW).migration
+        sync.request_sync(planned("dump"), "alice", NOW)
+    syncing = sync.request_sync(planned(), "alice", NOW).migration
     with pytest.raises(Refused, match="already syncing"):
-        actions.request_sync(syncing, "alice", NOW)
+        sync.request_sync(syncing, "alice", NOW)
     with pytest.raises(Refused, match="already in sync"):
-        actions.request_sync(in_sync(), "alice", NOW)
+        sync.request_sync(in_sync(), "alice", NOW)
 
 
 def test_the_sync_step_ends_in_sync():
     """syncing --synced--> in_sync, and nothing is due for a worker there."""
     assert next_state(State.SYNCING, Event.SYNCED) == State.IN_SYNC
-    assert actions.step_due(in_sync()) is None
+    assert work.step_due(in_sync()) is None
 
 
 @pytest.mark.parametrize("action", [ApprovalAction.FREEZE, ApprovalAction.CUTOVER])
@@ -91,9 +91,9 @@ def test_a_cutover_from_in_sync_records_its_window_and_one_approval_starts_the_s
     assert requested.migration.approval is not None and requested.migration.approval.window_seconds == 10
     approved = actions.decide(requested.migration, "bob", True, NOW, POLICY)
     assert approved.migration.state == State.CUTTING_OVER and approved.enqueue
-    assert actions.step_due(approved.migration) == StepName.SWITCH
+    assert work.step_due(approved.migration) == StepName.SWITCH
     default = actions.request_approval(in_sync(), ApprovalAction.CUTOVER, "alice", NOW, POLICY).migration
-    assert default.approval is not None and default.approval.window_seconds == actions.DEFAULT_WINDOW_SECONDS
+    assert default.approval is not None and default.approval.window_seconds == sync.DEFAULT_WINDOW_SECONDS
 
 
 def test_a_rejected_window_returns_to_in_sync():
@@ -110,15 +110,15 @@ def test_a_cutover_from_verified_has_no_window():
     out = actions.request_approval(m, ApprovalAction.CUTOVER, "alice", NOW, POLICY, window_seconds=10)
     assert out.migration.approval is not None and out.migration.approval.window_seconds is None
     approved = actions.decide(out.migration, "bob", True, NOW, POLICY).migration
-    assert actions.step_due(approved) == StepName.CUTOVER
+    assert work.step_due(approved) == StepName.CUTOVER
 
 
 def test_a_window_that_fails_before_its_hook_unfreezes_at_once_and_returns_to_in_sync():
     """The switch's failure is no `failed` state: the unfreeze is due at once, then resumed_sync leads to in_sync."""
-    out = actions.fail_step(window_running(), StepName.SWITCH, "the 10s window ran out", NOW, "worker:w", "tok")
+    out = work.fail_step(window_running(), StepName.SWITCH, "the 10s window ran out", NOW, "worker:w", "tok")
     m = out.migration
     assert m.state == State.UNFREEZING and m.window_rollback and not m.aborting and out.enqueue
-    assert m.lease is None and actions.step_due(m) == StepName.UNFREEZE
+    assert m.lease is None and work.step_due(m) == StepName.UNFREEZE
     record = m.last_step(StepName.SWITCH)
     assert record is not None and record.status == "failed" and "ran out" in record.message
     assert next_state(State.UNFREEZING, Event.RESUMED_SYNC) == State.IN_SYNC
@@ -126,7 +126,7 @@ def test_a_window_that_fails_before_its_hook_unfreezes_at_once_and_returns_to_in
 
 def test_a_window_whose_worker_died_before_the_hook_also_unfreezes():
     """The reaper's failure of a switch (no token) takes the same way back to in_sync."""
-    out = actions.fail_step(window_running(), StepName.SWITCH, "the worker stopped responding", NOW, "reaper")
+    out = work.fail_step(window_running(), StepName.SWITCH, "the worker stopped responding", NOW, "reaper")
     assert out.migration.state == State.UNFREEZING and out.enqueue
 
 
@@ -134,10 +134,10 @@ def test_a_window_that_fails_after_its_hook_started_waits_in_failed():
     """Once the hook started the app may be on the target: no automatic unfreeze, writes back need two people."""
     m = window_running()
     m.hook = HookReport(argv0="switch-app", started_at=NOW)
-    out = actions.fail_step(m, StepName.SWITCH, "hook failed", NOW, "worker:w", "tok")
+    out = work.fail_step(m, StepName.SWITCH, "hook failed", NOW, "worker:w", "tok")
     assert out.migration.state == State.FAILED and actions.cutover_started(out.migration)
     with pytest.raises(Refused, match="hook has run"):
-        actions.window_failed(m, "late", NOW, "w")
+        sync.window_failed(m, "late", NOW, "w")
 
 
 @pytest.mark.parametrize("state", [State.SYNCING, State.IN_SYNC])
@@ -147,7 +147,7 @@ def test_abort_while_replicating_goes_through_the_cleanup(state):  # type: ignor
     m.state = state
     out = actions.request_unfreeze(m, "alice", NOW, abort=True, policy=POLICY)
     assert out.migration.state == State.UNFREEZING and out.migration.aborting and out.enqueue
-    assert actions.step_due(out.migration) == StepName.UNFREEZE
+    assert work.step_due(out.migration) == StepName.UNFREEZE
 
 
 def test_abort_of_a_pending_window_request_voids_it_and_cleans_up():
@@ -167,10 +167,10 @@ def test_unfreeze_of_an_unfrozen_in_sync_source_is_refused_and_abort_without_rep
 
 def test_a_sync_that_failed_is_cleaned_up_on_abort_even_with_nothing_recorded():
     """A failed sync may have created objects by name only: its abort still runs the cleanup."""
-    m = actions.request_sync(planned(), "alice", NOW).migration
-    m = actions.start_step(m, StepName.SYNC, "w", "tok", NOW).migration
-    m = actions.fail_step(m, StepName.SYNC, "boom", NOW, "worker:w", "tok").migration
-    assert m.state == State.FAILED and m.sync_setup is None and actions.needs_cleanup(m)
+    m = sync.request_sync(planned(), "alice", NOW).migration
+    m = work.start_step(m, StepName.SYNC, "w", "tok", NOW).migration
+    m = work.fail_step(m, StepName.SYNC, "boom", NOW, "worker:w", "tok").migration
+    assert m.state == State.FAILED and m.sync_setup is None and sync.needs_cleanup(m)
     assert actions.request_unfreeze(m, "alice", NOW, abort=True).migration.state == State.UNFREEZING
 
 
@@ -178,23 +178,23 @@ def test_a_frozen_logical_migration_drains_instead_of_copying():
     """After a freeze from in_sync the due step is the drain, run as the copy's state, and it leads to verifying."""
     m = in_sync()
     m.state, m.freeze = State.FROZEN, snapshot()
-    assert actions.step_due(m) == StepName.DRAIN
-    started = actions.start_step(m, StepName.DRAIN, "w", "tok", NOW)
+    assert work.step_due(m) == StepName.DRAIN
+    started = work.start_step(m, StepName.DRAIN, "w", "tok", NOW)
     assert started.migration.state == State.COPYING and "drain of prod-old" in started.events[0].message
-    done = actions.finish_step(started.migration, StepName.DRAIN, "tok", Event.COPIED, "drained", {}, NOW)
+    done = work.finish_step(started.migration, StepName.DRAIN, "tok", Event.COPIED, "drained", {}, NOW)
     assert done.migration.state == State.VERIFYING
-    assert actions.RESUME_STATE[StepName.DRAIN] == State.FROZEN
+    assert work.RESUME_STATE[StepName.DRAIN] == State.FROZEN
 
 
 def test_a_new_replication_problem_and_its_resolution_are_events_once_each():
     """A reading adds an event for each new problem and each resolved one, and none when nothing changed."""
     m = in_sync()
     later = SyncStatus(at=NOW + timedelta(seconds=30), databases=[lag()], problems=["apply error in appdb: dup key"])
-    first = actions.record_sync_status(m, later, NOW, "worker:w")
+    first = sync.record_sync_status(m, later, NOW, "worker:w")
     assert [e.message for e in first.events] == ["replication problem: apply error in appdb: dup key"]
-    assert actions.record_sync_status(first.migration, later, NOW, "worker:w").events == []
+    assert sync.record_sync_status(first.migration, later, NOW, "worker:w").events == []
     clean = SyncStatus(at=NOW + timedelta(seconds=60), databases=[lag()])
-    resolved = actions.record_sync_status(first.migration, clean, NOW, "worker:w")
+    resolved = sync.record_sync_status(first.migration, clean, NOW, "worker:w")
     assert [e.message for e in resolved.events] == ["replication problem resolved: apply error in appdb: dup key"]
     assert resolved.migration.sync_status == clean
 
@@ -204,4 +204,4 @@ def test_a_reading_is_not_recorded_once_the_migration_moved_on():
     m = in_sync()
     m.state = State.FREEZING
     with pytest.raises(Refused, match="moved on"):
-        actions.record_sync_status(m, SyncStatus(at=NOW), NOW, "worker:w")
+        sync.record_sync_status(m, SyncStatus(at=NOW), NOW, "worker:w")

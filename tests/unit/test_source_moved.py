@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pgmove.state import actions
+from pgmove.state import actions, work
 from pgmove.state.machine import State
 from pgmove.state.models import (
     ApprovalAction,
@@ -29,9 +29,9 @@ def refused_cutover(moved: MovedSource):  # type: ignore[no-untyped-def]
     m.state = State.VERIFIED
     m = actions.request_approval(m, ApprovalAction.CUTOVER, "alice", NOW, POLICY).migration
     m = actions.decide(m, "bob", True, NOW, POLICY).migration
-    m = actions.start_step(m, StepName.CUTOVER, "w", "tok", NOW).migration
+    m = work.start_step(m, StepName.CUTOVER, "w", "tok", NOW).migration
     m.source_moved = moved
-    return actions.fail_step(m, StepName.CUTOVER, "Cutover refused: ...", NOW, "w", "tok").migration
+    return work.fail_step(m, StepName.CUTOVER, "Cutover refused: ...", NOW, "w", "tok").migration
 
 
 def test_retry_after_the_source_moved_recopies_from_the_source_as_the_cutover_found_it():
@@ -39,7 +39,7 @@ def test_retry_after_the_source_moved_recopies_from_the_source_as_the_cutover_fo
     m = refused_cutover(SEEN)
     assert m.failure.resume_state == State.FROZEN and m.quiet_baseline == OLD
     out = actions.retry(m, "alice", NOW)
-    assert out.migration.state == State.FROZEN and actions.step_due(out.migration) == StepName.COPY and out.enqueue
+    assert out.migration.state == State.FROZEN and work.step_due(out.migration) == StepName.COPY and out.enqueue
     assert out.migration.quiet_baseline == SEEN.baseline and out.migration.quiet_mark == SEEN.mark
     assert out.migration.source_moved is None
 
@@ -76,10 +76,10 @@ def test_a_source_that_moved_after_the_hook_ran_is_never_recopied_nor_unfrozen_b
     m.state = State.VERIFIED
     m = actions.request_approval(m, ApprovalAction.CUTOVER, "alice", NOW, POLICY).migration
     m = actions.decide(m, "bob", True, NOW, POLICY).migration
-    m = actions.start_step(m, StepName.CUTOVER, "w", "tok", NOW).migration
+    m = work.start_step(m, StepName.CUTOVER, "w", "tok", NOW).migration
     m.hook = HookReport(argv0="switch-app", started_at=NOW, finished_at=NOW, exit_status=1)
     m.source_moved = SEEN
-    m = actions.fail_step(m, StepName.CUTOVER, "Cutover refused: ...", NOW, "w", "tok").migration
+    m = work.fail_step(m, StepName.CUTOVER, "Cutover refused: ...", NOW, "w", "tok").migration
     assert m.failure.resume_state == State.CUTTING_OVER and actions.cutover_started(m)
     assert actions.retry(m, "alice", NOW).migration.state == State.CUTTING_OVER
     out = actions.request_unfreeze(m, "alice", NOW, policy=POLICY)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from pgmove.handlers import views
-from pgmove.state import actions
+from pgmove.state import actions, work
 from pgmove.state.machine import State
 from pgmove.state.models import Plan
 
@@ -51,7 +51,7 @@ def test_hints_of_a_failed_unfrozen_migration_and_of_an_abort_offer_only_what_wo
 
     now = datetime.now(UTC)
     m = actions.new_migration("m1", Plan(source="a", target="b"), "alice", now).migration
-    failed = actions.fail(m, StepName.PREFLIGHT, "no route to host", now, "worker:w1", State.PLANNED).migration
+    failed = work.fail(m, StepName.PREFLIGHT, "no route to host", now, "worker:w1", State.PLANNED).migration
     hint = views.next_hint(failed)
     assert "unfreeze" not in hint and "None" not in hint
     assert "retry a` to try the preflight step again" in hint and "abort a" in hint
