@@ -4,6 +4,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Tests start their own servers on free ports in their own directories: one test process per core.
+TEST_PROCESSES ?= auto
 
 .PHONY: demo test deps lint clean
 
@@ -22,7 +24,7 @@ demo: deps $(STAMP)
 test: deps $(STAMP)
 	$(BIN)/ruff check pgmove state handlers steps worker bot cli sandbox tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -x --durations=10
+	$(BIN)/python -m pytest -q -x --durations=10 -n $(TEST_PROCESSES)
 
 lint: $(STAMP)
 	$(BIN)/ruff check pgmove state handlers steps worker bot cli sandbox tests bench

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -29,10 +30,25 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: f
     raise TimeoutError(f"timed out waiting for {what}")
 
 
+# Below Linux's ephemeral range (32768+), so no outgoing connection holds the port between the pick and the bind;
+# random, so parallel test processes rarely pick alike (and servers retry on a port taken meanwhile).
+_PORTS = range(20000, 32000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    for _ in range(200):
+        port = random.choice(_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free local port found in 20000-31999")
 
 
 def postgres_bin_dir(major: int | None = None) -> Path:
@@ -60,6 +76,10 @@ def _as_sandbox_user() -> tuple[Callable[[], None] | None, int, int]:
         os.setuid(entry.pw_uid)
 
     return drop, entry.pw_uid, entry.pw_gid
+
+
+class PortTaken(RuntimeError):
+    """A server could not listen on the port it was given."""
 
 
 class PgCluster:
@@ -97,7 +117,16 @@ class PgCluster:
 
     def start(self, port: int | None = None, settings: dict[str, str] | None = None) -> PgCluster:
         """`settings` override the defaults below (a later -c wins), e.g. {"wal_level": "replica"}."""
-        self.port = port or free_port()
+        for attempt in range(3):
+            try:
+                return self._start(port or free_port(), settings)
+            except PortTaken:
+                if port is not None or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(self, port: int, settings: dict[str, str] | None) -> PgCluster:
+        self.port = port
         extra = [arg for name, value in (settings or {}).items() for arg in ("-c", f"{name}={value}")]
         log = open(self.log, "ab")  # noqa: SIM115 -- stays open for the server's lifetime
         os.chown(self.log, self._uid, self._gid)
@@ -118,7 +147,10 @@ class PgCluster:
             if ready.returncode == 0:
                 return self
             if self.proc.poll() is not None:
-                raise RuntimeError(f"postgres {self.name} exited; see {self.log}: {self.log.read_text()[-2000:]}")
+                said = self.log.read_text()[-2000:]
+                if "Address already in use" in said:  # another process took the port after free_port checked it
+                    raise PortTaken(said)
+                raise RuntimeError(f"postgres {self.name} exited; see {self.log}: {said}")
             time.sleep(0.1)
         raise RuntimeError(f"postgres {self.name} did not start within 60 s; see {self.log}")
 
@@ -168,10 +200,18 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.base.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
         binary = shutil.which("redis-server")
         if not binary:
             raise RuntimeError("redis-server is not installed (Debian package redis-server)")
+        for _ in range(3):
+            try:
+                return self._start(binary, free_port())
+            except PortTaken:
+                continue
+        raise RuntimeError("redis-server found its port taken three times")
+
+    def _start(self, binary: str, port: int) -> RedisServer:
+        self.port = port
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.base), "--logfile", str(self.base / "redis.log")],
@@ -185,6 +225,8 @@ class RedisServer:
                     if s.recv(16).startswith(b"+PONG"):
                         return self
             except OSError:
+                if self.proc.poll() is not None:  # it exits when it cannot listen
+                    raise PortTaken(f"redis-server exited on port {self.port}") from None
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 
