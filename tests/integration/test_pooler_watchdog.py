@@ -14,10 +14,12 @@ from tests.fixtures.services import _driver, pooler_config
 from tests.integration.test_source_after_verification import _verified
 
 REPO = str(Path(__file__).resolve().parents[2])
+# Under pytest-xdist each test process has its own name, which the workers it starts (and their watchdogs) inherit.
+_THIS_PROCESS = os.environ.get("PYTEST_XDIST_WORKER")
 
 
 def _watchdogs() -> dict[int, tuple[bytes, bytes]]:
-    """This checkout's pooler watchdogs: pid -> (command line, environment) as the kernel shows them."""
+    """This checkout's and this test process's pooler watchdogs: pid -> (command line, environment) as the kernel shows them."""
     found = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -25,7 +27,9 @@ def _watchdogs() -> dict[int, tuple[bytes, bytes]]:
             environ = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
             continue
-        if b"pgmove.worker.watchdog" in cmdline and f"PYTHONPATH={REPO}".encode() in environ:
+        entries = set(environ.split(b"\0"))
+        ours = _THIS_PROCESS is None or f"PYTEST_XDIST_WORKER={_THIS_PROCESS}".encode() in entries
+        if b"pgmove.worker.watchdog" in cmdline and f"PYTHONPATH={REPO}".encode() in entries and ours:
             found[int(pid)] = (cmdline, environ)
     return found
 
