@@ -18,7 +18,7 @@ from psycopg import sql
 
 from pgmove.state.errors import PgmoveError, StepFailed
 from pgmove.state.models import FreezeMode, FreezeSnapshot, SettingRow
-from pgmove.steps import freezerecord, freezeroles, guards, prepared, subscriptions
+from pgmove.steps import freezerecord, freezeroles, guards, prepared, sessions, subscriptions
 from pgmove.steps.connect import APPLICATION_NAME, Endpoint, Progress, connection, describe
 from pgmove.steps.sessions import end_sessions
 from pgmove.steps.settings import read_settings, set_statement
@@ -145,7 +145,7 @@ def _apply(src: Endpoint, snapshot: FreezeSnapshot, grace_seconds: float, progre
             "subscriptions_disabled": disabled}
 
 
-def unfreeze(src: Endpoint, snapshot: FreezeSnapshot, progress: Progress) -> dict[str, Any]:
+def unfreeze(src: Endpoint, snapshot: FreezeSnapshot, progress: Progress, grace_seconds: float = 5.0) -> dict[str, Any]:
     """Put every recorded setting, login, role attribute, subscription and privilege back exactly, then the guards go.
 
     Roles and databases are found by oid: renamed ones are restored under their new names, dropped ones
@@ -164,6 +164,10 @@ def unfreeze(src: Endpoint, snapshot: FreezeSnapshot, progress: Progress) -> dic
             conn.execute(set_statement(row.model_copy(update={"database": database, "role": role}), row.value))
             restored += 1
         freezeroles.give_back(conn, snapshot, names)
+        writable_since = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+    # Before the guards go: a session the freeze made read-only may hold a lock in an open transaction (a reader),
+    # and dropping a guard waits for every lock on its table.
+    ended = _end_sessions_opened_frozen(src, snapshot, writable_since, grace_seconds, progress)
     enabled, gone = subscriptions.enable(src, snapshot.subscriptions, names.databases)
     names.changes += gone
     removed = 0
@@ -174,10 +178,9 @@ def unfreeze(src: Endpoint, snapshot: FreezeSnapshot, progress: Progress) -> dic
         with connection(src, db) as conn:
             guards.restore_acls(conn, [a for a in snapshot.acls if a.database == recorded], names.roles)
             removed += guards.remove_guards(conn)
-    ended = _end_sessions_opened_frozen(src, snapshot)
     changed = f"; changed during the freeze: {'; '.join(names.changes)}" if names.changes else ""
     if ended:
-        changed += (f"; {len(ended)} idle session(s) opened during the freeze ended, as they would have stayed "
+        changed += (f"; {len(ended)} session(s) opened during the freeze ended, as they would have stayed "
                     "read-only (a pool reconnects them writable)")
     progress(f"{src.name}: guards removed from {removed} tables; {restored} settings, {len(snapshot.logins)} logins, "
              f"{len(snapshot.role_grants)} CREATEDB/CREATEROLE grants, {len(enabled)} subscriptions and "
@@ -188,18 +191,11 @@ def unfreeze(src: Endpoint, snapshot: FreezeSnapshot, progress: Progress) -> dic
             "changed": names.changes, "sessions_ended": ended}
 
 
-def _end_sessions_opened_frozen(src: Endpoint, snapshot: FreezeSnapshot) -> list[int]:
-    """A session keeps the defaults it started with: one opened under the freeze's read-only default would refuse
-    every write after the unfreeze (a pooler's server connection, say). End those that sit idle; a client or
-    pooler reconnects writable. pgmove's own sessions and replication are left alone."""
+def _end_sessions_opened_frozen(src: Endpoint, snapshot: FreezeSnapshot, writable_since: datetime,
+                                grace_seconds: float, progress: Progress) -> list[dict[str, Any]]:
     if snapshot.mode != FreezeMode.READ_ONLY:
         return []  # no-connect kept the app out: nothing of it started during the freeze
     with connection(src) as conn:
-        rows = conn.execute(
-            """SELECT pid FROM pg_stat_activity
-               WHERE backend_type = 'client backend' AND state = 'idle' AND pid <> pg_backend_pid()
-                 AND backend_start >= %s AND datname = ANY(%s) AND application_name <> %s
-                 AND usename <> current_user""",
-            (snapshot.taken_at, snapshot.databases, APPLICATION_NAME)).fetchall()
-        return [int(pid) for (pid,) in rows
-                if conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)]
+        return sessions.end_sessions_born_read_only(src, conn, writable_since, snapshot.databases,
+                                                    APPLICATION_NAME,
+                                                    grace_seconds, progress)

@@ -10,6 +10,7 @@ starts with pgmove_freeze so the copy can leave them all behind (RESTORE_EXCLUDE
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import psycopg
@@ -160,14 +161,36 @@ def restore_acls(conn: psycopg.Connection[Any], acls: list[AclRow], roles: dict[
                          (acl, row.name))
 
 
-def remove_guards(conn: psycopg.Connection[Any]) -> int:
-    """Drop every guard object (safe to repeat); returns how many table triggers were removed."""
+def remove_guards(conn: psycopg.Connection[Any], lock_timeout_s: float = 1.0, give_up_s: float = 60.0) -> int:
+    """Drop every guard object (safe to repeat); returns how many table triggers were removed.
+
+    Writes come back first and without a table lock: the refusing function is replaced by one that lets every
+    statement pass. Only then does each trigger go, in its own short transaction with a short lock timeout,
+    retried: a DROP TRIGGER waiting on a reader's lock would queue every query on that table behind it.
+    """
     conn.execute(sql.SQL("DROP EVENT TRIGGER IF EXISTS {}").format(sql.Identifier(EVENT_TRIGGER)))
+    if conn.execute("SELECT to_regprocedure(%s)", (f"{SCHEMA}.refuse()",)).fetchone() != (None,):
+        conn.execute(sql.SQL("CREATE OR REPLACE FUNCTION {}.refuse() RETURNS trigger LANGUAGE plpgsql AS {}").format(
+            sql.Identifier(SCHEMA), sql.Literal("BEGIN RETURN NULL; END")))
     tables = [r[0] for r in conn.execute(
         "SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = %s AND NOT tgisinternal", (TABLE_TRIGGER,)).fetchall()]
+    pending, deadline = list(tables), time.monotonic() + give_up_s
+    while pending:
+        table = pending.pop(0)
+        try:
+            with conn.transaction():
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(lock_timeout_s * 1000)}ms",))
+                conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TABLE_TRIGGER), sql.SQL(table)))
+        except psycopg.errors.LockNotAvailable:
+            if time.monotonic() > deadline:
+                holders = [f"{kind} {who} ({mode})" for kind, who, mode in conn.execute(_HOLDERS, (table,)).fetchall()]
+                raise GuardLocked(
+                    f"could not lock {table} in {conn.info.dbname} within {give_up_s:g}s to remove its guard"
+                    f"{': held by ' + ', '.join(holders) if holders else ''}. Writes are allowed already (the guard "
+                    "lets everything pass now); retry the unfreeze to remove what is left", table=table) from None
+            pending.append(table)
+            time.sleep(0.2)
     with conn.transaction():
-        for table in tables:
-            conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TABLE_TRIGGER), sql.SQL(table)))
         conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}.refuse(), {}.refuse_ddl()").format(
             sql.Identifier(SCHEMA), sql.Identifier(SCHEMA)))
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {}").format(sql.Identifier(SCHEMA)))

@@ -1,4 +1,6 @@
-"""Ending the sessions that predate a freeze: idle ones at once, busy ones (and prepared transactions) after a grace period."""
+"""Ending sessions around a freeze: idle ones at once, busy ones (and prepared transactions) after a grace period.
+
+Before the freeze, those that predate it (they are not read-only); after it, those it made read-only for good."""
 
 from __future__ import annotations
 
@@ -14,6 +16,13 @@ from pgmove.steps.connect import Endpoint, Progress
 _IN_TRANSACTION = ("idle in transaction", "idle in transaction (aborted)", "active", "fastpath function call")
 
 
+_SESSIONS = """
+    SELECT pid, usename, application_name, host(client_addr), state, datname,
+           extract(epoch FROM now() - backend_start)::int, extract(epoch FROM now() - xact_start)::int
+    FROM pg_stat_activity
+    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND """
+
+
 def end_sessions(
     src: Endpoint, conn: psycopg.Connection[Any], born_before: datetime, grace_seconds: float, progress: Progress,
     poll: float = 0.2,
@@ -25,22 +34,37 @@ def end_sessions(
     The report says who, from where, in which state and for how long; never what they were running
     (query text can hold personal data and literals).
     """
+    return _end(src, conn, _SESSIONS + "backend_start < %s", (born_before,), True, grace_seconds, progress, poll)
+
+
+def end_sessions_born_read_only(
+    src: Endpoint, conn: psycopg.Connection[Any], born_before: datetime, databases: list[str],
+    spare_application: str, grace_seconds: float, progress: Progress, poll: float = 0.2,
+) -> list[dict[str, Any]]:
+    """After a read-only freeze: a session keeps the defaults it started with, so one opened during the freeze
+    refuses every write for good (a pooler's server connection, say). Idle ones end at once; one in a transaction
+    gets the grace period to finish (it is read-only: it has nothing to lose but its session), then ends too.
+    A client or pooler reconnects writable. `born_before`: when the read-only default was lifted (by the server's
+    clock, as backend_start); every session born before the freeze was ended by it, so no lower bound is needed,
+    and none taken from pgmove's own clock could be trusted. pgmove's own sessions are spared."""
+    where = "backend_start < %s AND datname = ANY(%s) AND application_name <> %s AND usename <> current_user"
+    ended, _ = _end(src, conn, _SESSIONS + where, (born_before, databases, spare_application), False, grace_seconds,
+                    progress, poll)
+    return ended
+
+
+def _end(
+    src: Endpoint, conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...], prepared_too: bool,
+    grace_seconds: float, progress: Progress, poll: float,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     deadline = time.monotonic() + grace_seconds
     ended: list[dict[str, Any]] = []
     rolled_back: list[dict[str, Any]] = []
     announced_wait = announced_prepared = False
     while True:
         conn.execute("SELECT pg_stat_clear_snapshot()")  # each poll must see fresh activity, not a cached view
-        sessions = conn.execute(
-            """
-            SELECT pid, usename, application_name, host(client_addr), state, datname,
-                   extract(epoch FROM now() - backend_start)::int, extract(epoch FROM now() - xact_start)::int
-            FROM pg_stat_activity
-            WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND backend_start < %s
-            """,
-            (born_before,),
-        ).fetchall()
-        xacts = prepared.pending(conn)
+        sessions = conn.execute(query, params).fetchall()
+        xacts = prepared.pending(conn) if prepared_too else []
         if not sessions and not xacts:
             return ended, rolled_back
         overdue = time.monotonic() >= deadline

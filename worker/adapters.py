@@ -287,7 +287,7 @@ def finish_cutover(rt: Runtime, m: Migration, ctx: StepContext, result: dict[str
 def _unfreeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     result: dict[str, Any] = {}
     if m.freeze is not None:
-        result = freeze.unfreeze(rt.endpoint(m.source), m.freeze, ctx.progress)
+        result = freeze.unfreeze(rt.endpoint(m.source), m.freeze, ctx.progress, rt.config.freeze_grace_seconds)
     if m.window_rollback or needs_cleanup(m):
         return logical.after_unfreeze(rt, m, ctx, result)
     # The source took writes again (or will): nothing an earlier copy finished may be kept by the next one.

@@ -171,3 +171,60 @@ def test_unfreeze_ends_idle_sessions_opened_under_the_freeze_so_no_pool_stays_re
         during.execute("SELECT 1")
     with app_conn(source, passwords) as after:
         after.execute("INSERT INTO orders (customer, total) VALUES ('after the freeze', 1)")
+
+
+def test_unfreeze_ends_sessions_opened_under_the_freeze_even_inside_a_transaction(source, passwords, src):  # type: ignore[no-untyped-def]
+    """A session opened during the freeze and sitting in a transaction at unfreeze gets the grace period, then is
+    ended too (it could never write again), and the report names it."""
+    snap, _, _ = do_freeze(src)
+    held = app_conn(source, passwords)
+    held.execute("BEGIN")
+    held.execute("SELECT count(*) FROM orders")
+    events = Events()
+    result = freeze.unfreeze(src, snap, events, grace_seconds=0.5)
+    with pytest.raises(psycopg.Error, match="terminating connection"):
+        held.execute("SELECT 1")
+    (session,) = [s for s in result["sessions_ended"] if s["role"] == "app"]
+    assert session["state"] == "idle in transaction" and "grace period" in session["reason"]
+    assert any("session(s) in a transaction get 0.5s to finish" in m for m in events.messages)
+    with app_conn(source, passwords) as after:
+        after.execute("INSERT INTO orders (customer, total) VALUES ('after the freeze', 1)")
+
+
+def test_unfreeze_gives_writes_back_while_a_spared_reader_holds_a_lock(source, passwords, src):  # type: ignore[no-untyped-def]
+    """A reader unfreeze must not end (pgmove's own role) holds a lock on a guarded table: the app writes again at once,
+    without waiting for it, and once it lets go the guards are gone and the catalog is exactly as before."""
+    before = snapshot(source)
+    snap, _, _ = do_freeze(src)
+    reader = psycopg.connect(source.tcp_dsn("pgmove", "appdb"), password=passwords.source_pgmove, autocommit=True)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM orders")
+    outcome: list[object] = []
+    thread = threading.Thread(target=lambda: outcome.append(freeze.unfreeze(src, snap, Events(), grace_seconds=0.5)))
+    thread.start()
+    try:
+        def writable_session() -> psycopg.Connection | None:  # type: ignore[type-arg]
+            conn = app_conn(source, passwords)
+            if conn.execute("SHOW default_transaction_read_only").fetchone() == ("off",):
+                return conn
+            conn.close()
+            return None
+        app = wait_until(writable_session, 20, "the read-only default to be lifted")
+        app.execute("SET statement_timeout = '10s'")
+
+        def written() -> bool:
+            try:
+                app.execute("INSERT INTO orders (customer, total) VALUES ('while the reader holds its lock', 1)")
+                return True
+            except psycopg.errors.ReadOnlySqlTransaction:
+                return False  # the guard is not neutralized yet
+        wait_until(written, 20, "the app's write to be taken")
+        assert thread.is_alive(), "unfreeze finished although the reader still holds its lock"
+        app.execute("DELETE FROM orders WHERE customer = 'while the reader holds its lock'")
+        app.close()
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+        thread.join(timeout=60)
+    assert outcome, "unfreeze did not finish once the reader let go"
+    assert snapshot(source) == before
