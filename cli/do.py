@@ -110,9 +110,11 @@ def wait_until_resting(store: Store, config: Config, m: Migration, timeout: floa
     last_check, told = 0.0, False
     while time.monotonic() < deadline:
         current = store.get(m.id)
-        if current is not None and current.state in RESTING and step_due(current) is None:
-            return current
-        for event in store.wait_events(m.id, cursor, block_ms=500, live_after=live_cursor):
+        # A record and its events are written together: once it rests, the events that brought it there are all
+        # in the stream, and are printed before returning (the last transition line included).
+        resting = current is not None and current.state in RESTING and step_due(current) is None
+        for event in store.wait_events(m.id, cursor, block_ms=0 if resting else 500,
+                                       live_after=None if resting else live_cursor):
             if event.data.get("tick"):
                 live_cursor = event.id or live_cursor
             else:
@@ -120,6 +122,8 @@ def wait_until_resting(store: Store, config: Config, m: Migration, timeout: floa
             if event.data.get("via") == "cli":  # this command's own origin line
                 continue
             typer.echo(views.for_terminal(views.event_line(event)), err=True)
+        if resting:
+            return current
         if time.monotonic() - last_check > 2:
             # With the config it also resumes poolers a dead step left paused; a cutover window it finds dead
             # unfreezes, which a worker must be asked to do.

@@ -337,11 +337,12 @@ class Store:
         return _text(rows[0][0]) if rows else None
 
     def wait_events(self, migration_id: str, after: str, block_ms: int, live_after: str | None = None) -> list[AuditEvent]:
-        """New audit events after `after`, and live ticks after `live_after` when given, in stream-id order."""
+        """New audit events after `after`, and live ticks after `live_after` when given, in stream-id order;
+        waits up to `block_ms` for the first (0: does not wait)."""
         streams = {self.keys.events(migration_id): after}
         if live_after is not None:
             streams[self.keys.live(migration_id)] = live_after
-        reply: Any = self._redis.xread(streams, block=block_ms)  # type: ignore[arg-type]
+        reply: Any = self._redis.xread(streams, block=block_ms if block_ms > 0 else None)  # type: ignore[arg-type]
         found = [self._event(stream_id, fields) for _, rows in reply for stream_id, fields in rows]
         return sorted(found, key=lambda e: tuple(int(x) for x in (e.id or "0-0").split("-")))
 
