@@ -184,6 +184,8 @@ def sync_lines(m: Migration) -> list[str]:
         for t in r.keyless:
             lines.append(esc(f"table without a key: {t.database}.{t.schema_name}.{t.name} ({t.size_bytes / 1e6:.1f} MB)"))
         lines += [f"not replicated: {esc(n)}" for n in r.not_carried]
+        if r.wal_held:
+            lines.append(esc(f"WAL: {r.wal_held}"))
         if m.expected_downtime_seconds is not None:
             lines.append(f"expected write downtime at cutover: about {m.expected_downtime_seconds:g}s")
     return lines

@@ -48,6 +48,7 @@ class LogicalReadiness(BaseModel):
     keyless: list[KeylessTable] = Field(default_factory=list)
     not_carried: list[str] = Field(default_factory=list)  # what replication does not carry, and how pgmove does
     settings: dict[str, str] = Field(default_factory=dict)  # e.g. {"source.wal_level": "logical"}
+    wal_held: str = ""  # what the initial copy will make the source's slots keep, and whether that fits
 
 
 class SyncDatabase(BaseModel):

@@ -30,8 +30,12 @@ def readiness_of(rt: Runtime, m: Migration, ctx: StepContext, report: PreflightR
     """Preflight's replication half: what blocks sync, the keyless tables, and the write downtime to expect."""
     assert m.target is not None
     databases = [d.name for d in report.databases if m.plan.databases is None or d.name in m.plan.databases]
+    wal = readiness.WalBudget(
+        copy_bytes=sum(d.size_bytes for d in report.databases if d.name in databases),
+        copy_bytes_per_second=rt.config.window_copy_mb_per_second * 1024 * 1024,
+        max_retained_bytes=rt.config.max_retained_wal_mb * 1024 * 1024)
     ready = readiness.check(ctx.endpoint(m.source), ctx.endpoint(m.target), databases,
-                            replica_identity_full=m.plan.replica_identity_full)
+                            replica_identity_full=m.plan.replica_identity_full, wal=wal)
     ctx.record("replication readiness recorded", readiness=ready,
                expected_downtime_seconds=expected_downtime(ready, m.plan.replica_identity_full,
                                                            rt.config.window_copy_mb_per_second))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -22,10 +24,21 @@ def _settings(conn: psycopg.Connection[Any], names: tuple[str, ...]) -> dict[str
     return {name: setting + (unit if unit and unit not in ("8kB",) else "") for name, setting, unit in rows}
 
 
-def check(src: Endpoint, dst: Endpoint, databases: list[str], *, replica_identity_full: bool) -> LogicalReadiness:
+@dataclass(frozen=True)
+class WalBudget:
+    """What the initial copy will make the source's slots hold: the data to copy at the expected rate, and the
+    limits that WAL meets (the server's max_slot_wal_keep_size, pgmove's own max_retained_wal_mb)."""
+    copy_bytes: int
+    copy_bytes_per_second: float
+    max_retained_bytes: int
+
+
+def check(src: Endpoint, dst: Endpoint, databases: list[str], *, replica_identity_full: bool,
+          wal: WalBudget | None = None) -> LogicalReadiness:
     ready = LogicalReadiness()
     with connection(src) as conn:
         s = _settings(conn, _SOURCE_SETTINGS)
+        wal_rate = _wal_rate(conn)
         used_slots = int(conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0])  # type: ignore[index]
         senders = int(conn.execute("SELECT count(*) FROM pg_stat_replication").fetchone()[0])  # type: ignore[index]
         can_replicate = conn.execute(
@@ -60,6 +73,8 @@ def check(src: Endpoint, dst: Endpoint, databases: list[str], *, replica_identit
     if keep in ("-1", "-1MB"):
         ready.warnings.append(f"{src.name} has max_slot_wal_keep_size = -1: a slot that stops moving keeps WAL "
                               "without limit; pgmove reports retained WAL above its limit, watch the disk")
+    if wal is not None:
+        _wal_held(ready, src.name, wal, wal_rate, None if keep in ("-1", "-1MB") else _megabytes(keep))
     _tables(ready, src, databases, replica_identity_full)
     return ready
 
@@ -103,3 +118,42 @@ def _tables(ready: LogicalReadiness, src: Endpoint, databases: list[str], replic
     if unlogged:
         ready.not_carried.append(f"unlogged and extension configuration tables ({len(unlogged)}: "
                                  f"{', '.join(t.label for t in unlogged)}): copied inside the freeze window")
+
+
+def _wal_rate(conn: psycopg.Connection[Any]) -> float:
+    """Bytes of WAL the source writes per second: the higher of the last second's and the average since the WAL
+    statistics were reset (a quiet moment must not hide a busy day)."""
+    first = conn.execute("SELECT pg_current_wal_lsn(), clock_timestamp()").fetchone()
+    time.sleep(1.0)
+    now = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s), extract(epoch FROM clock_timestamp() - %s)",
+                       first).fetchone()
+    rates = [float(now[0]) / max(float(now[1]), 0.001)]  # type: ignore[index]
+    average = conn.execute("SELECT wal_bytes / extract(epoch FROM now() - stats_reset) FROM pg_stat_wal "
+                           "WHERE stats_reset < now() - interval '1 minute'").fetchone()
+    if average is not None and average[0] is not None:
+        rates.append(float(average[0]))
+    return max(rates)
+
+
+def _megabytes(setting: str) -> int:
+    """max_slot_wal_keep_size as pg_settings gives it (MB) in bytes."""
+    return int(setting.removesuffix("MB")) * 1024 * 1024
+
+
+def _wal_held(ready: LogicalReadiness, source: str, wal: WalBudget, rate: float, keep: int | None) -> None:
+    """The slots hold every byte of WAL written from the slot's creation until the subscriptions confirm it: the
+    whole initial copy at least. Too much for max_slot_wal_keep_size and the slot is lost mid-copy: that blocks."""
+    seconds = wal.copy_bytes / max(wal.copy_bytes_per_second, 1.0)
+    held = int(rate * seconds)
+    said = (f"the initial copy ({wal.copy_bytes / 1e9:.2f} GB, about {seconds:.0f} s) will make {source} keep about "
+            f"{held / 1e6:.0f} MB of WAL (it writes {rate / 1e6:.2f} MB/s)")
+    ready.settings["source.wal_bytes_per_second"] = f"{rate:.0f}"
+    ready.settings["source.wal_held_during_copy_bytes"] = str(held)
+    if keep is not None and held > keep:
+        ready.problems.append(f"{said}, more than its max_slot_wal_keep_size ({keep // (1024 * 1024)} MB): the slot "
+                              f"would be invalidated before the copy ends. Raise max_slot_wal_keep_size above "
+                              f"{2 * held // (1024 * 1024)} MB (a reload), or sync when it writes less")
+    elif held > wal.max_retained_bytes:
+        ready.warnings.append(f"{said}, more than pgmove's max_retained_wal_mb ({wal.max_retained_bytes // (1024 * 1024)}"
+                              " MB): the freeze stays blocked until the target catches up and the slot lets it go")
+    ready.wal_held = f"{said}; pg_wal's disk on {source} needs that much free"

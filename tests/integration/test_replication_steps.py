@@ -106,6 +106,41 @@ def test_readiness_passes_a_logical_source(source, target, passwords):  # type: 
     assert found.settings["source.wal_level"] == "logical"
 
 
+def test_readiness_blocks_a_copy_whose_wal_outgrows_max_slot_wal_keep_size(golden_source, sandbox_root, source, target, passwords):  # type: ignore[no-untyped-def]
+    """A source writing WAL while max_slot_wal_keep_size is smaller than what the initial copy would hold is blocked,
+    with the estimate and the size to raise it to; the same source without the limit gets the estimate only."""
+    base = sandbox_root / "small-keep"
+    cluster = golden_source.clone(base, "small-keep").start(settings={"max_slot_wal_keep_size": "1MB"})
+    stop = False
+
+    def write() -> None:
+        with psycopg.connect(cluster.admin_dsn("appdb"), autocommit=True) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS wal_maker (x text)")
+            while not stop:
+                conn.execute("INSERT INTO wal_maker SELECT repeat('x', 200) FROM generate_series(1, 2000)")
+
+    import threading
+    writer = threading.Thread(target=write)
+    writer.start()
+    budget = readiness.WalBudget(copy_bytes=10 * 1024**3, copy_bytes_per_second=50 * 1024**2,
+                                 max_retained_bytes=10 * 1024**3)
+    try:
+        time.sleep(0.5)
+        src, dst = endpoints(cluster, target, passwords)
+        found = readiness.check(src, dst, DATABASES, replica_identity_full=False, wal=budget)
+        unlimited = readiness.check(*endpoints(source, target, passwords), DATABASES, replica_identity_full=False,
+                                    wal=budget)
+    finally:
+        stop = True
+        writer.join()
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    assert any("max_slot_wal_keep_size (1 MB)" in p and "invalidated" in p for p in found.problems), found.problems
+    assert int(found.settings["source.wal_held_during_copy_bytes"]) > 1024 * 1024
+    assert not any("max_slot_wal_keep_size (" in p for p in unlimited.problems), unlimited.problems
+    assert "pg_wal's disk" in unlimited.wal_held and "pg_wal's disk" in found.wal_held
+
+
 @pytest.mark.parametrize("target_name", ["target", "target18"])
 @pytest.mark.parametrize("initial_copy", ["subscription", "snapshot"])
 def test_sync_follows_writes_then_drain_and_finish_leave_the_target_equal(source, passwords, tmp_path, request,  # type: ignore[no-untyped-def]
