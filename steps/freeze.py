@@ -165,18 +165,21 @@ def unfreeze(src: Endpoint, snapshot: FreezeSnapshot, progress: Progress, grace_
             restored += 1
         freezeroles.give_back(conn, snapshot, names)
         writable_since = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
-    # Before the guards go: a session the freeze made read-only may hold a lock in an open transaction (a reader),
-    # and dropping a guard waits for every lock on its table.
-    ended = _end_sessions_opened_frozen(src, snapshot, writable_since, grace_seconds, progress)
     enabled, gone = subscriptions.enable(src, snapshot.subscriptions, names.databases)
     names.changes += gone
-    removed = 0
-    current = [(db, names.database(db)) for db in snapshot.databases]
-    for recorded, db in sorted(current, key=lambda pair: pair[1] == maintenance):
-        if db is None:
-            continue  # dropped meanwhile: nothing of ours is left in it
+    # dropped meanwhile: nothing of ours is left in it; the maintenance database's guards (and record) go last
+    current = sorted(((db, names.database(db)) for db in snapshot.databases if names.database(db) is not None),
+                     key=lambda pair: pair[1] == maintenance)
+    for recorded, db in current:
         with connection(src, db) as conn:
             guards.restore_acls(conn, [a for a in snapshot.acls if a.database == recorded], names.roles)
+            guards.let_writes_through(conn)
+    # Writes are back. Before the guards go: a session the freeze made read-only may hold a lock in an open
+    # transaction (a reader), and dropping a guard waits for every lock on its table.
+    ended = _end_sessions_opened_frozen(src, snapshot, writable_since, grace_seconds, progress)
+    removed = 0
+    for _, db in current:
+        with connection(src, db) as conn:
             removed += guards.remove_guards(conn)
     changed = f"; changed during the freeze: {'; '.join(names.changes)}" if names.changes else ""
     if ended:

@@ -161,17 +161,23 @@ def restore_acls(conn: psycopg.Connection[Any], acls: list[AclRow], roles: dict[
                          (acl, row.name))
 
 
-def remove_guards(conn: psycopg.Connection[Any], lock_timeout_s: float = 1.0, give_up_s: float = 60.0) -> int:
-    """Drop every guard object (safe to repeat); returns how many table triggers were removed.
-
-    Writes come back first and without a table lock: the refusing function is replaced by one that lets every
-    statement pass. Only then does each trigger go, in its own short transaction with a short lock timeout,
-    retried: a DROP TRIGGER waiting on a reader's lock would queue every query on that table behind it.
-    """
+def let_writes_through(conn: psycopg.Connection[Any]) -> None:
+    """Writes come back without taking a single table lock (safe to repeat): the DDL guard goes, and the function
+    every table guard calls is replaced by one that lets each statement pass. The triggers go later."""
     conn.execute(sql.SQL("DROP EVENT TRIGGER IF EXISTS {}").format(sql.Identifier(EVENT_TRIGGER)))
     if conn.execute("SELECT to_regprocedure(%s)", (f"{SCHEMA}.refuse()",)).fetchone() != (None,):
         conn.execute(sql.SQL("CREATE OR REPLACE FUNCTION {}.refuse() RETURNS trigger LANGUAGE plpgsql AS {}").format(
             sql.Identifier(SCHEMA), sql.Literal("BEGIN RETURN NULL; END")))
+
+
+def remove_guards(conn: psycopg.Connection[Any], lock_timeout_s: float = 1.0, give_up_s: float = 60.0) -> int:
+    """Drop every guard object (safe to repeat); returns how many table triggers were removed.
+
+    Writes come back first (let_writes_through). Then each trigger goes in its own short transaction with a
+    short lock timeout, retried: a DROP TRIGGER waiting on a reader's lock would queue every query on that table
+    behind it.
+    """
+    let_writes_through(conn)
     tables = [r[0] for r in conn.execute(
         "SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = %s AND NOT tgisinternal", (TABLE_TRIGGER,)).fetchall()]
     pending, deadline = list(tables), time.monotonic() + give_up_s

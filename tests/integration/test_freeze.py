@@ -175,20 +175,24 @@ def test_unfreeze_ends_idle_sessions_opened_under_the_freeze_so_no_pool_stays_re
 
 def test_unfreeze_ends_sessions_opened_under_the_freeze_even_inside_a_transaction(source, passwords, src):  # type: ignore[no-untyped-def]
     """A session opened during the freeze and sitting in a transaction at unfreeze gets the grace period, then is
-    ended too (it could never write again), and the report names it."""
+    ended too (it could never write again), and the report names it; writes are back before that wait begins."""
     snap, _, _ = do_freeze(src)
     held = app_conn(source, passwords)
     held.execute("BEGIN")
     held.execute("SELECT count(*) FROM orders")
     events = Events()
-    result = freeze.unfreeze(src, snap, events, grace_seconds=0.5)
+    outcome: list[dict] = []  # type: ignore[type-arg]
+    thread = threading.Thread(target=lambda: outcome.append(freeze.unfreeze(src, snap, events, grace_seconds=5)))
+    thread.start()
+    wait_until(lambda: any("get 5s to finish" in m for m in events.messages), 20, "the grace period to begin")
+    with app_conn(source, passwords) as after:
+        after.execute("INSERT INTO orders (customer, total) VALUES ('during the grace period', 1)")
+    assert thread.is_alive(), "the grace period ended before the write was tried"
+    thread.join(timeout=30)
     with pytest.raises(psycopg.Error, match="terminating connection"):
         held.execute("SELECT 1")
-    (session,) = [s for s in result["sessions_ended"] if s["role"] == "app"]
+    (session,) = [s for s in outcome[0]["sessions_ended"] if s["role"] == "app"]
     assert session["state"] == "idle in transaction" and "grace period" in session["reason"]
-    assert any("session(s) in a transaction get 0.5s to finish" in m for m in events.messages)
-    with app_conn(source, passwords) as after:
-        after.execute("INSERT INTO orders (customer, total) VALUES ('after the freeze', 1)")
 
 
 def test_unfreeze_gives_writes_back_while_a_spared_reader_holds_a_lock(source, passwords, src):  # type: ignore[no-untyped-def]
