@@ -22,9 +22,10 @@ pytestmark = pytest.mark.slow
 def hook(tmp_path: Path, name: str, status: int = 0, body: str = "") -> str:
     """A hook that appends what it saw (its name, argv, environment) to hooks.jsonl, says so, and exits `status`."""
     path = tmp_path / name
-    path.write_text(f"#!{sys.executable}\nimport json, os, sys\n{body}\n"
+    path.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
                     f"with open({str(tmp_path / 'hooks.jsonl')!r}, 'a') as f:\n"
                     f"    f.write(json.dumps({{'hook': {name!r}, 'argv': sys.argv[1:], 'env': dict(os.environ)}}) + '\\n')\n"
+                    f"{body}\n"
                     f"print({name!r} + ' says hello')\n"
                     f"sys.exit({status})\n")
     path.chmod(0o755)
