@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from pgmove.sandbox.demohooks import with_hooks
 from tests.integration.catalog import customize, snapshot
 from tests.integration.test_logical_flow import do_json
 from tests.integration.test_worker import store_of
@@ -38,12 +39,9 @@ def ran(tmp_path: Path) -> list[dict[str, Any]]:
 
 
 def server_keys(pgmove: Any, server: str, **keys: object) -> None:
-    """Add keys to [servers.<server>] of the test's config (each section ends at a blank line)."""
-    text = pgmove.config_path.read_text()
-    head, start, rest = text.partition(f"[servers.{server}]\n")
-    body, blank, tail = rest.partition("\n\n")
+    """Add keys to [servers.<server>] of the test's config."""
     lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items())
-    pgmove.config_path.write_text(f"{head}{start}{body}\n{lines}{blank}{tail}")
+    pgmove.config_path.write_text(with_hooks(pgmove.config_path.read_text(), {server: lines}))
 
 
 def messages(pgmove: Any, migration_id: str) -> list[str]:
