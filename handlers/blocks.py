@@ -114,6 +114,9 @@ def approval_message(m: Migration, approval: Approval, approvers: list[str], now
                                    "verification run." if m.target else ". No copy: this is a freeze only."))
         if m.freeze_options.archive:
             effect += f" A dump of the frozen source is kept as the archive `{esc(m.freeze_options.archive)}`."
+        if m.freeze_options.snapshot:
+            effect = (f"Writes to *{source}* stop (a {m.freeze_options.mode.value} freeze); then CHECKPOINT, the "
+                      f"configured snapshot hook, and an automatic unfreeze, even if the hook fails. No copy.")
     elif action == "unfreeze":
         effect = (f"*{source}* takes writes again{' and the migration is aborted' if m.aborting else ''}, after a "
                   f"cutover that started: the app may already be on *{target}* (two writable servers). "
@@ -126,6 +129,8 @@ def approval_message(m: Migration, approval: Approval, approvers: list[str], now
         if m.preflight and m.preflight.poolers:
             effect += (" The app's poolers are PAUSEd for the switch, repointed and RESUMEd: its clients wait, "
                        "they are not cut off. " + esc(" ".join(f"{p}." for p in m.preflight.poolers)))
+    if approval.rollback:  # the way back and its cost: part of what the approver approves
+        effect += "\n" + esc(approval.rollback)
     text = (f"*{action.capitalize()} of {views.title(m)}* requested by {mention(approval.requester)}\n{effect}\n"
             f"Databases: {dbs}\nMay approve: {who} (not the requester), before {approval.expires_at:%H:%M} UTC.")
     blocks: list[Block] = [_md(text[:MAX_TEXT])]

@@ -227,7 +227,12 @@ def cmd_history(deps: Deps, actor: str, command: ServerCmd) -> Reply:
 
 def cmd_freeze(deps: Deps, actor: str, command: FreezeCmd) -> Reply:
     server, now = _known(deps.config, command.server), deps.clock()
-    options = FreezeOptions(mode=FreezeMode(command.mode), grace_seconds=command.grace_seconds, archive=command.archive)
+    options = FreezeOptions(mode=FreezeMode(command.mode), grace_seconds=command.grace_seconds, archive=command.archive,
+                            snapshot=command.snapshot)
+    if command.snapshot and not deps.config.servers[server].snapshot_hook:
+        raise Refused(f"--snapshot needs `snapshot_hook` in [servers.{server}] of pgmove's config: the command that "
+                      "takes the volume snapshot (it gets the server name and a label). Nothing was requested; ask "
+                      "whoever runs pgmove to set it, or freeze without --snapshot.")
     if command.archive and not deps.config.archive_dir:
         raise Refused("--archive needs `archive_dir` in pgmove's config: the folder on the worker's host where archives "
                       "are kept. Ask whoever runs pgmove to set it, or freeze without --archive.")

@@ -38,7 +38,7 @@ USAGE: dict[str, str] = {
     "plan": "plan <source> <target> [--databases a,b] [--jobs N] [--method dump|logical] [--replica-identity-full]",
     "sync": "sync <server>",
     "status": "status [<server>]",
-    "freeze": "freeze <server> [--mode read-only|no-connect] [--grace 30s] [--archive NAME]",
+    "freeze": "freeze <server> [--mode read-only|no-connect] [--grace 30s] [--archive NAME] [--snapshot]",
     "approve": "approve <server> [<request id>]",
     "reject": "reject <server> [--request <id>] [reason]",
     "unfreeze": "unfreeze <server>",

@@ -122,6 +122,7 @@ class FreezeCmd(Command):
     archive: str | None = _option(
         "archive", "a folder name (letters, digits, . _ -; it goes under the configured archive_dir)",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    snapshot: bool = _option("snapshot", "no value", False)
 
 
 class Approve(Command):

@@ -134,6 +134,8 @@ def approval_text(m: Migration) -> str:
         how += f", {m.freeze_options.mode.value} freeze" + (f", {grace:g}s grace" if grace is not None else "")
         if m.freeze_options.archive:
             how += f", an archive kept as {esc(m.freeze_options.archive)}"
+        if m.freeze_options.snapshot:
+            how += ", then CHECKPOINT, the snapshot hook and an automatic unfreeze"
     if a.action.value == "unfreeze":
         what = "Abort (unfreezing the source)" if m.aborting else "Unfreeze"
         return (f"{what} of {title(m)} requested by {mention(a.requester)} (request {esc(a.id)}) after its cutover "
@@ -141,10 +143,11 @@ def approval_text(m: Migration) -> str:
                 f"{esc(m.target or 'the target')}. {esc(hook_report_text(m))} Another approver must approve before "
                 f"{a.expires_at:%H:%M} UTC: `/pgmove approve {esc(m.source)}`.")
     if a.action.value == "cutover" and a.window_seconds is not None:
-        return window_text(m)
+        return window_text(m) + (f"\n{esc(a.rollback)}" if a.rollback else "")
+    rollback = f"\n{esc(a.rollback)}" if a.rollback else ""
     return (f"{a.action.value.capitalize()} of {title(m)} requested by {mention(a.requester)} (request {esc(a.id)}): "
             f"{dbs}{size}, {how}. Another approver must approve before {a.expires_at:%H:%M} UTC: "
-            f"`/pgmove approve {esc(m.source)}`.")
+            f"`/pgmove approve {esc(m.source)}`.{rollback}")
 
 
 def window_text(m: Migration) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 
+from pgmove.sandbox.demohooks import pause_files, with_hooks, write_hooks
 from pgmove.sandbox.fakeslack.driver import Driver
 from pgmove.sandbox.fakeslack.server import FakeSlack
 from pgmove.sandbox.fakeslack.transcript import as_html, as_text
@@ -28,11 +29,14 @@ SIGNING_SECRET = "demo-signing-secret"
 
 class LiveWriter(threading.Thread):
     """The app, still writing (through PgBouncer) while the team works: it must lose nothing it was told was saved,
-    and see no error but the frozen source's refusals, not even while the pooler switches it to prod-new."""
+    and see no error but the frozen source's refusals, not even while the pooler switches it to prod-new. Its
+    pause_app_hook stops it before the freeze and the resume_app_hook starts it again on prod-new."""
 
-    def __init__(self, dsn: str, password: str) -> None:
+    def __init__(self, dsn: str, password: str, pause: tuple[Path, Path] | None = None) -> None:
         super().__init__(daemon=True)
         self.dsn, self.password = dsn, password
+        self.pause = pause  # (flag, ack): the pause_app_hook raises the flag, the writer answers once idle
+        self.paused_seconds = 0.0
         self.acked: list[tuple[int, int]] = []  # (id, the port of the server that took it)
         self.refused = 0  # read-only: the freeze, refusing loudly as it should
         self.errors: list[str] = []  # anything else: what the app would have to retry or report
@@ -40,7 +44,17 @@ class LiveWriter(threading.Thread):
 
     def run(self) -> None:
         conn = None
+        paused_at: float | None = None
         while not self.stop.is_set():
+            if self.pause is not None and self.pause[0].exists():  # checked between inserts: none is in flight
+                if paused_at is None:
+                    paused_at = time.monotonic()
+                    self.pause[1].write_text(f"{len(self.acked)} inserts acknowledged so far, none in flight")
+                time.sleep(0.05)
+                continue
+            if paused_at is not None:
+                self.paused_seconds += time.monotonic() - paused_at
+                paused_at = None
             try:
                 # Nothing prepared: PgBouncer's transaction pooling hands each transaction any server connection.
                 conn = conn or psycopg.connect(self.dsn, password=self.password, autocommit=True, connect_timeout=3,
@@ -83,7 +97,7 @@ def run_demo(keep: bool = False) -> int:
         redis_server.start()
         slack.start()
         config = base / "pgmove.toml"
-        config.write_text(_config(redis_server.url, source, target, bouncer))
+        config.write_text(with_hooks(_config(redis_server.url, source, target, bouncer), write_hooks(base)))
         port = free_port()
         env = {**os.environ, "PGMOVE_PROD_OLD_PASSWORD": pw.source_pgmove, "PGMOVE_PROD_NEW_PASSWORD": pw.target_pgmove,
                "PGMOVE_POOLER_PASSWORD": bouncer.admin_password,
@@ -95,7 +109,7 @@ def run_demo(keep: bool = False) -> int:
         store = Store.from_url(redis_server.url)
         drive = Driver(slack, SIGNING_SECRET, bot_url=f"http://127.0.0.1:{port}/slack/events")
         wait_until(lambda: _listening(port), 30, "the bot")
-        writer = LiveWriter(bouncer.dsn("app", "appdb"), pw.app)
+        writer = LiveWriter(bouncer.dsn("app", "appdb"), pw.app, pause_files(base))
         writer.start()
         say(f"logs: {base}/worker.log, {base}/bot.log; the app keeps inserting into appdb through PgBouncer "
             f"(port {bouncer.port}), which sends it to prod-old\n")
@@ -116,8 +130,9 @@ def run_demo(keep: bool = False) -> int:
         Path("demo-transcript.txt").write_text(transcript)
         Path("demo-transcript.html").write_text(as_html(slack, "C_DBMIG"))
         say(f"the app's writer, through PgBouncer: {len(writer.acked) - after} inserts acknowledged by prod-old, "
-            f"{after} by prod-new after the switch, {len(lost)} of them missing on prod-new; {writer.refused} refused "
-            f"while frozen (read-only, by design); {len(writer.errors)} other client errors"
+            f"{after} by prod-new after the switch, {len(lost)} of them missing on prod-new; paused by the "
+            f"pause_app_hook for {writer.paused_seconds:.1f}s (freeze to cutover); {writer.refused} refused while "
+            f"frozen (read-only, by design); {len(writer.errors)} other client errors"
             + (f": {writer.errors[:3]}" if writer.errors else ""))
         if slack.errors:
             say(f"Slack would have refused {len(slack.errors)} call(s): {slack.errors[:3]}")

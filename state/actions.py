@@ -23,6 +23,7 @@ from pgmove.state.models import (
 )
 from pgmove.state.outcome import Outcome, Policy, audit_event, decision_event, not_now, transition
 from pgmove.state.report import VerifyMode
+from pgmove.state.rollback import rollback_plan
 from pgmove.state.sync import DEFAULT_WINDOW_SECONDS, check_sync, needs_cleanup
 
 
@@ -72,6 +73,9 @@ def request_approval(
     if freeze_options is not None and freeze_options.archive and m.target is None:
         raise Refused("--archive is taken during a move's copy; plan one first "
                       f"(`/pgmove plan {m.source} <target>`), or freeze without --archive.")
+    if freeze_options is not None and freeze_options.snapshot and m.target is not None:
+        raise Refused(f"--snapshot is for a freeze with no migration, and {m.source} has one planned to {m.target}: "
+                      f"freeze without --snapshot, or `/pgmove abort {m.source}` first.")
     event = Event.FREEZE_REQUESTED if action == ApprovalAction.FREEZE else Event.CUTOVER_REQUESTED
     if action == ApprovalAction.CUTOVER and m.state == State.VERIFIED and m.verification and m.verification.mode == VerifyMode.QUICK:
         raise Refused(f"The last verification was a quick one; cutover needs a full one: `/pgmove verify {m.source}`.")
@@ -98,6 +102,8 @@ def request_approval(
     )
     if action == ApprovalAction.CUTOVER and prior == State.IN_SYNC:
         out.migration.approval.window_seconds = window_seconds or DEFAULT_WINDOW_SECONDS
+    if action == ApprovalAction.CUTOVER:  # what the approver approves, kept with the request and in the trail
+        out.migration.approval.rollback = out.events[-1].data["rollback"] = rollback_plan(m, prior == State.IN_SYNC)
     if action == ApprovalAction.FREEZE:
         out.migration.freeze_options = freeze_options or FreezeOptions()
     return out

@@ -59,6 +59,18 @@ class ServerConfig(_Section):
     # argv run at cutover to switch the app to this server (it gets PGHOST etc. in its environment)
     cutover_hook: list[str] | None = None
     cutover_hook_timeout: float = 300.0
+    # As a source: argv run after the freeze is approved, before anything is frozen, to stop the app's writers
+    # (workers to zero, cron off); it failing leaves the server untouched. Inside a cutover window it runs first.
+    pause_app_hook: list[str] | None = None
+    pause_app_hook_timeout: float = Field(default=120.0, gt=0)
+    # argv run where writes resume once a pause_app_hook ran: this server's after a cutover to it, the source's
+    # after its unfreeze. A failure is reported in the thread; what already happened stands.
+    resume_app_hook: list[str] | None = None
+    resume_app_hook_timeout: float = Field(default=120.0, gt=0)
+    # argv run by `freeze <server> --snapshot` while frozen, after a CHECKPOINT; the server name and a label are
+    # appended as its last two arguments (and given as PGMOVE_SERVER, PGMOVE_SNAPSHOT_LABEL).
+    snapshot_hook: list[str] | None = None
+    snapshot_hook_timeout: float = Field(default=600.0, gt=0)
     # As a target: false leaves password hashes out of the roles pgmove creates (managed services that
     # refuse them, or teams that set new passwords on the new server).
     copy_role_passwords: bool = True
@@ -71,6 +83,13 @@ class ServerConfig(_Section):
     @classmethod
     def _no_password_in_dsn(cls, dsn: str) -> str:
         return _no_password(dsn, "dsn")
+
+    @field_validator("pause_app_hook", "resume_app_hook", "snapshot_hook")
+    @classmethod
+    def _argv(cls, argv: list[str] | None) -> list[str] | None:
+        if argv is not None and (not argv or not argv[0]):
+            raise ValueError("a hook must be a non-empty argv list, its program first")
+        return argv
 
 
 def _no_password(dsn: str, key: str) -> str:

@@ -61,6 +61,12 @@ class StepFailed(PgmoveError):
     kind = "step_failed"
 
 
+class PauseFailed(StepFailed):
+    """The pause_app_hook failed before anything was frozen: the migration goes back to where it was."""
+
+    kind = "pause_failed"
+
+
 class ConnectionFailed(StepFailed):
     """A server could not be reached or refused the credentials."""
 

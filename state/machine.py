@@ -51,6 +51,7 @@ class Event(StrEnum):
     SYNCED = "synced"  # every table copied and the lag under the threshold
     WINDOW_FAILED = "window_failed"  # the cutover window failed or ran out before its hook: back to in_sync
     RESUMED_SYNC = "resumed_sync"  # the source is writable again after the window; replication kept running
+    PAUSE_FAILED = "pause_failed"  # the pause_app_hook failed before anything was frozen: back where it was
 
 
 S, E = State, Event
@@ -90,7 +91,8 @@ TRANSITIONS: dict[State, dict[Event, State]] = {
         E.APPROVED: S.FREEZING, E.REJECTED: S.READY, E.REPLANNED: S.PLANNED,
         E.FREEZE_REQUESTED: S.AWAITING_FREEZE_APPROVAL,  # a new request replaces an expired one
     },
-    S.FREEZING: {E.FROZEN: S.FROZEN, E.STEP_FAILED: S.FAILED},
+    # PAUSE_FAILED goes back to the approval's prior state (ready or in_sync); UNFROZEN ends `freeze --snapshot`.
+    S.FREEZING: {E.FROZEN: S.FROZEN, E.STEP_FAILED: S.FAILED, E.PAUSE_FAILED: S.READY, E.UNFROZEN: S.READY},
     S.FROZEN: {E.COPY_STARTED: S.COPYING},
     S.COPYING: {E.COPIED: S.VERIFYING, E.STEP_FAILED: S.FAILED},
     S.VERIFYING: {E.VERIFY_PASSED: S.VERIFIED, E.VERIFY_FAILED: S.VERIFY_FAILED, E.STEP_FAILED: S.FAILED},
@@ -105,7 +107,8 @@ TRANSITIONS: dict[State, dict[Event, State]] = {
         E.UNFREEZE_APPROVAL_REQUESTED: S.AWAITING_UNFREEZE_APPROVAL,  # a new request replaces an expired one
     },
     # WINDOW_FAILED: the one-approval switch from in_sync gives the source back before its hook ran.
-    S.CUTTING_OVER: {E.CUT_OVER: S.CUT_OVER, E.STEP_FAILED: S.FAILED, E.WINDOW_FAILED: S.UNFREEZING},
+    S.CUTTING_OVER: {E.CUT_OVER: S.CUT_OVER, E.STEP_FAILED: S.FAILED, E.WINDOW_FAILED: S.UNFREEZING,
+                     E.PAUSE_FAILED: S.IN_SYNC},
     S.CUT_OVER: {},
     S.UNFREEZING: {E.UNFROZEN: S.READY, E.UNFROZEN_FOR_ABORT: S.ABORTED, E.RESUMED_SYNC: S.IN_SYNC,
                    E.STEP_FAILED: S.FAILED},

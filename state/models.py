@@ -189,6 +189,7 @@ class FreezeOptions(Record):
     mode: FreezeMode = FreezeMode.READ_ONLY
     grace_seconds: float | None = None  # None: the configured default
     archive: str | None = None  # keep a dump of the frozen source under archive_dir/<this>
+    snapshot: bool = False  # a freeze with no target: CHECKPOINT, the snapshot hook, then unfreeze, one approval
 
 
 class Approval(Record):
@@ -201,6 +202,7 @@ class Approval(Record):
     prior_state: State
     decision: Decision = Decision.PENDING
     window_seconds: float | None = None  # a cutover from in_sync: freeze to hook inside this many seconds
+    rollback: str | None = None  # a cutover's way back and its cost, as the approver read and approved it
     approver: str | None = None
     decided_at: datetime | None = None
     reason: str | None = None
@@ -226,7 +228,7 @@ class Lease(Record):
 
 
 class HookReport(Record):
-    """What the cutover hook did, as far as pgmove saw: whoever approves giving writes back reads this."""
+    """What a hook did, as far as pgmove saw: whoever approves giving writes back reads the cutover hook's."""
 
     argv0: str
     started_at: datetime
@@ -297,6 +299,7 @@ class Migration(Record):
     drop_created: bool = False  # this abort also drops created_target_databases on the target
     verification: VerificationReport | None = None
     hook: HookReport | None = None  # the cutover hook's last run
+    app_pause: HookReport | None = None  # the pause_app_hook's last run: its resume hook is due where writes resume
     source_moved: MovedSource | None = None  # the cutover refused: the source was written to after verification
     poolers_paused: list[PausedPooler] = Field(default_factory=list)  # never left paused: see worker/reaper.py
     readiness: LogicalReadiness | None = None  # logical method: what preflight found about replication

@@ -74,7 +74,8 @@ def audit_event(
 def decision_event(at: datetime, actor: str, message: str, approval: Approval) -> AuditEvent:
     return AuditEvent(
         kind=EventKind.DECISION, at=at, actor=actor, message=message,
-        data=approval.model_dump(mode="json", include={"id", "action", "requester", "plan_digest", "decision", "approver", "reason"}),
+        data=approval.model_dump(mode="json", include={"id", "action", "requester", "plan_digest", "decision", "approver", "reason",
+                                                     "rollback"}),
     )
 
 

@@ -29,7 +29,7 @@ from pgmove.steps.connect import Endpoint, connection
 from pgmove.steps.poolerswitch import PoolerSwitch
 from pgmove.steps.prehash import SourceHashes
 from pgmove.steps.tools import choose_toolset
-from pgmove.worker import logical, poolers
+from pgmove.worker import apphooks, logical, poolers, snapshot
 from pgmove.worker.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -70,6 +70,9 @@ def _freeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     if m.sync_setup is not None and m.freeze is None:
         logical.check_replication(rt, m, ctx, "the freeze")  # a drain behind a broken subscription never ends
     grace = options.grace_seconds if options.grace_seconds is not None else rt.config.freeze_grace_seconds
+    m = apphooks.pause_app(rt, m, ctx, f"`/pgmove freeze {m.source}{' --snapshot' if options.snapshot else ''}`")
+    if options.snapshot:
+        return snapshot.take(rt, m, ctx, grace)
     return freeze_source(rt, m, ctx, grace)
 
 
@@ -236,8 +239,11 @@ def _cutover(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     dst = ctx.endpoint(target)
     if m.sync_setup is not None and m.hook is not None and m.hook.exit_status == 0:
         # The hook switched the app already and what failed was the replication's removal: only that again.
-        return StepResult(Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen",
-                          logical.cleanup_after(rt, m, ctx), {"sync_setup": None, "sync_status": None})
+        removed = logical.cleanup_after(rt, m, ctx)
+        resumed = apphooks.resume_app(rt, m, ctx, target)
+        return StepResult(Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen"
+                          f"{apphooks.resumed_line(resumed)}", {**removed, **({"resume_app_hook": resumed} if resumed else {})},
+                          {"sync_setup": None, "sync_status": None})
     # The app waits in its poolers (none configured: a no-op) while the writes move; any failure in here
     # resumes them on the source, pointed back first if the repoint had begun.
     with poolers.switch(rt, m, ctx, dst) as paused:
@@ -277,19 +283,28 @@ def finish_cutover(rt: Runtime, m: Migration, ctx: StepContext, result: dict[str
     target = _target(m)
     if paused.timeline:
         result["poolers"] = paused.timeline
+    changes: dict[str, Any] = {}
+    said = f"cut over to {target}; {m.source} stays frozen"
     if m.sync_setup is not None:  # nothing may keep WAL on the frozen source or apply into the new primary
         result["replication_removed"] = logical.cleanup_after(rt, m, ctx)
-        return StepResult(Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen; replication removed",
-                          result, {"sync_setup": None, "sync_status": None})
-    return StepResult(Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen", result)
+        said, changes = f"{said}; replication removed", {"sync_setup": None, "sync_status": None}
+    # The app's writers start last: on the target, with the poolers already resumed there.
+    resumed = apphooks.resume_app(rt, m, ctx, target)
+    if resumed:
+        result["resume_app_hook"] = resumed
+    return StepResult(Event.CUT_OVER, said + apphooks.resumed_line(resumed), result, changes)
 
 
 def _unfreeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     result: dict[str, Any] = {}
     if m.freeze is not None:
         result = freeze.unfreeze(rt.endpoint(m.source), m.freeze, ctx.progress, rt.config.freeze_grace_seconds)
+    resumed = apphooks.resume_app(rt, m, ctx, m.source)  # the source takes writes again: so may the app's writers
+    if resumed:
+        result["resume_app_hook"] = resumed
     if m.window_rollback or needs_cleanup(m):
-        return logical.after_unfreeze(rt, m, ctx, result)
+        done = logical.after_unfreeze(rt, m, ctx, result)
+        return StepResult(done.event, done.message + apphooks.resumed_line(resumed), done.result, done.changes)
     # The source took writes again (or will): nothing an earlier copy finished may be kept by the next one.
     rt.store.remove_checkpoints(m.id, rt.store.checkpoints(m.id))
     event = Event.UNFROZEN_FOR_ABORT if m.aborting else Event.UNFROZEN
@@ -301,7 +316,8 @@ def _unfreeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
         result["dropped_target_databases"] = dropped
         changes["created_target_databases"] = [n for n in m.created_target_databases if n not in dropped]
         verb += f"{', '.join(dropped) or 'nothing'} dropped on {m.target}; "
-    return StepResult(event, f"{verb}{m.source} unfrozen: settings restored exactly", result, changes)
+    return StepResult(event, f"{verb}{m.source} unfrozen: settings restored exactly{apphooks.resumed_line(resumed)}",
+                      result, changes)
 
 
 STEPS: dict[StepName, Callable[[Runtime, Migration, StepContext], StepResult]] = {

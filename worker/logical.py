@@ -15,7 +15,7 @@ from pgmove.state.sync import record_sync_status
 from pgmove.steps.replication import cleanup, drain, readiness, setup, status
 from pgmove.steps.tools import choose_toolset
 from pgmove.steps.verify import run as verify_run
-from pgmove.worker import poolers
+from pgmove.worker import apphooks, poolers
 from pgmove.worker.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -155,6 +155,10 @@ def switch(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     # No fresh status check here: the request was checked against the monitor's reading, and anything wrong since
     # only keeps the drain from finishing, which the window turns into an unfreeze. A check would cost window time.
     grace = max(0.0, min(rt.config.freeze_grace_seconds, window / 4))
+    # The app's writers stop inside the window, before its poolers pause: a hook waiting for workers to drain
+    # would wait for ever on queries the paused pooler holds. It failing leaves the migration in sync.
+    m = apphooks.pause_app(rt, m, ctx, f"`/pgmove cutover {m.source}`", limit=window)
+    _in_time(deadline, window, "the app pause")
     # The app's poolers hold its queries from before the freeze to after the switch: through a pooler the app
     # sees a pause, not a read-only refusal. Any failure inside resumes them on the source, then the runner
     # unfreezes and the migration is in sync again.

@@ -11,7 +11,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from pgmove.state.errors import LockLost, PgmoveError, Refused
+from pgmove.state.apppause import pause_failed
+from pgmove.state.errors import LockLost, PauseFailed, PgmoveError, Refused
 from pgmove.state.models import AuditEvent, EventKind, Migration, StepName
 from pgmove.state.outcome import Outcome, updated
 from pgmove.state.work import (
@@ -78,8 +79,10 @@ def _run_step(rt: Runtime, m: Migration, step: StepName, token: str, heartbeat: 
         reason = exc.message if isinstance(exc, PgmoveError) else f"unexpected error, see the worker log ({context.log_ref})"
         log.error("%s: %s failed (%s)", m.id, step, context.log_ref, exc_info=not isinstance(exc, PgmoveError))
         try:
-            failed = rt.store.update(m.id, lambda cur: fail_step(_must(cur), step, reason, now(), f"worker:{rt.worker_id}",
-                                                                 token))
+            # A failed app pause froze nothing: the migration goes back to where its approval found it.
+            failing = pause_failed if isinstance(exc, PauseFailed) else fail_step
+            failed = rt.store.update(m.id, lambda cur: failing(_must(cur), step, reason, now(), f"worker:{rt.worker_id}",
+                                                               token))
         except Refused as refusal:
             log.info("%s: %s", m.id, refusal.message)
             # It noticed the move itself (a progress report, not the watch): its record must still say stopped.

@@ -133,3 +133,21 @@ def test_the_logical_method_has_defaults_and_refuses_a_window_of_zero(tmp_path):
     path.write_text("cutover_window_seconds = 0\n")
     with pytest.raises(ConfigError, match="cutover_window_seconds"):
         load_config(path)
+
+
+def test_the_app_and_snapshot_hooks_are_argv_lists_with_a_positive_time_limit(tmp_path):
+    """pause_app_hook, resume_app_hook and snapshot_hook take a non-empty argv; an empty one, a zero timeout or a
+    misspelt key is refused naming it."""
+    path = tmp_path / "c.toml"
+    good = ('[servers.a]\ndsn = "host=h"\npause_app_hook = ["/bin/stop", "--all"]\nresume_app_hook = ["/bin/start"]\n'
+            'snapshot_hook = ["/bin/snap"]\nsnapshot_hook_timeout = 900\n')
+    path.write_text(good)
+    server = load_config(path).servers["a"]
+    assert server.pause_app_hook == ["/bin/stop", "--all"] and server.snapshot_hook_timeout == 900
+    assert server.pause_app_hook_timeout == 120 and server.resume_app_hook_timeout == 120
+    for bad, said in (('pause_app_hook = []', "non-empty argv"), ('resume_app_hook = [""]', "non-empty argv"),
+                      ('pause_app_hook_timeout = 0', "pause_app_hook_timeout"),
+                      ('pause_app_hok = ["/bin/x"]', "did you mean 'pause_app_hook'")):
+        path.write_text(f'[servers.a]\ndsn = "host=h"\n{bad}\n')
+        with pytest.raises(ConfigError, match=said):
+            load_config(path)

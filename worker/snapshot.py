@@ -1,0 +1,63 @@
+"""`freeze <server> --snapshot`: under the one approval, freeze, CHECKPOINT, the configured snapshot hook, and the
+unfreeze, which happens whatever the hook did."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pgmove.state.errors import StepFailed
+from pgmove.state.machine import Event
+from pgmove.state.models import Migration
+from pgmove.steps import freeze
+from pgmove.steps.checkpoint import checkpoint
+from pgmove.steps.hooks import run_hook
+from pgmove.worker.apphooks import hook_env, resume_app, resumed_line
+from pgmove.worker.poolers import secret_env
+from pgmove.worker.runtime import Runtime
+
+if TYPE_CHECKING:
+    from pgmove.worker.adapters import StepResult
+    from pgmove.worker.runner import StepContext
+
+
+def take(rt: Runtime, m: Migration, ctx: StepContext, grace: float) -> StepResult:
+    from pgmove.worker import adapters  # here: adapters imports this module for its freeze step
+
+    cfg = rt.config.servers[m.source]
+    if not cfg.snapshot_hook:
+        raise StepFailed(f"no snapshot_hook is configured for {m.source} any more; nothing was frozen. Configure it, "
+                         f"or `/pgmove abort {m.source}`.")
+    src = ctx.endpoint(m.source)
+    started = time.monotonic()
+    froze = adapters.freeze_source(rt, m, ctx, grace)
+    m = ctx.record(froze.message, **froze.changes)
+    assert m.freeze is not None
+    label = f"pgmove-{m.source}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    result: dict[str, Any] = {"freeze": froze.result, "label": label}
+    problem = None
+    try:
+        lsn = result["checkpoint_lsn"] = checkpoint(src)
+        ctx.progress(f"CHECKPOINT on {m.source} done: checkpoint LSN {lsn}")
+        env = {**hook_env(m, m.source), "PGMOVE_SNAPSHOT_LABEL": label, "PGMOVE_CHECKPOINT_LSN": lsn}
+        result["hook"] = run_hook("snapshot hook", src, [*cfg.snapshot_hook, m.source, label], cfg.snapshot_hook_timeout,
+                                  env, secret_env(rt.config), ctx.progress)
+    except StepFailed as exc:
+        problem = exc.message  # the server must not stay frozen for a snapshot that will not come
+    result["unfreeze"] = freeze.unfreeze(src, m.freeze, ctx.progress)
+    seconds = result["write_freeze_seconds"] = round(time.monotonic() - started, 2)
+    resumed = resume_app(rt, m, ctx, m.source)
+    if resumed:
+        result["resume_app_hook"] = resumed
+    if problem is not None:
+        message = (f"NO snapshot of {m.source}: {problem}. {m.source} was unfrozen all the same, settings restored "
+                   f"exactly, after {seconds:.1f}s of write freeze{resumed_line(resumed)}. Fix it, then "
+                   f"`/pgmove freeze {m.source} --snapshot` again.")
+    else:
+        output = " / ".join(result["hook"]["output"][-5:]) or "no output"
+        message = (f"snapshot {label} of {m.source} taken at checkpoint LSN {result['checkpoint_lsn']} (hook output: "
+                   f"{output}); {m.source} unfrozen, settings restored exactly; writes were frozen for "
+                   f"{seconds:.1f}s{resumed_line(resumed)}")
+    changes = {"freeze": None, "quiet_baseline": None, "quiet_mark": None}
+    return adapters.StepResult(Event.UNFROZEN, message, result, changes)
