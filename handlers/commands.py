@@ -12,11 +12,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pgmove.handlers import views
+from pgmove.handlers.announce import cmd_announce, status_line, window_line
 from pgmove.handlers.helptext import help_reply
 from pgmove.handlers.parse import parse
 from pgmove.handlers.reply import Reply, server_listing
 from pgmove.handlers.verbs import (
     AbortCmd,
+    AnnounceCancel,
+    AnnounceCmd,
     Approve,
     CutoverCmd,
     Decide,
@@ -28,7 +31,7 @@ from pgmove.handlers.verbs import (
     VerifyCmd,
 )
 from pgmove.handlers.workers import with_worker_note
-from pgmove.state import actions
+from pgmove.state import actions, announce
 from pgmove.state.actions import Outcome, Policy
 from pgmove.state.config import Config
 from pgmove.state.errors import NotAuthorized, PgmoveError, Refused, Unavailable, UsageError
@@ -206,15 +209,22 @@ def cmd_plan(deps: Deps, actor: str, command: PlanCmd) -> Reply:
 
 
 def cmd_status(deps: Deps, actor: str, command: Status) -> Reply:
+    now = deps.clock()
     if command.server is None:
         found = deps.store.active()
-        return Reply(ok=True, kind="info", verb="status", migrations=found, text=views.status_list_text(found))
-    m = deps.store.active_for(_known(deps.config, command.server))
+        windows = [status_line(a) for a in deps.store.announcements() if announce.shown(a, now)]
+        text = views.status_list_text(found) if found or not windows else ""
+        return Reply(ok=True, kind="info", verb="status", migrations=found, text="\n".join([text, *windows]).strip())
+    ann = deps.store.announcement(_known(deps.config, command.server))
+    window = [status_line(ann)] if ann is not None and announce.shown(ann, now) else []
+    m = deps.store.active_for(command.server)
     if m is None:
-        return Reply(ok=True, kind="info", verb="status", text=f"Nothing is planned or frozen on {command.server}.")
+        return Reply(ok=True, kind="info", verb="status",
+                     text="\n".join([f"Nothing is planned or frozen on {command.server}.", *window]))
     # A paused pooler is given back by a live worker (its step or its reaper): with none, the app waits.
     alive = not m.poolers_paused or (m.lease is not None and deps.store.lock_holder(m.source) == m.lease.token)
-    return Reply(ok=True, kind="info", verb="status", migration=m, text=views.status_text(m, worker_alive=alive))
+    return Reply(ok=True, kind="info", verb="status", migration=m,
+                 text="\n".join([views.status_text(m, worker_alive=alive), *window]))
 
 
 def cmd_history(deps: Deps, actor: str, command: ServerCmd) -> Reply:
@@ -237,9 +247,14 @@ def cmd_freeze(deps: Deps, actor: str, command: FreezeCmd) -> Reply:
             current = actions.standalone_freeze_record(f"mig-{secrets.token_hex(4)}", server, actor, now)
         elif current.state == State.CUT_OVER:
             raise Refused(f"{server} was cut over to {current.target}; it is frozen already and stays so.")
-        return actions.request_approval(current, ApprovalAction.FREEZE, actor, now, deps.policy, options)
+        window = announce.check_window(deps.store.announcement(server), now, deps.config.announce_lead)
+        return actions.request_approval(current, ApprovalAction.FREEZE, actor, now, deps.policy, options, window=window)
 
-    return _accepted(deps.store.update_server(server, decide, deps.enqueue), "freeze")
+    reply = _accepted(deps.store.update_server(server, decide, deps.enqueue), "freeze")
+    approval = reply.migration.approval if reply.migration else None
+    if approval is not None and approval.window is not None and approval.window.outside:
+        reply.text += "\n" + window_line(approval.window, server)  # the approver's message says it too
+    return reply
 
 
 def cmd_cutover(deps: Deps, actor: str, command: CutoverCmd) -> Reply:
@@ -253,6 +268,10 @@ def cmd_cutover(deps: Deps, actor: str, command: CutoverCmd) -> Reply:
         return actions.request_approval(m, ApprovalAction.CUTOVER, actor, now, deps.policy, window_seconds=window)
 
     return _accepted(_on_server(deps, command.server, decide), "cutover")
+
+
+def cmd_announce_verb(deps: Deps, actor: str, command: AnnounceCmd | AnnounceCancel) -> Reply:
+    return cmd_announce(deps, actor, command, _known(deps.config, command.server))
 
 
 def cmd_sync(deps: Deps, actor: str, command: ServerCmd) -> Reply:
@@ -299,5 +318,5 @@ VERBS: dict[str, Callable[[Deps, str, Any], Reply]] = {
     "help": cmd_help, "servers": cmd_servers, "plan": cmd_plan, "status": cmd_status,
     "history": cmd_history, "freeze": cmd_freeze, "cutover": cmd_cutover, "approve": cmd_approve,
     "reject": cmd_reject, "unfreeze": cmd_unfreeze, "abort": cmd_abort, "verify": cmd_verify, "retry": cmd_retry,
-    "sync": cmd_sync,
+    "sync": cmd_sync, "announce": cmd_announce_verb,
 }
