@@ -26,13 +26,14 @@ def cmd_announce(deps: Deps, actor: str, command: AnnounceCmd | AnnounceCancel, 
     now = deps.clock()
     if isinstance(command, AnnounceCancel):
         done = deps.store.update_announcement(server, lambda cur: announce.cancel(cur, server, actor, now))
-        return Reply(ok=True, kind="accepted", verb="announce", visibility="channel", text=cancelled_text(done))
+        return Reply(ok=True, kind="accepted", verb="announce", visibility="channel", text=cancelled_text(done),
+                     announcements=[done])
     start = announce.resolve_start(command.start, now)
     channels = list(dict.fromkeys(deps.config.access.channels[:1] + deps.config.announce_channels))
     made = deps.store.update_announcement(server, lambda cur: announce.new_announcement(
         f"ann-{secrets.token_hex(4)}", server, start, command.duration, actor, now, channels, cur))
     where = esc(", ".join(made.channels) or "no channel (none configured)")
-    return Reply(ok=True, kind="accepted", verb="announce", visibility="channel",
+    return Reply(ok=True, kind="accepted", verb="announce", visibility="channel", announcements=[made],
                  text=f"{notice_text(made)}\nPosted to {where}; a reminder goes out "
                       f"{deps.config.announce_remind_minutes:g} min before the start.")
 

@@ -212,18 +212,20 @@ def cmd_status(deps: Deps, actor: str, command: Status) -> Reply:
     now = deps.clock()
     if command.server is None:
         found = deps.store.active()
-        windows = [status_line(a) for a in deps.store.announcements() if announce.shown(a, now)]
-        text = views.status_list_text(found) if found or not windows else ""
-        return Reply(ok=True, kind="info", verb="status", migrations=found, text="\n".join([text, *windows]).strip())
+        shown = [a for a in deps.store.announcements() if announce.shown(a, now)]
+        text = views.status_list_text(found) if found or not shown else ""
+        return Reply(ok=True, kind="info", verb="status", migrations=found, announcements=shown,
+                     text="\n".join([text, *map(status_line, shown)]).strip())
     ann = deps.store.announcement(_known(deps.config, command.server))
-    window = [status_line(ann)] if ann is not None and announce.shown(ann, now) else []
+    announced = [ann] if ann is not None and announce.shown(ann, now) else []
+    window = [status_line(a) for a in announced]
     m = deps.store.active_for(command.server)
     if m is None:
-        return Reply(ok=True, kind="info", verb="status",
+        return Reply(ok=True, kind="info", verb="status", announcements=announced,
                      text="\n".join([f"Nothing is planned or frozen on {command.server}.", *window]))
     # A paused pooler is given back by a live worker (its step or its reaper): with none, the app waits.
     alive = not m.poolers_paused or (m.lease is not None and deps.store.lock_holder(m.source) == m.lease.token)
-    return Reply(ok=True, kind="info", verb="status", migration=m,
+    return Reply(ok=True, kind="info", verb="status", migration=m, announcements=announced,
                  text="\n".join([views.status_text(m, worker_alive=alive), *window]))
 
 

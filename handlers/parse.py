@@ -180,7 +180,7 @@ def _announce(words: list[str]) -> dict[str, object]:
     rest = words[1:]
     if [w.lower() for w in rest] == ["cancel"]:
         fields["cancel"] = True
-    elif len(rest) >= 2:
+    elif len(rest) >= 2 and not (rest[0].lower() == "in" and len(rest) == 2):  # `in 2h` alone: no duration
         fields["start"], fields["duration"] = " ".join(rest[:-1]), rest[-1]
     elif rest:
         raise UsageError(f"announce needs a start and a duration, or `cancel`. {_usage('announce')}")
