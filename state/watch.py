@@ -139,14 +139,14 @@ def summarize(w: Watch, source: str, target: str, sequences: list[SequenceRoom],
         wrong.append("sequences near their end: " + ", ".join(s.describe() for s in full))
     old_sessions = sum(d.sessions or 0 for db, d in delta(w, "source").items() if db != w.maintenance_db)
     if w.clients:
-        wrong.append(f"{len(w.clients)} client(s) still on {source}: " + "; ".join(
+        wrong.append(f"on {source}: " + "; ".join(
             f"{c.describe()} (seen {c.seen}x, last {c.last_seen:%H:%M:%S} UTC)" for c in w.clients))
     elif old_sessions > 0:
         wrong.append(f"{old_sessions} session(s) opened on {source} since cutover, none seen long enough to name: "
                      f"its server log has them (log_connections)")
     wrong += [f"could not read: {p}" for p in w.problems]
-    clients = len(w.clients)
-    head = (f"{target} took {commits:,} commits from {roles} in {minutes} min, {clients} client(s) still on {source}")
+    clients = f"{len(w.clients)} client{'' if len(w.clients) == 1 else 's'}"
+    head = f"{target} took {commits:,} commits from {roles} in {minutes} min, {clients} still on {source}"
     lines = [(":white_check_mark: " if not wrong else ":warning: ") + head + ("" if not wrong else ": " + "; ".join(wrong))]
     lines += [f"  {db}: {d.commits:,} commits, {d.rollbacks:,} rollbacks, {d.deadlocks} deadlocks, "
               f"{d.temp_files} temp files ({d.temp_bytes / 1e6:,.1f} MB)" for db, d in sorted(moved.items())

@@ -39,10 +39,8 @@ def watch_all(rt: Runtime, now: datetime | None = None) -> list[str]:
                 _apply(rt, m, partial(_begin, duration=duration, db=_maintenance_db(rt, m), actor=_actor(rt)), now)
             elif watching.end_due(m, now) and _claim(rt, m, "end", period):
                 _finish(rt, m, now)
-            elif watching.sample_due(m, now, period) and m.watch is not None:
-                slot = int((now - m.watch.started_at) / period)
-                if _claim(rt, m, f"sample:{slot}", period):
-                    _apply(rt, m, lambda cur, r: watching.record(cur, r), now)
+            elif watching.sample_due(m, now, period) and _claim(rt, m, f"sample:{_slot(m, now, period)}", period):
+                _apply(rt, m, lambda cur, r: watching.record(cur, r), now)
             else:
                 continue
             read.append(m.id)
@@ -53,6 +51,12 @@ def watch_all(rt: Runtime, now: datetime | None = None) -> list[str]:
 
 def _begin(m: Migration, reading: Reading, duration: timedelta, db: str, actor: str) -> Outcome:
     return watching.begin(m, reading, duration, db, actor)
+
+
+def _slot(m: Migration, now: datetime, period: timedelta) -> int:
+    """Which sample period `now` is in, counted from the cutover: the same number on every worker."""
+    assert m.watch is not None
+    return int((now - m.watch.started_at) / period)
 
 
 def _claim(rt: Runtime, m: Migration, what: str, period: timedelta) -> bool:
