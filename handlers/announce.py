@@ -22,20 +22,23 @@ if TYPE_CHECKING:
 
 
 def cmd_announce(deps: Deps, actor: str, command: AnnounceCmd | AnnounceCancel, server: str) -> Reply:
-    """`server` is the command's, already checked to be configured."""
+    """`server` is the command's, already checked to be configured. The reply goes only to whoever asked: the
+    channel gets the notice (or the cancellation) from the notifier, once, with the other channels."""
     now = deps.clock()
     if isinstance(command, AnnounceCancel):
         done = deps.store.update_announcement(server, lambda cur: announce.cancel(cur, server, actor, now))
-        return Reply(ok=True, kind="accepted", verb="announce", visibility="channel", text=cancelled_text(done),
-                     announcements=[done])
+        return Reply(ok=True, kind="accepted", verb="announce", announcements=[done],
+                     text=f"{cancelled_text(done)} The cancellation goes to {esc(', '.join(done.channels) or 'no channel')}.")
     start = announce.resolve_start(command.start, now)
     channels = list(dict.fromkeys(deps.config.access.channels[:1] + deps.config.announce_channels))
     made = deps.store.update_announcement(server, lambda cur: announce.new_announcement(
         f"ann-{secrets.token_hex(4)}", server, start, command.duration, actor, now, channels, cur))
-    where = esc(", ".join(made.channels) or "no channel (none configured)")
-    return Reply(ok=True, kind="accepted", verb="announce", visibility="channel", announcements=[made],
-                 text=f"{notice_text(made)}\nPosted to {where}; a reminder goes out "
-                      f"{deps.config.announce_remind_minutes:g} min before the start.")
+    lead = deps.config.announce_lead
+    remind = (f"; the channel and the approvers are reminded at {made.start - lead:%H:%M} UTC"
+              if announce.reminder_due(made, made.start - lead, lead) else "")
+    return Reply(ok=True, kind="accepted", verb="announce", announcements=[made],
+                 text=f"Maintenance of {esc(server)} announced: {esc(made.span())}. The notice goes to "
+                      f"{esc(', '.join(made.channels) or 'no channel (none configured)')}{remind}.")
 
 
 def notice_text(a: Announcement) -> str:

@@ -111,6 +111,9 @@ def shown(a: Announcement | None, now: datetime) -> bool:
 
 
 def duration_text(span: timedelta) -> str:
+    """`1h30m`, `2h`, `15m`, or seconds under a minute."""
+    if span < timedelta(minutes=1):
+        return f"{int(span.total_seconds())}s"
     minutes = int(span.total_seconds() // 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours and minutes else f"{hours}h" if hours else f"{minutes}m"

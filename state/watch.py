@@ -8,7 +8,7 @@ Pure: steps/watch.py reads the servers, worker/watch.py schedules, state/watchin
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -119,7 +119,7 @@ def delta(w: Watch, side: str) -> dict[str, DbCounters]:
 
 def summarize(w: Watch, source: str, target: str, sequences: list[SequenceRoom], no_connect: bool = False) -> tuple[str, bool]:
     """The thread's post: a headline that says it all, then the figures. True when nothing looks wrong."""
-    minutes = max(1, round((w.last.at - w.started_at).total_seconds() / 60))
+    took = elapsed_text(w.last.at - w.started_at)
     moved = {db: d for db, d in delta(w, "target").items() if db != w.maintenance_db}
     commits = sum(d.commits for d in moved.values())
     rollbacks = sum(d.rollbacks for d in moved.values())
@@ -139,14 +139,14 @@ def summarize(w: Watch, source: str, target: str, sequences: list[SequenceRoom],
         wrong.append("sequences near their end: " + ", ".join(s.describe() for s in full))
     old_sessions = sum(d.sessions or 0 for db, d in delta(w, "source").items() if db != w.maintenance_db)
     if w.clients:
-        wrong.append(f"on {source}: " + "; ".join(
+        wrong.append("; ".join(
             f"{c.describe()} (seen {c.seen}x, last {c.last_seen:%H:%M:%S} UTC)" for c in w.clients))
     elif old_sessions > 0:
         wrong.append(f"{old_sessions} session(s) opened on {source} since cutover, none seen long enough to name: "
                      f"its server log has them (log_connections)")
     wrong += [f"could not read: {p}" for p in w.problems]
     clients = f"{len(w.clients)} client{'' if len(w.clients) == 1 else 's'}"
-    head = f"{target} took {commits:,} commits from {roles} in {minutes} min, {clients} still on {source}"
+    head = f"{target} took {commits:,} commits from {roles} in {took}, {clients} still on {source}"
     lines = [(":white_check_mark: " if not wrong else ":warning: ") + head + ("" if not wrong else ": " + "; ".join(wrong))]
     lines += [f"  {db}: {d.commits:,} commits, {d.rollbacks:,} rollbacks, {d.deadlocks} deadlocks, "
               f"{d.temp_files} temp files ({d.temp_bytes / 1e6:,.1f} MB)" for db, d in sorted(moved.items())
@@ -161,6 +161,12 @@ def summarize(w: Watch, source: str, target: str, sequences: list[SequenceRoom],
         lines.append(f"  {source} is frozen no-connect: the logins it refuses reach only its server log "
                      "(look for 'not permitted to log in'); the count above is of clients that got in")
     return "\n".join(lines), not wrong
+
+
+def elapsed_text(span: timedelta) -> str:
+    """`15 min`, or seconds for a watch shorter than a minute (the demo's)."""
+    seconds = span.total_seconds()
+    return f"{round(seconds / 60)} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def _total(counters: dict[str, DbCounters], name: str) -> int:

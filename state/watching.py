@@ -9,7 +9,7 @@ from pgmove.state.actions import Outcome
 from pgmove.state.errors import Refused
 from pgmove.state.machine import State
 from pgmove.state.models import AuditEvent, EventKind, FreezeMode, Migration, StepName, StepStatus
-from pgmove.state.watch import Reading, SequenceRoom, Watch, fold, start, summarize
+from pgmove.state.watch import Reading, SequenceRoom, Watch, elapsed_text, fold, start, summarize
 
 
 def cut_over_at(m: Migration) -> datetime | None:
@@ -34,9 +34,8 @@ def begin(m: Migration, reading: Reading, duration: timedelta, maintenance_db: s
         raise Refused("the watch has started already")
     out = m.model_copy(deep=True)
     out.watch = start(reading, at, at + duration, maintenance_db)
-    minutes = duration.total_seconds() / 60
     event = AuditEvent(kind=EventKind.PROGRESS, at=reading.at, actor=actor,
-                       message=f"watching {m.target} and {m.source} for {minutes:g} min after the cutover "
+                       message=f"watching {m.target} and {m.source} for {elapsed_text(duration)} after the cutover "
                                "(commits, app connections, clients still on the old server)")
     return Outcome(out, [event])
 
