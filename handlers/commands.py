@@ -267,7 +267,11 @@ def cmd_cutover(deps: Deps, actor: str, command: CutoverCmd) -> Reply:
             raise Refused(f"--window is for a cutover from in sync (one approval for freeze and switch); {m.source} is "
                           f"{m.state.value.replace('_', ' ')}: `/pgmove cutover {m.source}` without it.")
         window = command.window_seconds or deps.config.cutover_window_seconds
-        return actions.request_approval(m, ApprovalAction.CUTOVER, actor, now, deps.policy, window_seconds=window)
+        # From in sync the cutover freezes the source too: its approval says whether that is in the announced window.
+        check = announce.check_window(deps.store.announcement(m.source), now, deps.config.announce_lead) \
+            if m.state == State.IN_SYNC else None
+        return actions.request_approval(m, ApprovalAction.CUTOVER, actor, now, deps.policy, window_seconds=window,
+                                        window=check)
 
     return _accepted(_on_server(deps, command.server, decide), "cutover")
 

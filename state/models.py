@@ -203,7 +203,7 @@ class Approval(Record):
     prior_state: State
     decision: Decision = Decision.PENDING
     window_seconds: float | None = None  # a cutover from in_sync: freeze to hook inside this many seconds
-    window: WindowCheck | None = None  # a freeze: the announced maintenance window it falls in, or not
+    window: WindowCheck | None = None  # a freeze, or a cutover from in_sync: the announced window it falls in, or not
     approver: str | None = None
     decided_at: datetime | None = None
     reason: str | None = None

@@ -13,10 +13,12 @@ from pgmove.bot.notifier import Notifier
 from pgmove.bot.settings import SlackSettings
 from pgmove.handlers.commands import Deps, handle
 from pgmove.sandbox.fakeslack.server import FakeSlack
+from pgmove.state.actions import Outcome
 from pgmove.state.config import Config
 from pgmove.state.store import Store
 from tests.fixtures.services import cli_users, pgmove_cli
 from tests.integration.helpers import CONFIG, Clock, snapshot
+from tests.unit.test_logical_actions import in_sync
 
 
 @pytest.fixture
@@ -180,3 +182,17 @@ def test_the_command_line_announces_and_cancels_with_the_same_words(redis_server
     assert '"announcements"' in status.stdout and '"server": "prod-old"' in status.stdout
     assert pgmove_cli(config, "do", "announce prod-old cancel").returncode == 0
     assert pgmove_cli(config, "do", "announce prod-old 1:00 0m").returncode == 2
+
+
+def test_a_cutover_from_in_sync_freezes_too_and_its_approval_names_the_window(redis_server, slack):  # type: ignore[no-untyped-def]
+    """The logical one-approval cutover stops writes as a freeze does: its approval says whether that is announced."""
+    clock = Clock()
+    deps = _deps(redis_server.url, clock)
+    m = in_sync()
+    deps.store.update_server("prod-old", lambda _cur: Outcome(m))
+    assert handle(deps, "U_ALICE", "announce prod-old in 10m 1h").ok
+    assert handle(deps, "U_ALICE", "cutover prod-old").ok
+    approval = deps.store.active_for("prod-old").approval  # type: ignore[union-attr]
+    assert approval is not None and approval.window is not None and approval.window.fit == "inside"
+    _notifier(deps, slack, clock).run_once(wait_seconds=0.01)
+    assert [t for t in _texts(slack, "C_DBMIG") if "Cutover of" in t and "In the announced maintenance window" in t]
