@@ -137,13 +137,16 @@ def summarize(w: Watch, source: str, target: str, sequences: list[SequenceRoom],
     full = [s for s in sequences if s.used >= SEQUENCE_WARN]
     if full:
         wrong.append("sequences near their end: " + ", ".join(s.describe() for s in full))
-    old_sessions = sum(d.sessions or 0 for db, d in delta(w, "source").items() if db != w.maintenance_db)
+    old = {db: d for db, d in delta(w, "source").items() if db != w.maintenance_db}
+    old_sessions = sum(d.sessions or 0 for d in old.values())
+    refused = sum(d.rollbacks for d in old.values())  # a write the frozen source refuses ends in a rollback
+    refused_text = f"{refused:,} transaction(s) rolled back on {source} since cutover (writes the freeze refused)"
     if w.clients:
-        wrong.append("; ".join(
-            f"{c.describe()} (seen {c.seen}x, last {c.last_seen:%H:%M:%S} UTC)" for c in w.clients))
-    elif old_sessions > 0:
-        wrong.append(f"{old_sessions} session(s) opened on {source} since cutover, none seen long enough to name: "
-                     f"its server log has them (log_connections)")
+        wrong.append("; ".join(f"{c.describe()} (seen {c.seen}x, last {c.last_seen:%H:%M:%S} UTC)" for c in w.clients)
+                     + (f"; {refused_text}" if refused else ""))
+    elif old_sessions > 0 or refused > 0:
+        wrong.append(f"{old_sessions} session(s) opened and {refused_text}, by clients too brief to name: "
+                     f"{source}'s server log has them (log_connections)")
     wrong += [f"could not read: {p}" for p in w.problems]
     clients = f"{len(w.clients)} client{'' if len(w.clients) == 1 else 's'}"
     head = f"{target} took {commits:,} commits from {roles} in {took}, {clients} still on {source}"

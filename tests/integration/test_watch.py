@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from pgmove.handlers import views
 from pgmove.sandbox.servers import wait_until
 from pgmove.state.actions import Outcome
 from pgmove.state.config import Config
@@ -62,9 +63,10 @@ def _cut_over(store: Store, at: datetime) -> Migration:
     return m
 
 
-def _commits(cluster, db: str) -> int:  # type: ignore[no-untyped-def]
+def _commits(cluster, db: str, column: str = "xact_commit") -> int:  # type: ignore[no-untyped-def]
     with psycopg.connect(cluster.admin_dsn(), autocommit=True) as conn:
-        row = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (db,)).fetchone()
+        row = conn.execute(psycopg.sql.SQL("SELECT {} FROM pg_stat_database WHERE datname = %s").format(
+            psycopg.sql.Identifier(column)), (db,)).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -82,6 +84,7 @@ def test_the_watch_reports_commits_on_the_new_server_and_names_a_client_still_on
     m = _cut_over(workers[0].store, t0)
     assert watch_all(workers[0], now=t0 + timedelta(seconds=1)) == [m.id]  # the baseline
     assert watch_all(workers[1], now=t0 + timedelta(seconds=2)) == []  # started already, no sample due yet
+    assert "watching prod-new and prod-old until" in views.status_text(workers[0].store.get(m.id))  # type: ignore[arg-type]
 
     before = _commits(target, "appdb")
     with psycopg.connect(target.tcp_dsn("app", "appdb"), password=passwords.app, autocommit=True) as app:
@@ -91,8 +94,11 @@ def test_the_watch_reports_commits_on_the_new_server_and_names_a_client_still_on
     straggler = psycopg.connect(source.tcp_dsn("app", "appdb"), password=passwords.app, autocommit=True,
                                 application_name="orders-worker")
     try:
+        refused_before = _commits(source, "appdb", "xact_rollback")
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):  # the freeze refuses it, loudly
             straggler.execute("INSERT INTO orders (customer) VALUES ('lost?')")
+        # An idle session sends its statistics within seconds, not at once: wait for them, not a fixed time.
+        wait_until(lambda: _commits(source, "appdb", "xact_rollback") > refused_before, 30, "the refusal counted")
         took: list[list[str]] = []
         go = threading.Barrier(2)
 
@@ -113,11 +119,13 @@ def test_the_watch_reports_commits_on_the_new_server_and_names_a_client_still_on
 
     done = workers[0].store.get(m.id)
     assert done is not None and done.watch is not None and done.watch.finished_at is not None
+    assert "prod-new took" in views.status_text(done)  # `status` shows the headline
     summaries = [e.message for e in workers[0].store.events(m.id) if e.data.get("watch")]
     assert len(summaries) == 1
     summary = summaries[0]
     found = re.search(r"prod-new took ([\d,]+) commits from app in 15 min, 1 client still on prod-old", summary)
     assert found and int(found.group(1).replace(",", "")) >= 25, summary
     assert "app (orders-worker) from 127.0.0.1 to appdb (seen 2x" in summary
+    assert "transaction(s) rolled back on prod-old since cutover (writes the freeze refused)" in summary
     assert "appdb.public.tickets 92% used" in summary
     assert "app connections on prod-new: app 0 now, peak" in summary

@@ -75,6 +75,16 @@ def test_what_is_wrong_is_said_in_the_headline():
     assert "temporary-file spike" in head and "appdb.public.s 90% used" in head
 
 
+def test_sessions_and_refused_writes_on_the_old_server_are_said_even_when_no_client_was_seen():
+    """A client that connects, is refused and leaves between two readings still shows in the old server's counters."""
+    w = start(_reading(NOW, 100), NOW, NOW + LEAD, "postgres")
+    after = _reading(NOW + LEAD, 200)
+    after.source = {"appdb": DbCounters(sessions=10, rollbacks=3)}
+    text, ok = summarize(fold(w, after), "prod-old", "prod-new", [])
+    assert not ok
+    assert "0 clients still on prod-old: 3 session(s) opened and 3 transaction(s) rolled back on prod-old" in text
+
+
 def test_the_new_records_round_trip_through_json():
     """An announcement, and a migration with a watch and an approval carrying its window check."""
     a = _window(NOW + timedelta(hours=1))
