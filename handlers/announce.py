@@ -16,6 +16,7 @@ from pgmove.handlers.verbs import AnnounceCancel, AnnounceCmd
 from pgmove.handlers.views import esc, mention
 from pgmove.state import announce
 from pgmove.state.announce import Announcement, WindowCheck
+from pgmove.state.store import Store
 
 if TYPE_CHECKING:
     from pgmove.handlers.commands import Deps
@@ -39,6 +40,21 @@ def cmd_announce(deps: Deps, actor: str, command: AnnounceCmd | AnnounceCancel, 
     return Reply(ok=True, kind="accepted", verb="announce", announcements=[made],
                  text=f"Maintenance of {esc(server)} announced: {esc(made.span())}. The notice goes to "
                       f"{esc(', '.join(made.channels) or 'no channel (none configured)')}{remind}.")
+
+
+def shown_windows(store: Store, server: str | None, now: datetime) -> list[Announcement]:
+    """What `status` lists: the server's live window, or every server's, until it ends."""
+    found = store.announcements() if server is None else [a for a in [store.announcement(server)] if a is not None]
+    return [a for a in found if announce.shown(a, now)]
+
+
+def with_window_note(reply: Reply) -> Reply:
+    """A freeze requested outside the announced window says so to the requester too, not only to the approver."""
+    m = reply.migration
+    check = m.approval.window if m is not None and m.approval is not None else None
+    if m is not None and check is not None and check.outside:
+        return reply.model_copy(update={"text": f"{reply.text}\n{window_line(check, m.source)}"})
+    return reply
 
 
 def notice_text(a: Announcement) -> str:

@@ -12,14 +12,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pgmove.handlers import views
-from pgmove.handlers.announce import cmd_announce, status_line, window_line
+from pgmove.handlers.announce import cmd_announce, shown_windows, status_line, with_window_note
 from pgmove.handlers.helptext import help_reply
 from pgmove.handlers.parse import parse
 from pgmove.handlers.reply import Reply, server_listing
 from pgmove.handlers.verbs import (
     AbortCmd,
-    AnnounceCancel,
-    AnnounceCmd,
     Approve,
     CutoverCmd,
     Decide,
@@ -209,24 +207,21 @@ def cmd_plan(deps: Deps, actor: str, command: PlanCmd) -> Reply:
 
 
 def cmd_status(deps: Deps, actor: str, command: Status) -> Reply:
-    now = deps.clock()
     if command.server is None:
         found = deps.store.active()
-        shown = [a for a in deps.store.announcements() if announce.shown(a, now)]
-        text = views.status_list_text(found) if found or not shown else ""
-        return Reply(ok=True, kind="info", verb="status", migrations=found, announcements=shown,
-                     text="\n".join([text, *map(status_line, shown)]).strip())
-    ann = deps.store.announcement(_known(deps.config, command.server))
-    announced = [ann] if ann is not None and announce.shown(ann, now) else []
-    window = [status_line(a) for a in announced]
+        windows = shown_windows(deps.store, None, deps.clock())
+        listed = views.status_list_text(found) if found or not windows else ""
+        return Reply(ok=True, kind="info", verb="status", migrations=found, announcements=windows,
+                     text="\n".join([listed, *map(status_line, windows)]).strip())
+    windows = shown_windows(deps.store, _known(deps.config, command.server), deps.clock())
     m = deps.store.active_for(command.server)
     if m is None:
-        return Reply(ok=True, kind="info", verb="status", announcements=announced,
-                     text="\n".join([f"Nothing is planned or frozen on {command.server}.", *window]))
-    # A paused pooler is given back by a live worker (its step or its reaper): with none, the app waits.
-    alive = not m.poolers_paused or (m.lease is not None and deps.store.lock_holder(m.source) == m.lease.token)
-    return Reply(ok=True, kind="info", verb="status", migration=m, announcements=announced,
-                 text="\n".join([views.status_text(m, worker_alive=alive), *window]))
+        text = f"Nothing is planned or frozen on {command.server}."
+    else:  # a paused pooler is given back by a live worker (its step or its reaper): with none, the app waits
+        alive = not m.poolers_paused or (m.lease is not None and deps.store.lock_holder(m.source) == m.lease.token)
+        text = views.status_text(m, worker_alive=alive)
+    return Reply(ok=True, kind="info", verb="status", migration=m, announcements=windows,
+                 text="\n".join([text, *map(status_line, windows)]))
 
 
 def cmd_history(deps: Deps, actor: str, command: ServerCmd) -> Reply:
@@ -252,11 +247,7 @@ def cmd_freeze(deps: Deps, actor: str, command: FreezeCmd) -> Reply:
         window = announce.check_window(deps.store.announcement(server), now, deps.config.announce_lead)
         return actions.request_approval(current, ApprovalAction.FREEZE, actor, now, deps.policy, options, window=window)
 
-    reply = _accepted(deps.store.update_server(server, decide, deps.enqueue), "freeze")
-    approval = reply.migration.approval if reply.migration else None
-    if approval is not None and approval.window is not None and approval.window.outside:
-        reply.text += "\n" + window_line(approval.window, server)  # the approver's message says it too
-    return reply
+    return with_window_note(_accepted(deps.store.update_server(server, decide, deps.enqueue), "freeze"))
 
 
 def cmd_cutover(deps: Deps, actor: str, command: CutoverCmd) -> Reply:
@@ -274,10 +265,6 @@ def cmd_cutover(deps: Deps, actor: str, command: CutoverCmd) -> Reply:
                                         window=check)
 
     return _accepted(_on_server(deps, command.server, decide), "cutover")
-
-
-def cmd_announce_verb(deps: Deps, actor: str, command: AnnounceCmd | AnnounceCancel) -> Reply:
-    return cmd_announce(deps, actor, command, _known(deps.config, command.server))
 
 
 def cmd_sync(deps: Deps, actor: str, command: ServerCmd) -> Reply:
@@ -324,5 +311,5 @@ VERBS: dict[str, Callable[[Deps, str, Any], Reply]] = {
     "help": cmd_help, "servers": cmd_servers, "plan": cmd_plan, "status": cmd_status,
     "history": cmd_history, "freeze": cmd_freeze, "cutover": cmd_cutover, "approve": cmd_approve,
     "reject": cmd_reject, "unfreeze": cmd_unfreeze, "abort": cmd_abort, "verify": cmd_verify, "retry": cmd_retry,
-    "sync": cmd_sync, "announce": cmd_announce_verb,
+    "sync": cmd_sync, "announce": lambda deps, actor, command: cmd_announce(deps, actor, command, _known(deps.config, command.server)),
 }
