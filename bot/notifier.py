@@ -10,12 +10,14 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from pgmove.bot.announcements import AnnouncementPoster
 from pgmove.handlers import blocks, views
 from pgmove.state.config import Config
 from pgmove.state.errors import Unavailable
@@ -59,6 +61,7 @@ class Notifier:
         self._expired: set[str] = set()  # approval ids whose expiry was handled
         self._stuck: set[str] = set()  # migrations with events and no record or channel yet: retried each pass
         self._watched: set[str] | None = None
+        self.announcements = AnnouncementPoster(store, client, config, clock)
 
     def run_forever(self, stop: threading.Event, wait_seconds: float = 1.0) -> None:
         while not stop.is_set():
@@ -74,12 +77,15 @@ class Notifier:
     def run_once(self, wait_seconds: float = 1.0) -> None:
         """Sync what is due, then block until a watched stream moves (at most `wait_seconds`: a new plan has a
         stream nobody waits on yet) and sync what moved."""
+        self.announcements.run_once()
         watched = self._watch()
         for m in watched.values():
             if m.id in self._stuck or self._due(m):
                 self.sync(m.id)
         audit = {i: self._cursor(i) for i in watched if i not in self._stuck}
         live = {i: self._live_seen.setdefault(i, self.store.last_live_id(i) or "0-0") for i in watched}
+        if not audit and not live:  # no stream to block on: without this pause the loop spins on Redis
+            time.sleep(wait_seconds)
         for migration_id in sorted(self.store.wait_moved(audit, live, int(wait_seconds * 1000))):
             self._live_seen[migration_id] = self.store.last_live_id(migration_id) or "0-0"
             self.sync(migration_id)

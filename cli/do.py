@@ -74,6 +74,8 @@ def json_reply(reply: Reply, migration: Migration | None = None, text: str | Non
         out["events"] = [e.model_dump(mode="json") for e in reply.events]
     if reply.servers:
         out["servers"] = reply.servers
+    if reply.announcements:
+        out["announcements"] = [a.model_dump(mode="json") for a in reply.announcements]
     return out
 
 

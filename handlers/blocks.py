@@ -24,6 +24,7 @@ from slack_sdk.models.blocks import (
 )
 
 from pgmove.handlers import views
+from pgmove.handlers.announce import window_line
 from pgmove.handlers.verbs import Decide
 from pgmove.handlers.views import esc, mention
 from pgmove.state.machine import State
@@ -133,6 +134,8 @@ def approval_message(m: Migration, approval: Approval, approvers: list[str], now
         effect += "\n" + esc(approval.rollback)
     text = (f"*{action.capitalize()} of {views.title(m)}* requested by {mention(approval.requester)}\n{effect}\n"
             f"Databases: {dbs}\nMay approve: {who} (not the requester), before {approval.expires_at:%H:%M} UTC.")
+    if approval.window is not None:
+        text += "\n" + window_line(approval.window, m.source)
     blocks: list[Block] = [_md(text[:MAX_TEXT])]
     decided = _decision_line(approval, now)
     if decided is None:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pgmove.handlers import views
+from pgmove.handlers.announce import cmd_announce, shown_windows, status_line, with_window_note
 from pgmove.handlers.helptext import help_reply
 from pgmove.handlers.parse import parse
 from pgmove.handlers.reply import Reply, server_listing
@@ -28,7 +29,7 @@ from pgmove.handlers.verbs import (
     VerifyCmd,
 )
 from pgmove.handlers.workers import with_worker_note
-from pgmove.state import actions, sync
+from pgmove.state import actions, announce, sync
 from pgmove.state.config import Config
 from pgmove.state.errors import NotAuthorized, PgmoveError, Refused, Unavailable, UsageError
 from pgmove.state.machine import TERMINAL, State
@@ -208,13 +209,19 @@ def cmd_plan(deps: Deps, actor: str, command: PlanCmd) -> Reply:
 def cmd_status(deps: Deps, actor: str, command: Status) -> Reply:
     if command.server is None:
         found = deps.store.active()
-        return Reply(ok=True, kind="info", verb="status", migrations=found, text=views.status_list_text(found))
-    m = deps.store.active_for(_known(deps.config, command.server))
+        windows = shown_windows(deps.store, None, deps.clock())
+        listed = views.status_list_text(found) if found or not windows else ""
+        return Reply(ok=True, kind="info", verb="status", migrations=found, announcements=windows,
+                     text="\n".join([listed, *map(status_line, windows)]).strip())
+    windows = shown_windows(deps.store, _known(deps.config, command.server), deps.clock())
+    m = deps.store.active_for(command.server)
     if m is None:
-        return Reply(ok=True, kind="info", verb="status", text=f"Nothing is planned or frozen on {command.server}.")
-    # A paused pooler is given back by a live worker (its step or its reaper): with none, the app waits.
-    alive = not m.poolers_paused or (m.lease is not None and deps.store.lock_holder(m.source) == m.lease.token)
-    return Reply(ok=True, kind="info", verb="status", migration=m, text=views.status_text(m, worker_alive=alive))
+        text = f"Nothing is planned or frozen on {command.server}."
+    else:  # a paused pooler is given back by a live worker (its step or its reaper): with none, the app waits
+        alive = not m.poolers_paused or (m.lease is not None and deps.store.lock_holder(m.source) == m.lease.token)
+        text = views.status_text(m, worker_alive=alive)
+    return Reply(ok=True, kind="info", verb="status", migration=m, announcements=windows,
+                 text="\n".join([text, *map(status_line, windows)]))
 
 
 def cmd_history(deps: Deps, actor: str, command: ServerCmd) -> Reply:
@@ -242,9 +249,10 @@ def cmd_freeze(deps: Deps, actor: str, command: FreezeCmd) -> Reply:
             current = actions.standalone_freeze_record(f"mig-{secrets.token_hex(4)}", server, actor, now)
         elif current.state == State.CUT_OVER:
             raise Refused(f"{server} was cut over to {current.target}; it is frozen already and stays so.")
-        return actions.request_approval(current, ApprovalAction.FREEZE, actor, now, deps.policy, options)
+        window = announce.check_window(deps.store.announcement(server), now, deps.config.announce_lead)
+        return actions.request_approval(current, ApprovalAction.FREEZE, actor, now, deps.policy, options, window=window)
 
-    return _accepted(deps.store.update_server(server, decide, deps.enqueue), "freeze")
+    return with_window_note(_accepted(deps.store.update_server(server, decide, deps.enqueue), "freeze"))
 
 
 def cmd_cutover(deps: Deps, actor: str, command: CutoverCmd) -> Reply:
@@ -255,7 +263,11 @@ def cmd_cutover(deps: Deps, actor: str, command: CutoverCmd) -> Reply:
             raise Refused(f"--window is for a cutover from in sync (one approval for freeze and switch); {m.source} is "
                           f"{m.state.value.replace('_', ' ')}: `/pgmove cutover {m.source}` without it.")
         window = command.window_seconds or deps.config.cutover_window_seconds
-        return actions.request_approval(m, ApprovalAction.CUTOVER, actor, now, deps.policy, window_seconds=window)
+        # From in sync the cutover freezes the source too: its approval says whether that is in the announced window.
+        check = announce.check_window(deps.store.announcement(m.source), now, deps.config.announce_lead) \
+            if m.state == State.IN_SYNC else None
+        return actions.request_approval(m, ApprovalAction.CUTOVER, actor, now, deps.policy, window_seconds=window,
+                                        window=check)
 
     return _accepted(_on_server(deps, command.server, decide), "cutover")
 
@@ -304,5 +316,5 @@ VERBS: dict[str, Callable[[Deps, str, Any], Reply]] = {
     "help": cmd_help, "servers": cmd_servers, "plan": cmd_plan, "status": cmd_status,
     "history": cmd_history, "freeze": cmd_freeze, "cutover": cmd_cutover, "approve": cmd_approve,
     "reject": cmd_reject, "unfreeze": cmd_unfreeze, "abort": cmd_abort, "verify": cmd_verify, "retry": cmd_retry,
-    "sync": cmd_sync,
+    "sync": cmd_sync, "announce": lambda deps, actor, command: cmd_announce(deps, actor, command, _known(deps.config, command.server)),
 }

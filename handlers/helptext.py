@@ -34,6 +34,10 @@ WHAT: dict[str, tuple[str, str]] = {
               "for it, and only those.", "abort prod-old --drop-created"),
     "history": ("The migration's audit trail: every transition, decision and step, with who and when.",
                 "history prod-old"),
+    "announce": ("Announces a maintenance window of <server> to the channel (and to `announce_channels`): the start "
+                 "in UTC (now, in 2h, 14:30 today, 2026-12-24 14:30) and how long (90m, 2h, 1h30m, up to a day). The "
+                 "channel and the approvers are reminded before it starts; a freeze approval says whether it falls in "
+                 "the window. `announce <server> cancel` calls it off; `status` lists it.", "announce prod-old in 2h 1h30m"),
     "retry": ("Runs the failed step again (a failed copy keeps the tables it finished; after a failed "
               "verification, copies again while the source stays frozen).", "retry prod-old"),
 }

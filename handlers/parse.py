@@ -14,6 +14,8 @@ from pydantic import ValidationError
 
 from pgmove.handlers.verbs import (
     AbortCmd,
+    AnnounceCancel,
+    AnnounceCmd,
     AnyCommand,
     Approve,
     Command,
@@ -47,6 +49,7 @@ USAGE: dict[str, str] = {
     "abort": "abort <server> [--drop-created]",
     "history": "history <server>",
     "retry": "retry <server>",
+    "announce": "announce <server> <start> <duration> | announce <server> cancel",
 }
 MAX_TEXT = 2000
 _SERVER_VERBS = ("unfreeze", "history", "retry", "sync")
@@ -62,6 +65,7 @@ _GRAMMAR: dict[str, tuple[type[Command], tuple[str, ...]]] = {
     "abort": (AbortCmd, ("server",)),
     "cutover": (CutoverCmd, ("server",)),
     "approve": (Approve, ("server", "request_id")),
+    "announce": (AnnounceCmd, ()),  # see _announce: the start may be two words (`in 2h`, a date and a time)
     "reject": (Reject, ("server",)),  # then an optional leading --request <id>, then free text: see _reject
     **{verb: (ServerCmd, ("server",)) for verb in _SERVER_VERBS},
 }
@@ -83,8 +87,12 @@ def parse(text: str) -> AnyCommand:
     if verb not in USAGE:
         raise UsageError(f"Unknown command {_show(verb)}{did_you_mean(verb)} Commands: {', '.join(USAGE)}.")
     model, names = _GRAMMAR[verb]
+    extra: list[str] = []
     if verb == "reject":
-        fields, extra = _reject(rest), []
+        fields = _reject(rest)
+    elif verb == "announce":
+        fields = _announce(rest)
+        model = AnnounceCancel if fields.pop("cancel", False) else model
     else:
         positional, fields = _split_options(verb, model, rest)
         fields.update(zip(names, positional, strict=False))
@@ -162,6 +170,20 @@ def _reject(words: list[str]) -> dict[str, object]:
         fields["request_id"], rest = rest[1], rest[2:]
     if rest:
         fields["reason"] = " ".join(rest)
+    return fields
+
+
+def _announce(words: list[str]) -> dict[str, object]:
+    """`announce <server> <start...> <duration>` or `announce <server> cancel`: the last word is the duration, the
+    words between it and the server the start (`in 2h`, `2026-12-24 14:30 UTC`)."""
+    fields: dict[str, object] = dict(zip(("server",), words[:1], strict=False))
+    rest = words[1:]
+    if [w.lower() for w in rest] == ["cancel"]:
+        fields["cancel"] = True
+    elif len(rest) >= 2 and not (rest[0].lower() == "in" and len(rest) == 2):  # `in 2h` alone: no duration
+        fields["start"], fields["duration"] = " ".join(rest[:-1]), rest[-1]
+    elif rest:
+        raise UsageError(f"announce needs a start and a duration, or `cancel`. {_usage('announce')}")
     return fields
 
 

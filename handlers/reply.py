@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from pgmove.state.announce import Announcement
 from pgmove.state.config import Config
 from pgmove.state.models import AuditEvent, Migration
 
@@ -23,6 +24,7 @@ class Reply(BaseModel):
     migrations: list[Migration] = Field(default_factory=list)
     events: list[AuditEvent] = Field(default_factory=list)
     servers: list[dict[str, Any]] = Field(default_factory=list)
+    announcements: list[Announcement] = Field(default_factory=list)  # `announce`, and `status`: the windows shown
     duplicate: bool = False
 
     @classmethod

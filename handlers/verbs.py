@@ -9,10 +9,12 @@ Every pattern is ASCII-only: `\\d` and str.isdigit also take digits like `٣` or
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from pgmove.state.announce import Start
 from pgmove.state.config import SERVER_NAME
 
 _SERVER = "a server name (letters, digits, '.', '_' or '-')"
@@ -53,6 +55,52 @@ def _name_list(value: object) -> object:
     if isinstance(value, str):
         return [name.strip() for name in value.split(",") if name.strip()]
     return value
+
+
+_SPAN = r"(?:([0-9]{1,3})h)?(?:([0-9]{1,4})m)?"
+
+
+def _span_of(text: str) -> timedelta | None:
+    match = re.fullmatch(_SPAN, text.strip().lower())
+    if match is None or not any(match.groups()):
+        return None
+    return timedelta(hours=int(match.group(1) or 0), minutes=int(match.group(2) or 0))
+
+
+def _span(value: object) -> object:
+    """`90m`, `2h` or `1h30m`, in ASCII digits: how long a maintenance window lasts."""
+    if isinstance(value, str):
+        span = _span_of(value)
+        if span is None:
+            raise ValueError("not a duration")
+        return span
+    return value
+
+
+def _start(value: object) -> object:
+    """When a window starts, in UTC: `now`, `in 2h`, `14:30` (today) or `2026-12-24 14:30` (`T` and a trailing
+    `UTC` or `Z` allowed). What it means is decided against the clock in state/announce.py."""
+    if not isinstance(value, str):
+        return value
+    text = re.sub(r"(\s*utc|z)$", "", value.strip().lower())
+    if text == "now":
+        return timedelta(0)
+    if text.startswith("in "):
+        span = _span_of(text[3:])
+        if span is None:
+            raise ValueError("not a start time")
+        return span
+    clock = re.fullmatch(r"([0-9]{1,2}):([0-9]{2})", text)
+    dated = re.fullmatch(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[ t]([0-9]{1,2}):([0-9]{2})", text)
+    try:
+        if clock:
+            return time(int(clock.group(1)), int(clock.group(2)))
+        if dated:
+            year, month, day, hour, minute = (int(g) for g in dated.groups())
+            return datetime(year, month, day, hour, minute, tzinfo=UTC)
+    except ValueError:  # 25:00, February 30th
+        pass
+    raise ValueError("not a start time")
 
 
 # A database name as PostgreSQL takes it (up to 63 bytes, any characters); control characters are refused
@@ -125,6 +173,20 @@ class FreezeCmd(Command):
     snapshot: bool = _option("snapshot", "no value", False)
 
 
+class AnnounceCmd(Command):
+    verb: Literal["announce"] = "announce"
+    server: str = _server()
+    start: Annotated[Start, BeforeValidator(_start)] = Field(
+        description="a start in UTC: now, in 2h, 14:30 (today) or 2026-12-24 14:30")
+    duration: Annotated[timedelta, BeforeValidator(_span)] = Field(description="a duration like 90m, 2h or 1h30m")
+
+
+class AnnounceCancel(Command):
+    verb: Literal["announce"] = "announce"
+    server: str = _server()
+    cancel: Literal[True] = True
+
+
 class Approve(Command):
     verb: Literal["approve"] = "approve"
     server: str = _server()
@@ -154,4 +216,4 @@ class Decide(Command):
 
 
 AnyCommand = (Help | Servers | PlanCmd | Status | ServerCmd | CutoverCmd | FreezeCmd | VerifyCmd | Approve | Reject
-              | AbortCmd)
+              | AbortCmd | AnnounceCmd | AnnounceCancel)

@@ -249,6 +249,10 @@ def status_text(m: Migration, worker_alive: bool = True) -> str:
     if m.preflight and m.preflight.warnings:
         lines += [f"warning: {esc(w)}" for w in m.preflight.warnings]
     lines += sync_lines(m)
+    if m.watch is not None:  # after cutover: the watch under way, or its summary's headline
+        w = m.watch
+        lines.append(esc(w.summary.splitlines()[0]) if w.summary else
+                     f"watching {esc(m.target)} and {esc(m.source)} until {w.until:%H:%M:%S} UTC ({w.samples} reading(s) so far)")
     for step in m.steps[-8:]:
         took = f" in {(step.finished_at - step.started_at).total_seconds():.1f}s" if step.finished_at else ""
         mark = {StepStatus.DONE: "done", StepStatus.RUNNING: "running", StepStatus.FAILED: "FAILED"}[step.status]

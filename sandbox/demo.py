@@ -5,6 +5,7 @@ Slack bot against the local Slack stand-in, alice and bob in #db-migrations. Exi
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -97,7 +98,9 @@ def run_demo(keep: bool = False) -> int:
         redis_server.start()
         slack.start()
         config = base / "pgmove.toml"
-        config.write_text(with_hooks(_config(redis_server.url, source, target, bouncer), write_hooks(base)))
+        # The watch after cutover lasts seconds here, not the quarter of an hour a real move gets.
+        config.write_text(with_hooks(_config(redis_server.url, source, target, bouncer), write_hooks(base)).replace(
+            "lease_seconds = 10\n", "lease_seconds = 10\nwatch_minutes = 0.1\nwatch_sample_seconds = 2\n"))
         port = free_port()
         env = {**os.environ, "PGMOVE_PROD_OLD_PASSWORD": pw.source_pgmove, "PGMOVE_PROD_NEW_PASSWORD": pw.target_pgmove,
                "PGMOVE_POOLER_PASSWORD": bouncer.admin_password,
@@ -118,6 +121,7 @@ def run_demo(keep: bool = False) -> int:
         if ok:  # the app's next writes, through the same pooler session, now land on prod-new
             seen = len(writer.acked)
             wait_until(lambda: len(writer.acked) >= seen + 10, 30, "the app's writes after the cutover")
+            ok = _watched(slack, source, pw)
         writer.stop.set()
         writer.join()
         with psycopg.connect(target.admin_dsn("appdb")) as conn:
@@ -171,6 +175,9 @@ def _play(drive: Any, slack: Any, store: Store) -> bool:
         return wait_until(lambda: next((m for m in reversed(slack.channel_messages("C_DBMIG")) if needle in m.all_text()), None),
                      30, needle)
 
+    say("alice announces the maintenance window to the channel")
+    drive.command("U_ALICE", "/pgmove announce prod-old now 1h")
+    request("Maintenance of prod-old")
     say("alice plans the move")
     drive.command("U_ALICE", "/pgmove plan prod-old prod-new --jobs 2")
     if not until("ready"):
@@ -189,6 +196,22 @@ def _play(drive: Any, slack: Any, store: Store) -> bool:
     drive.command("U_ALICE", "/pgmove cutover prod-old")
     drive.click("U_BOB", request("Approve cutover"), "pgmove_approve")
     return until("cut_over")
+
+
+def _watched(slack: Any, source: PgCluster, pw: Secrets) -> bool:
+    """The watch after cutover, with a nightly report job nobody switched: it still connects to prod-old directly,
+    and the summary in the thread must name it."""
+    say("a nightly report job, never switched, connects to prod-old directly; pgmove watches both servers")
+    with psycopg.connect(source.tcp_dsn("reporter", "appdb"), password=pw.reporter, application_name="nightly-report"):
+        summary = wait_until(lambda: next((m.all_text() for m in slack.messages if "still on prod-old" in m.all_text()),
+                                          None), 60, "the watch summary")
+    say("the watch's summary in the thread: " + _first_line(summary))
+    return "reporter (nightly-report)" in summary
+
+
+def _first_line(text: str) -> str:
+    found = re.search(r"prod-new took [^\n\"]*", text)
+    return found.group(0) if found else text.splitlines()[0]
 
 
 def _listening(port: int) -> bool:

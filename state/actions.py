@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
+from pgmove.state.announce import WindowCheck
 from pgmove.state.errors import Refused
 from pgmove.state.machine import Event, State, next_state
 from pgmove.state.models import (
@@ -65,6 +66,7 @@ def replan(m: Migration, plan: Plan, actor: str, now: datetime) -> Outcome:
 def request_approval(
     m: Migration, action: ApprovalAction, actor: str, now: datetime, policy: Policy,
     freeze_options: FreezeOptions | None = None, window_seconds: float | None = None,
+    window: WindowCheck | None = None,
 ) -> Outcome:
     """Ask a second person for the freeze or the cutover. A freeze's options (None: the defaults) go on the
     record with the request: they are part of what the approver sees and approves."""
@@ -98,7 +100,7 @@ def request_approval(
     out = transition(m, event, actor, now, f"{actor} requested {action.value} of {m.source}")
     out.migration.approval = Approval(
         id=secrets.token_hex(4), action=action, requester=actor, plan_digest=m.plan_digest,
-        requested_at=now, expires_at=now + policy.approval_ttl, prior_state=prior,
+        requested_at=now, expires_at=now + policy.approval_ttl, prior_state=prior, window=window,
     )
     if action == ApprovalAction.CUTOVER and prior == State.IN_SYNC:
         out.migration.approval.window_seconds = window_seconds or DEFAULT_WINDOW_SECONDS

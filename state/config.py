@@ -239,6 +239,13 @@ class Config(_Section):
     cutover_window_seconds: float = Field(default=60.0, gt=0, le=3600)  # `cutover` from in_sync, unless --window
     # The rate the plan assumes for copying keyless tables inside the freeze (no measurement on this pair yet).
     window_copy_mb_per_second: float = Field(default=50.0, gt=0)
+    # `announce`: the notice also goes to these channels (the team's channel, access.channels[0], always gets it);
+    # the channel and the approvers are reminded this long before the window starts.
+    announce_channels: list[str] = Field(default_factory=list)
+    announce_remind_minutes: float = Field(default=15.0, gt=0, le=24 * 60)
+    # After a cutover the worker watches both servers this long (0: no watch), reading them every sample period.
+    watch_minutes: float = Field(default=15.0, ge=0, le=24 * 60)
+    watch_sample_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("redis_url")
     @classmethod
@@ -282,6 +289,10 @@ class Config(_Section):
     def worker_gone_after(self) -> float:
         """A worker silent this long is taken for gone: replies say nothing will run."""
         return max(10.0, 4 * self.heartbeat_seconds)
+
+    @property
+    def announce_lead(self) -> timedelta:
+        return timedelta(minutes=self.announce_remind_minutes)
 
     @property
     def approval_ttl(self) -> timedelta:

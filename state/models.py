@@ -10,9 +10,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pgmove.state.announce import WindowCheck
 from pgmove.state.machine import State
 from pgmove.state.replication import LogicalReadiness, SyncSetup, SyncStatus
 from pgmove.state.report import VerificationReport
+from pgmove.state.watch import Watch
 
 
 class Record(BaseModel):
@@ -203,6 +205,7 @@ class Approval(Record):
     decision: Decision = Decision.PENDING
     window_seconds: float | None = None  # a cutover from in_sync: freeze to hook inside this many seconds
     rollback: str | None = None  # a cutover's way back and its cost, as the approver read and approved it
+    window: WindowCheck | None = None  # a freeze, or a cutover from in_sync: the announced window it falls in, or not
     approver: str | None = None
     decided_at: datetime | None = None
     reason: str | None = None
@@ -307,6 +310,7 @@ class Migration(Record):
     sync_setup: SyncSetup | None = None  # replication objects, each name recorded before it is created
     sync_status: SyncStatus | None = None  # the monitor's last reading while syncing or in sync
     window_rollback: bool = False  # the unfreeze under way gives the source back after a failed window
+    watch: Watch | None = None  # after cutover: the readings of both servers and, once done, the summary
 
     @property
     def source_frozen(self) -> bool:

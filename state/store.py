@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import redis
 from redis.client import Pipeline
 
+from pgmove.state.announce import Announcement
 from pgmove.state.config import Config, redact_url
 from pgmove.state.errors import ConfigError, Conflict, Unavailable
 from pgmove.state.machine import TERMINAL
@@ -81,6 +82,15 @@ class Keys:
     @property
     def index(self) -> str:
         return f"{self.prefix}:migrations"
+
+    def announcement(self, server: str) -> str:
+        """The server's announced maintenance window (one at a time): it lives a day past its end."""
+        return f"{self.prefix}:server:{server}:announcement"
+
+    @property
+    def announced(self) -> str:
+        """The servers that may have an announcement: read instead of scanning the keyspace."""
+        return f"{self.prefix}:announced"
 
     @property
     def workers(self) -> str:
@@ -437,11 +447,49 @@ class Store:
         self._redis.zremrangebyscore(self.keys.workers, "-inf", now - 86400)
         return [_text(w) for w in self._redis.zrangebyscore(self.keys.workers, now - within_seconds, "+inf")]
 
+    # -- announced maintenance windows ------------------------------------------------------------
+
+    def announcement(self, server: str) -> Announcement | None:
+        raw = self._redis.get(self.keys.announcement(server))
+        return Announcement.model_validate_json(raw) if raw else None
+
+    def announcements(self) -> list[Announcement]:
+        """Every server's announcement still kept (live, cancelled, or ended less than a day ago), by start."""
+        servers = sorted(_text(s) for s in self._redis.smembers(self.keys.announced))
+        raws: Any = self._redis.mget([self.keys.announcement(s) for s in servers]) if servers else []
+        gone = [s for s, raw in zip(servers, raws, strict=True) if not raw]
+        if gone:
+            self._redis.srem(self.keys.announced, *gone)
+        return sorted((Announcement.model_validate_json(r) for r in raws if r), key=lambda a: a.start)
+
+    def update_announcement(self, server: str, decide: Callable[[Announcement | None], Announcement]) -> Announcement:
+        """Compare-and-set of the server's announcement; `decide` refuses by raising, and then nothing is written."""
+        key = self.keys.announcement(server)
+        for _ in range(self.max_attempts):
+            with self._redis.pipeline() as pipe:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    raw = pipe.get(key)
+                    new = decide(Announcement.model_validate_json(raw) if raw else None)
+                    pipe.multi()
+                    pipe.set(key, new.model_dump_json())
+                    pipe.expireat(key, int(new.end.timestamp()) + 86400)
+                    pipe.sadd(self.keys.announced, server)
+                    pipe.execute()
+                    return new
+                except redis.WatchError:
+                    continue
+        raise Conflict("Too many concurrent changes to this announcement; try again.")
+
     # -- idempotency ---------------------------------------------------------------------------
 
     def claim_once(self, key: str, ttl_seconds: int = 3600) -> bool:
         """True for the first caller with this key; later callers (retries, double clicks) get False."""
         return bool(self._redis.set(self.keys.idempotency(key), b"", nx=True, ex=ttl_seconds))
+
+    def unclaim(self, key: str) -> None:
+        """Give a claim back: what it was for did not happen (a post Slack refused), so the next pass may try."""
+        self._redis.delete(self.keys.idempotency(key))
 
     def remember(self, key: str, payload: str, ttl_seconds: int = 3600) -> None:
         self._redis.set(self.keys.idempotency(key), payload, ex=ttl_seconds)

@@ -22,6 +22,7 @@ from pgmove.state.replication import SyncStatus
 from pgmove.state.sync import record_sync_status
 from pgmove.steps.replication import status
 from pgmove.worker.runtime import Runtime
+from pgmove.worker.watch import watch_all
 
 log = logging.getLogger("pgmove.monitor")
 TICK_SECONDS = 1.0
@@ -33,6 +34,10 @@ def monitor_forever(rt: Runtime, stop: threading.Event) -> None:
             check_all(rt)
         except Exception:  # a Redis blip: the next tick tries again
             log.warning("replication check failed", exc_info=True)
+        try:
+            watch_all(rt)  # after cutover: see worker/watch.py
+        except Exception:
+            log.warning("watch after cutover failed", exc_info=True)
 
 
 def check_all(rt: Runtime) -> list[str]:

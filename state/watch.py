@@ -1,0 +1,176 @@
+"""The watch after cutover: what each reading of both servers holds, how readings add up, and the summary.
+
+A reading is taken at the start (the baseline), every sample period, and at the end. Counters are deltas from
+the baseline; what a single reading sees (connections, clients still on the old server) is kept as a peak or as
+the set of clients seen, so a client that comes and goes between the end's reading and now is still named.
+Pure: steps/watch.py reads the servers, worker/watch.py schedules, state/watching.py puts it on the record.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TEMP_SPIKE_BYTES = 256 * 1024 * 1024  # temporary files written between two readings above this: a query spilling
+SEQUENCE_WARN = 0.75  # a sequence past this share of its range is named
+ROLLBACK_WARN = 0.05  # rollbacks above this share of transactions (and more than a handful) are named
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class DbCounters(_Record):
+    """pg_stat_database's cumulative counters of one database."""
+
+    commits: int = 0
+    rollbacks: int = 0
+    deadlocks: int = 0
+    temp_files: int = 0
+    temp_bytes: int = 0
+    sessions: int | None = None  # PostgreSQL 14 and later: sessions established
+
+
+class OldClient(_Record):
+    """A session on the old server that is not pgmove's: a client that was not switched."""
+
+    role: str
+    application: str
+    address: str
+    database: str
+    seen: int = 1  # in how many readings
+    first_seen: datetime
+    last_seen: datetime
+
+    def key(self) -> tuple[str, str, str, str]:
+        return self.role, self.application, self.address, self.database
+
+    def describe(self) -> str:
+        app = f" ({self.application})" if self.application else ""
+        return f"{self.role}{app} from {self.address} to {self.database}"
+
+
+class Reading(_Record):
+    at: datetime
+    target: dict[str, DbCounters] = Field(default_factory=dict)
+    app_connections: dict[str, int] = Field(default_factory=dict)  # app role -> its sessions on the target now
+    source: dict[str, DbCounters] = Field(default_factory=dict)
+    clients: list[OldClient] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
+
+
+class SequenceRoom(_Record):
+    database: str
+    name: str
+    used: float  # share of the range in the increment's direction, 0..1
+
+    def describe(self) -> str:
+        return f"{self.database}.{self.name} {self.used:.0%} used"
+
+
+class Watch(_Record):
+    started_at: datetime  # the cutover's end: counters are deltas from the baseline taken then
+    until: datetime
+    maintenance_db: str = "postgres"  # pgmove's own readings commit there: left out of the app's count
+    baseline: Reading
+    last: Reading
+    samples: int = 1
+    app_peak: dict[str, int] = Field(default_factory=dict)
+    temp_peak_bytes: int = 0  # the most temporary-file bytes the target wrote between two readings
+    clients: list[OldClient] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
+    finished_at: datetime | None = None
+    summary: str = ""
+
+
+def start(reading: Reading, started_at: datetime, until: datetime, maintenance_db: str) -> Watch:
+    return fold(Watch(started_at=started_at, until=until, maintenance_db=maintenance_db, baseline=reading,
+                      last=reading, samples=0), reading)
+
+
+def fold(w: Watch, r: Reading) -> Watch:
+    """The watch with one more reading: peaks, clients seen, problems (each said once)."""
+    temp = _total(r.target, "temp_bytes") - _total(w.last.target, "temp_bytes")
+    peak = {role: max(n, w.app_peak.get(role, 0)) for role, n in r.app_connections.items()}
+    clients = {c.key(): c for c in w.clients}
+    for c in r.clients:
+        known = clients.get(c.key())
+        clients[c.key()] = c if known is None else known.model_copy(
+            update={"seen": known.seen + c.seen, "last_seen": c.last_seen})
+    problems = w.problems + [p for p in r.problems if p not in w.problems]
+    return w.model_copy(update={"last": r, "samples": w.samples + 1, "app_peak": {**w.app_peak, **peak},
+                                "temp_peak_bytes": max(w.temp_peak_bytes, temp), "clients": list(clients.values()),
+                                "problems": problems})
+
+
+def delta(w: Watch, side: str) -> dict[str, DbCounters]:
+    """Per database, what the counters moved since the baseline (a database created meanwhile counts from 0)."""
+    now, then = (w.last.target, w.baseline.target) if side == "target" else (w.last.source, w.baseline.source)
+    out = {}
+    for db, c in now.items():
+        b = then.get(db, DbCounters(sessions=0 if c.sessions is not None else None))
+        out[db] = DbCounters(
+            commits=c.commits - b.commits, rollbacks=c.rollbacks - b.rollbacks, deadlocks=c.deadlocks - b.deadlocks,
+            temp_files=c.temp_files - b.temp_files, temp_bytes=c.temp_bytes - b.temp_bytes,
+            sessions=None if c.sessions is None or b.sessions is None else c.sessions - b.sessions)
+    return out
+
+
+def summarize(w: Watch, source: str, target: str, sequences: list[SequenceRoom], no_connect: bool = False) -> tuple[str, bool]:
+    """The thread's post: a headline that says it all, then the figures. True when nothing looks wrong."""
+    took = elapsed_text(w.last.at - w.started_at)
+    moved = {db: d for db, d in delta(w, "target").items() if db != w.maintenance_db}
+    commits = sum(d.commits for d in moved.values())
+    rollbacks = sum(d.rollbacks for d in moved.values())
+    roles = ", ".join(sorted(w.app_peak)) or "the app"
+    wrong: list[str] = []
+    if commits == 0:
+        wrong.append(f"{target} took no commits: is the app switched to it?")
+    if rollbacks > 10 and rollbacks > ROLLBACK_WARN * (commits + rollbacks):
+        wrong.append(f"{rollbacks:,} rollbacks on {target} ({rollbacks / (commits + rollbacks):.0%} of transactions)")
+    deadlocks = sum(d.deadlocks for d in moved.values())
+    if deadlocks:
+        wrong.append(f"{deadlocks} deadlock(s) on {target}")
+    if w.temp_peak_bytes > TEMP_SPIKE_BYTES:
+        wrong.append(f"a temporary-file spike on {target}: {w.temp_peak_bytes / 1e6:,.0f} MB between two readings")
+    full = [s for s in sequences if s.used >= SEQUENCE_WARN]
+    if full:
+        wrong.append("sequences near their end: " + ", ".join(s.describe() for s in full))
+    old = {db: d for db, d in delta(w, "source").items() if db != w.maintenance_db}
+    old_sessions = sum(d.sessions or 0 for d in old.values())
+    refused = sum(d.rollbacks for d in old.values())  # a write the frozen source refuses ends in a rollback
+    refused_text = f"{refused:,} transaction(s) rolled back on {source} since cutover (writes the freeze refused)"
+    if w.clients:
+        wrong.append("; ".join(f"{c.describe()} (seen {c.seen}x, last {c.last_seen:%H:%M:%S} UTC)" for c in w.clients)
+                     + (f"; {refused_text}" if refused else ""))
+    elif old_sessions > 0 or refused > 0:
+        wrong.append(f"{old_sessions} session(s) opened and {refused_text}, by clients too brief to name: "
+                     f"{source}'s server log has them (log_connections)")
+    wrong += [f"could not read: {p}" for p in w.problems]
+    clients = f"{len(w.clients)} client{'' if len(w.clients) == 1 else 's'}"
+    head = f"{target} took {commits:,} commits from {roles} in {took}, {clients} still on {source}"
+    lines = [(":white_check_mark: " if not wrong else ":warning: ") + head + ("" if not wrong else ": " + "; ".join(wrong))]
+    lines += [f"  {db}: {d.commits:,} commits, {d.rollbacks:,} rollbacks, {d.deadlocks} deadlocks, "
+              f"{d.temp_files} temp files ({d.temp_bytes / 1e6:,.1f} MB)" for db, d in sorted(moved.items())
+              if d.commits or d.rollbacks or d.deadlocks or d.temp_files]
+    if w.app_peak:
+        now = w.last.app_connections
+        lines.append("  app connections on " + target + ": " + ", ".join(
+            f"{role} {now.get(role, 0)} now, peak {peak}" for role, peak in sorted(w.app_peak.items())))
+    if sequences:
+        lines.append("  fullest sequences: " + ", ".join(s.describe() for s in sequences))
+    if no_connect:  # a refused login ends before it is a session: no statistics view ever shows it
+        lines.append(f"  {source} is frozen no-connect: the logins it refuses reach only its server log "
+                     "(look for 'not permitted to log in'); the count above is of clients that got in")
+    return "\n".join(lines), not wrong
+
+
+def elapsed_text(span: timedelta) -> str:
+    """`15 min`, or seconds for a watch shorter than a minute (the demo's)."""
+    seconds = span.total_seconds()
+    return f"{round(seconds / 60)} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _total(counters: dict[str, DbCounters], name: str) -> int:
+    return sum(int(getattr(c, name)) for c in counters.values())
