@@ -62,7 +62,8 @@ def record_origin(store: Store, reply: Reply, actor: str) -> None:
 def json_reply(reply: Reply, migration: Migration | None = None, text: str | None = None,
                kind: str | None = None, ok: bool | None = None) -> dict[str, Any]:
     """Every `--json` answer: ok, kind, text (plain), verb, then the payload: the migration's own fields at the
-    top level (id, state, source, target, steps, ...), or `migrations`, `events`, `servers`."""
+    top level (id, state, source, target, steps, ...), or `migrations`, `events`, `servers`; `progress` in a
+    status during a copy."""
     shown = migration or reply.migration
     out: dict[str, Any] = {"ok": reply.ok if ok is None else ok, "kind": kind or reply.kind,
                            "text": views.for_terminal(text if text is not None else reply.text), "verb": reply.verb}
@@ -74,6 +75,8 @@ def json_reply(reply: Reply, migration: Migration | None = None, text: str | Non
         out["events"] = [e.model_dump(mode="json") for e in reply.events]
     if reply.servers:
         out["servers"] = reply.servers
+    if reply.progress is not None and migration is None:  # a later record (after --wait) is past that progress
+        out["progress"] = reply.progress
     return out
 
 

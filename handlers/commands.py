@@ -214,7 +214,11 @@ def cmd_status(deps: Deps, actor: str, command: Status) -> Reply:
         return Reply(ok=True, kind="info", verb="status", text=f"Nothing is planned or frozen on {command.server}.")
     # A paused pooler is given back by a live worker (its step or its reaper): with none, the app waits.
     alive = not m.poolers_paused or (m.lease is not None and deps.store.lock_holder(m.source) == m.lease.token)
-    return Reply(ok=True, kind="info", verb="status", migration=m, text=views.status_text(m, worker_alive=alive))
+    tick = deps.store.latest_live(m.id)
+    live = views.live_line(m, tick)
+    progress = tick.data.get("copy") if tick is not None and live is not None else None
+    return Reply(ok=True, kind="info", verb="status", migration=m, progress=progress,
+                 text=views.status_text(m, worker_alive=alive, live=live))
 
 
 def cmd_history(deps: Deps, actor: str, command: ServerCmd) -> Reply:

@@ -23,6 +23,7 @@ class Reply(BaseModel):
     migrations: list[Migration] = Field(default_factory=list)
     events: list[AuditEvent] = Field(default_factory=list)
     servers: list[dict[str, Any]] = Field(default_factory=list)
+    progress: dict[str, Any] | None = None  # status during a copy: the whole copy's progress (state/progress.py)
     duplicate: bool = False
 
     @classmethod
