@@ -14,7 +14,7 @@ from typing import Any
 from pgmove.state.actions import STEP_FOR_STATE
 from pgmove.state.machine import State
 from pgmove.state.models import AuditEvent, Decision, Migration, PausedPooler, StepName, StepStatus
-from pgmove.state.progress import megabytes
+from pgmove.state.progress import duration, megabytes
 
 _NEXT: dict[State, str] = {
     State.PLANNED: "preflight checks are running",
@@ -281,7 +281,19 @@ def plan_lines(m: Migration) -> list[str]:
     lines += [f"  {esc(db.name)}: {megabytes(db.size_bytes)}" + (f", owner {esc(db.owner)}" if db.owner else "")
               for db in p.databases]
     lines += [f"  {esc(tool)}: {esc(found)}" for tool, found in sorted(p.tools.items())]
+    if p.roles:
+        more = f" and {len(p.roles) - ROLES_NAMED} more" if len(p.roles) > ROLES_NAMED else ""
+        lines.append(f"  roles: {len(p.roles)}, created or reconciled on {esc(m.target)}: "
+                     f"{esc(', '.join(p.roles[:ROLES_NAMED]))}{more}")
+    if p.read_bytes_per_second:
+        seconds = p.total_bytes / p.read_bytes_per_second
+        lines.append(f"  expected freeze: ~{duration(seconds)} to stream {megabytes(p.total_bytes)} at "
+                     f"{megabytes(int(p.read_bytes_per_second))}/s (the source's COPY rate, measured now); index "
+                     "builds and the verification come on top")
     return lines
+
+
+ROLES_NAMED = 10
 
 
 def orphaned_pooler(paused: PausedPooler) -> str:

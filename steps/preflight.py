@@ -12,7 +12,7 @@ import psycopg
 from pgmove.state import leftovers
 from pgmove.state.errors import ConnectionFailed
 from pgmove.state.models import Migration, PreflightReport
-from pgmove.steps import freezerecord, prepared, subscriptions
+from pgmove.steps import freezerecord, prepared, readrate, subscriptions
 from pgmove.steps.catalog import MAINTENANCE_DB, list_databases, selected, user_object_count
 from pgmove.steps.connect import Endpoint, Progress, connect, connection, server_major
 from pgmove.steps.tools import choose_toolset
@@ -33,6 +33,9 @@ def run(
     with src_conn:
         source_major = _inspect_source(src_conn, src, databases, report)
     progress(f"{src.name}: PostgreSQL {report.source_version}, {len(report.databases)} databases to move")
+    if report.databases:
+        largest = max(report.databases, key=lambda d: d.size_bytes)
+        report.read_bytes_per_second = readrate.measure(src, largest.name)
     if dst is None:
         return report
     dst_conn = _reachable(dst, report)
@@ -69,6 +72,7 @@ def _inspect_source(conn: psycopg.Connection[Any], src: Endpoint, databases: lis
     if missing:
         report.problems.append(f"{src.name} has no database named {', '.join(missing)}.")
     _check_app_roles(conn, src, report)
+    report.roles = [r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1")]
     _check_what_the_freeze_meets(conn, src, report)
     _check_tablespaces(conn, src, report)
     if databases is None and MAINTENANCE_DB in {d.name for d in all_dbs}:
