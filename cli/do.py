@@ -114,15 +114,16 @@ def wait_until_resting(store: Store, config: Config, m: Migration, timeout: floa
     while time.monotonic() < deadline:
         current = store.get(m.id)
         if current is not None and current.state in RESTING and step_due(current) is None:
+            # The record is read after the events: what moved it to rest was written after the last read.
+            _say(store.events(m.id, after=cursor))
             return current
-        for event in store.wait_events(m.id, cursor, block_ms=500, live_after=live_cursor):
+        events = store.wait_events(m.id, cursor, block_ms=500, live_after=live_cursor)
+        for event in events:
             if event.data.get("tick"):
                 live_cursor = event.id or live_cursor
             else:
                 cursor = event.id or cursor
-            if event.data.get("via") == "cli":  # this command's own origin line
-                continue
-            typer.echo(views.for_terminal(views.event_line(event)), err=True)
+        _say(events)
         if time.monotonic() - last_check > 2:
             # With the config it also resumes poolers a dead step left paused; a cutover window it finds dead
             # unfreezes, which a worker must be asked to do.
@@ -133,3 +134,9 @@ def wait_until_resting(store: Store, config: Config, m: Migration, timeout: floa
                 typer.echo(views.for_terminal(views.no_worker_text(current)), err=True)
                 told = True
     return None
+
+
+def _say(events: list[AuditEvent]) -> None:
+    for event in events:
+        if event.data.get("via") != "cli":  # not this command's own origin line
+            typer.echo(views.for_terminal(views.event_line(event)), err=True)
