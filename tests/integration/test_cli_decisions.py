@@ -37,6 +37,14 @@ def test_a_reject_reason_is_kept_in_the_reply_and_the_history(config):  # type: 
     assert "not during the sale" in history.stdout, history.stdout
 
 
+def test_an_approved_freeze_with_no_worker_running_says_it_is_queued(config):  # type: ignore[no-untyped-def]
+    """The freeze request, then its approval: with no worker alive the reply says the freeze waits for one."""
+    _freeze_requested(config)
+    approved = pgmove_cli(config, "do", "--as", "U_BOB", "approve prod-old")
+    assert approved.returncode == 0, approved.stderr
+    assert "queued: freeze of prod-old waits for a worker, and no worker is running" in approved.stdout, approved.stdout
+
+
 def test_a_request_id_that_is_not_the_pending_one_names_the_pending_one(config):  # type: ignore[no-untyped-def]
     """Approving request 0000abcd while another waits is refused (exit 2), naming the one that waits and who asked."""
     pending = _freeze_requested(config)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pgmove.cli.main import pgmove_version
 from pgmove.sandbox.servers import wait_until
 from pgmove.state.store import Store
 from tests.fixtures.services import PGMOVE, cli_env, cli_users, pgmove_cli
@@ -62,6 +63,7 @@ def test_a_running_worker_prints_a_start_line_and_its_heartbeat_silences_the_not
     wait_until(lambda: store.workers_seen(10), 20, "the worker's heartbeat")
     start = (tmp_path / "worker.log").read_text()
     assert f"worker w1: Redis {redis_server.url}, queue pgmove, servers prod-new, prod-old" in start, start
+    assert start.startswith(f"pgmove {pgmove_version()} worker w1"), start
     planned = pgmove_cli(config, "do", "--as", "U_ALICE", "plan prod-old prod-new")
     assert planned.returncode == 0 and NO_WORKER not in planned.stdout, planned.stdout
     worker.terminate()
