@@ -173,12 +173,11 @@ class Notifier:
         event = self.store.latest_live(m.id) if running is not None or reading else None
         if event is not None and event.id:
             self._live_looked[m.id] = event.id
-        if event is None or (reading and (event.step is not None or event.at < m.updated_at)):
-            return
-        if not reading and (running is None or event.step != running.name or event.at < running.started_at):
+        live = views.live_line(m, event)  # the same line `status` shows
+        if live is None:
             return
         self._live_shown[m.id] = now
-        text, message = blocks.status_message(m, None, live=event.message)
+        text, message = blocks.status_message(m, None, live=live)
         self._update(channel, status_ts, text, message)
 
     def _on_milestone(self, m: Migration, channel: str, status_ts: str, event: AuditEvent) -> None:

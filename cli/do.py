@@ -62,7 +62,8 @@ def record_origin(store: Store, reply: Reply, actor: str) -> None:
 def json_reply(reply: Reply, migration: Migration | None = None, text: str | None = None,
                kind: str | None = None, ok: bool | None = None) -> dict[str, Any]:
     """Every `--json` answer: ok, kind, text (plain), verb, then the payload: the migration's own fields at the
-    top level (id, state, source, target, steps, ...), or `migrations`, `events`, `servers`."""
+    top level (id, state, source, target, steps, ...), or `migrations`, `events`, `servers`; `progress` in a
+    status during a copy."""
     shown = migration or reply.migration
     out: dict[str, Any] = {"ok": reply.ok if ok is None else ok, "kind": kind or reply.kind,
                            "text": views.for_terminal(text if text is not None else reply.text), "verb": reply.verb}
@@ -76,6 +77,8 @@ def json_reply(reply: Reply, migration: Migration | None = None, text: str | Non
         out["servers"] = reply.servers
     if reply.announcements:
         out["announcements"] = [a.model_dump(mode="json") for a in reply.announcements]
+    if reply.progress is not None and migration is None:  # a later record (after --wait) is past that progress
+        out["progress"] = reply.progress
     return out
 
 
@@ -112,20 +115,17 @@ def wait_until_resting(store: Store, config: Config, m: Migration, timeout: floa
     last_check, told = 0.0, False
     while time.monotonic() < deadline:
         current = store.get(m.id)
-        # A record and its events are written together: once it rests, the events that brought it there are all
-        # in the stream, and are printed before returning (the last transition line included).
-        resting = current is not None and current.state in RESTING and step_due(current) is None
-        for event in store.wait_events(m.id, cursor, block_ms=0 if resting else 500,
-                                       live_after=None if resting else live_cursor):
+        if current is not None and current.state in RESTING and step_due(current) is None:
+            # The record is read after the events: what moved it to rest was written after the last read.
+            _say(store.events(m.id, after=cursor))
+            return current
+        events = store.wait_events(m.id, cursor, block_ms=500, live_after=live_cursor)
+        for event in events:
             if event.data.get("tick"):
                 live_cursor = event.id or live_cursor
             else:
                 cursor = event.id or cursor
-            if event.data.get("via") == "cli":  # this command's own origin line
-                continue
-            typer.echo(views.for_terminal(views.event_line(event)), err=True)
-        if resting:
-            return current
+        _say(events)
         if time.monotonic() - last_check > 2:
             # With the config it also resumes poolers a dead step left paused; a cutover window it finds dead
             # unfreezes, which a worker must be asked to do.
@@ -136,3 +136,9 @@ def wait_until_resting(store: Store, config: Config, m: Migration, timeout: floa
                 typer.echo(views.for_terminal(views.no_worker_text(current)), err=True)
                 told = True
     return None
+
+
+def _say(events: list[AuditEvent]) -> None:
+    for event in events:
+        if event.data.get("via") != "cli":  # not this command's own origin line
+            typer.echo(views.for_terminal(views.event_line(event)), err=True)

@@ -105,7 +105,8 @@ def do(
         "--as", help="the chat id to act as: one [access.cli_users] maps your OS user to (derived when only one)")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="return when the migration rests; its events go to stderr")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the reply as JSON: ok, kind, text, verb, then the migration's fields")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="seconds --wait waits at most")] = 3600.0,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, max=7 * 24 * 3600,
+                                           help="seconds --wait waits at most (1 to a week)")] = 3600.0,
 ) -> None:
     """Run any /pgmove command through the same handlers the bot uses.
 

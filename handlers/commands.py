@@ -217,10 +217,15 @@ def cmd_status(deps: Deps, actor: str, command: Status) -> Reply:
     m = deps.store.active_for(command.server)
     if m is None:
         text = f"Nothing is planned or frozen on {command.server}."
-    else:  # a paused pooler is given back by a live worker (its step or its reaper): with none, the app waits
-        alive = not m.poolers_paused or (m.lease is not None and deps.store.lock_holder(m.source) == m.lease.token)
-        text = views.status_text(m, worker_alive=alive)
-    return Reply(ok=True, kind="info", verb="status", migration=m, announcements=windows,
+        return Reply(ok=True, kind="info", verb="status", announcements=windows,
+                     text="\n".join([text, *map(status_line, windows)]))
+    # A paused pooler is given back by a live worker (its step or its reaper): with none, the app waits.
+    alive = not m.poolers_paused or (m.lease is not None and deps.store.lock_holder(m.source) == m.lease.token)
+    tick = deps.store.latest_live(m.id)
+    live = views.live_line(m, tick)
+    progress = tick.data.get("copy") if tick is not None and live is not None else None
+    text = views.status_text(m, worker_alive=alive, live=live)
+    return Reply(ok=True, kind="info", verb="status", migration=m, progress=progress, announcements=windows,
                  text="\n".join([text, *map(status_line, windows)]))
 
 

@@ -25,6 +25,7 @@ class Reply(BaseModel):
     events: list[AuditEvent] = Field(default_factory=list)
     servers: list[dict[str, Any]] = Field(default_factory=list)
     announcements: list[Announcement] = Field(default_factory=list)  # `announce`, and `status`: the windows shown
+    progress: dict[str, Any] | None = None  # status during a copy: the whole copy's progress (state/progress.py)
     duplicate: bool = False
 
     @classmethod

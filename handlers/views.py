@@ -13,6 +13,7 @@ from typing import Any
 
 from pgmove.state.machine import State
 from pgmove.state.models import AuditEvent, Decision, Migration, PausedPooler, StepName, StepStatus
+from pgmove.state.progress import duration, megabytes
 from pgmove.state.work import STEP_FOR_STATE
 
 _NEXT: dict[State, str] = {
@@ -224,9 +225,24 @@ def pooler_lines(m: Migration) -> list[str]:
     return lines
 
 
-def status_text(m: Migration, worker_alive: bool = True) -> str:
-    """`worker_alive`: False when no worker holds this migration's lease (nobody would give a paused pooler back)."""
+def live_line(m: Migration, event: AuditEvent | None) -> str | None:
+    """The latest live tick, if it is about what happens now: the running step's (since it started), or in
+    sync, with no step running, the monitor's reading since the last change. An older one is not shown."""
+    if event is None:
+        return None
+    running = m.steps[-1] if m.steps and m.steps[-1].status == StepStatus.RUNNING else None
+    if running is None:
+        reading = m.state == State.IN_SYNC and event.step is None and event.at >= m.updated_at
+        return event.message if reading else None
+    return event.message if event.step == running.name and event.at >= running.started_at else None
+
+
+def status_text(m: Migration, worker_alive: bool = True, live: str | None = None) -> str:
+    """`worker_alive`: False when no worker holds this migration's lease (nobody would give a paused pooler back);
+    `live`: what the running step last said of its progress (live_line)."""
     lines = [f"{title(m)} [{esc(m.id)}] is {m.state.value.replace('_', ' ')}", next_hint(m)]
+    if live:
+        lines.append(f"now: {esc(live)}")
     if m.failure:
         lines.append(esc(f"failed in {m.failure.step}: {m.failure.reason}"))
     if m.source_frozen:
@@ -265,11 +281,6 @@ def status_text(m: Migration, worker_alive: bool = True) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def megabytes(size: int) -> str:
-    """Every size pgmove shows, one way."""
-    return f"{size / 1e6:.1f} MB"
-
-
 def plan_lines(m: Migration) -> list[str]:
     """The plan a preflight found: versions, databases and sizes, the client tools the copy will use."""
     p = m.preflight
@@ -279,7 +290,19 @@ def plan_lines(m: Migration) -> list[str]:
     lines += [f"  {esc(db.name)}: {megabytes(db.size_bytes)}" + (f", owner {esc(db.owner)}" if db.owner else "")
               for db in p.databases]
     lines += [f"  {esc(tool)}: {esc(found)}" for tool, found in sorted(p.tools.items())]
+    if p.roles:
+        more = f" and {len(p.roles) - ROLES_NAMED} more" if len(p.roles) > ROLES_NAMED else ""
+        lines.append(f"  roles: {len(p.roles)}, created or reconciled on {esc(m.target)}: "
+                     f"{esc(', '.join(p.roles[:ROLES_NAMED]))}{more}")
+    if p.read_bytes_per_second:
+        seconds = p.total_bytes / p.read_bytes_per_second
+        lines.append(f"  expected freeze: ~{duration(seconds)} to stream {megabytes(p.total_bytes)} at "
+                     f"{megabytes(int(p.read_bytes_per_second))}/s (the source's COPY rate, measured now); index "
+                     "builds and the verification come on top")
     return lines
+
+
+ROLES_NAMED = 10
 
 
 def orphaned_pooler(paused: PausedPooler) -> str:

@@ -145,7 +145,8 @@ def decide(
     assert approval is not None
     approval.decision = Decision.APPROVED if approve else Decision.REJECTED
     approval.approver, approval.decided_at, approval.reason = actor, now, reason
-    out.events.insert(0, decision_event(now, actor, f"{actor} {verb} {a.action} request {a.id}", approval))
+    because = f": {reason}" if reason else ""  # kept with the decision: the reply, the thread and the history say it
+    out.events.insert(0, decision_event(now, actor, f"{actor} {verb} {a.action} request {a.id}{because}", approval))
     return out
 
 

@@ -81,6 +81,8 @@ class PreflightReport(Record):
     problems: list[str] = Field(default_factory=list)  # each blocks the freeze
     warnings: list[str] = Field(default_factory=list)
     poolers: list[str] = Field(default_factory=list)  # each pooler in front of the app: version, pool mode, mapping
+    roles: list[str] = Field(default_factory=list)  # the source's roles, which the copy creates or reconciles
+    read_bytes_per_second: float | None = None  # COPY from the source's largest table, measured by the preflight
 
     @property
     def total_bytes(self) -> int:

@@ -119,7 +119,7 @@ class _Copy:
         self.pool = Pool(job.jobs, should_stop)
         self.lock = threading.Lock()
         self.done = checkpoints.done()
-        self.ticker = Ticker(progress)
+        self.ticker = Ticker(progress, databases=len(job.databases))
         self.same_major = False
         self.finished: list[dict[str, Any]] = []
         self.dropped_options: set[str] = set()
@@ -178,6 +178,7 @@ class _Copy:
         with connection(job.src, name) as src_db:
             loaded = schema.load(archive, job.toolset, src_db, job.dst.tool_env(dict(os.environ)))
             db = _Database(d, loaded, tables.list_tables(src_db))
+        self.ticker.listed(db.tables)
         if exists and resumable:
             kept = sum(1 for t in db.tables if checkpoint(name, f"table {t.oid}") in self.done)
             self.progress(f"{name}: resuming, {kept} of {len(db.tables)} tables already copied", database=name)
@@ -251,6 +252,7 @@ class _Copy:
     def _table_done(self, db: _Database, table: tables.Table, resumed: bool = False) -> None:
         with self.lock:
             db.stats["tables"] += 1
+        self.ticker.table_done(table, resumed)
         items = db.schema.table_items.get(table.oid, [])
         left = [len(items)]
 

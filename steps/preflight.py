@@ -9,9 +9,10 @@ from typing import Any
 
 import psycopg
 
+from pgmove.state import leftovers
 from pgmove.state.errors import ConnectionFailed
-from pgmove.state.models import PreflightReport
-from pgmove.steps import freezerecord, prepared, subscriptions
+from pgmove.state.models import Migration, PreflightReport
+from pgmove.steps import freezerecord, prepared, readrate, subscriptions
 from pgmove.steps.catalog import MAINTENANCE_DB, list_databases, selected, user_object_count
 from pgmove.steps.connect import Endpoint, Progress, connect, connection, server_major
 from pgmove.steps.tools import choose_toolset
@@ -21,8 +22,10 @@ HEADROOM = 1.2  # a restored database is about its source size; indexes rebuilt 
 
 def run(
     src: Endpoint, dst: Endpoint | None, databases: list[str] | None, tool_dirs: list[str],
-    work_dir: str | None, progress: Progress,
+    work_dir: str | None, progress: Progress, created: dict[str, Migration] | None = None, planning: str = "",
 ) -> PreflightReport:
+    """`created`: which target databases a recorded pgmove migration created there (state/leftovers.py), so a
+    collision says whose it is and how to clear it; `planning`: the id of the migration being planned."""
     report = PreflightReport()
     src_conn = _reachable(src, report)
     if src_conn is None:
@@ -30,13 +33,16 @@ def run(
     with src_conn:
         source_major = _inspect_source(src_conn, src, databases, report)
     progress(f"{src.name}: PostgreSQL {report.source_version}, {len(report.databases)} databases to move")
+    if report.databases:
+        largest = max(report.databases, key=lambda d: d.size_bytes)
+        report.read_bytes_per_second = readrate.measure(src, largest.name)
     if dst is None:
         return report
     dst_conn = _reachable(dst, report)
     if dst_conn is None:
         return report
     with dst_conn:
-        target_major = _inspect_target(dst_conn, dst, src, source_major, report)
+        target_major = _inspect_target(dst_conn, dst, src, source_major, report, created or {}, planning)
         _check_what_the_target_lacks(src, dst_conn, dst, report)
     toolset = choose_toolset(source_major, target_major, tool_dirs)
     if toolset is None:
@@ -66,6 +72,7 @@ def _inspect_source(conn: psycopg.Connection[Any], src: Endpoint, databases: lis
     if missing:
         report.problems.append(f"{src.name} has no database named {', '.join(missing)}.")
     _check_app_roles(conn, src, report)
+    report.roles = [r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1")]
     _check_what_the_freeze_meets(conn, src, report)
     _check_tablespaces(conn, src, report)
     if databases is None and MAINTENANCE_DB in {d.name for d in all_dbs}:
@@ -78,7 +85,8 @@ def _inspect_source(conn: psycopg.Connection[Any], src: Endpoint, databases: lis
 
 
 def _inspect_target(
-    conn: psycopg.Connection[Any], dst: Endpoint, src: Endpoint, source_major: int, report: PreflightReport
+    conn: psycopg.Connection[Any], dst: Endpoint, src: Endpoint, source_major: int, report: PreflightReport,
+    created: dict[str, Migration], planning: str,
 ) -> int:
     report.target_version = conn.info.parameter_status("server_version") or ""
     target_major = server_major(conn)
@@ -88,7 +96,7 @@ def _inspect_target(
                                "pg_dump output cannot be restored into an older server.")
     taken = {d.name for d in list_databases(conn)} & {d.name for d in report.databases}
     for name in sorted(taken):
-        report.problems.append(f"{dst.name} already has a database named {name}; drop or rename it there first.")
+        report.problems.append(leftovers.collision(dst.name, name, created.get(name), planning))
     _check_disk(conn, dst, report)
     return target_major
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from pgmove.state import leftovers
 from pgmove.state.errors import PlanProblems, Refused, StepFailed
 from pgmove.state.machine import Event
 from pgmove.state.models import HookReport, Migration, StepName, StepStatus
@@ -49,7 +50,9 @@ class StepResult:
 def _preflight(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     src = ctx.endpoint(m.source)
     dst = ctx.endpoint(m.target) if m.target else None
-    report = preflight.run(src, dst, m.plan.databases, rt.config.tool_dirs, rt.config.work_dir, ctx.progress)
+    created = leftovers.created_by(m.target, rt.store.migrations()) if m.target else {}
+    report = preflight.run(src, dst, m.plan.databases, rt.config.tool_dirs, rt.config.work_dir, ctx.progress,
+                           created, m.id)
     poolers.preflight(rt.config, m, src, report, ctx.progress)
     if m.plan.method == "logical" and dst is not None:
         ready = logical.readiness_of(rt, m, ctx, report)

@@ -58,6 +58,18 @@ def test_a_missing_or_invalid_configuration_exits_4_naming_the_file(tmp_path):  
             _one_line(done, str(path))
 
 
+def test_a_mistyped_configuration_key_is_one_line_naming_it_and_the_nearest_valid_key(tmp_path):  # type: ignore[no-untyped-def]
+    """`[acess]` and `dns =` in the file: the real `pgmove` names the key, its table and the key meant, exit 4."""
+    table = _config(tmp_path / "table.toml", "redis://127.0.0.1:1/0")
+    table.write_text(table.read_text().replace("[access]", "[acess]", 1))
+    key = _config(tmp_path / "key.toml", "redis://127.0.0.1:1/0")
+    key.write_text(key.read_text().replace('dsn = "host=127.0.0.1 port=2', 'dns = "host=127.0.0.1 port=2', 1))
+    for path, needles in ((table, ("'acess'", "'access'")), (key, ("[servers.prod-new]", "'dns'", "did you mean 'dsn'"))):
+        done = pgmove_cli(path, "do", "--as", "U_ALICE", "status")
+        assert done.returncode == 4, (path, done.stderr)
+        _one_line(done, str(path), *needles)
+
+
 def test_redis_lost_while_waiting_exits_4_and_is_not_a_failed_migration(redis_server, tmp_path):  # type: ignore[no-untyped-def]
     """`do --wait` whose Redis stops mid-way says Redis is unavailable and exits 4, not 1 (migration failed)."""
     config = _config(tmp_path / "pgmove.toml", redis_server.url)

@@ -50,6 +50,9 @@ def test_the_readme_configuration_runs_plan_freeze_cutover_with_progress_on_stde
 
         planned, said = do("U_ALICE", "plan prod-old prod-new --jobs 2")
         assert planned["state"] == "ready" and "preflight" in said
+        for needle in ("plan: PostgreSQL", "  appdb: ", "  pg_dump: ", "  roles: ", " app", "  expected freeze: ~",
+                       "MB/s (the source's COPY rate, measured now)"):
+            assert needle in planned["text"], planned["text"]  # the plan itself, not only "preflight ok"
         asked, _ = do("U_ALICE", "freeze prod-old")
         assert asked["state"] == "awaiting_freeze_approval"
         verified, said = do("U_BOB", "approve prod-old")

@@ -69,3 +69,14 @@ def test_the_image_exposes_the_http_port_checks_its_health_and_keeps_work_dir_on
     assert re.search(r'^VOLUME \["/var/lib/pgmove"\]$', dockerfile, re.MULTILINE)
     example = (REPO / "deploy" / "pgmove.example.toml").read_text()
     assert 'work_dir = "/var/lib/pgmove/work"' in example and 'archive_dir = "/var/lib/pgmove/archives"' in example
+
+
+def test_the_readmes_running_it_starts_with_compose_and_covers_the_role_the_slack_app_and_the_logs():
+    """"Running it" opens with deploy/compose.yaml, then says where logs go, the pgmove role (superuser, pg_hba),
+    the Slack manifest (slash command, interactivity, scopes, Socket Mode), cli_users and exit 4."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Running it", 1)[1].split("\n## ", 1)[0]
+    assert section.lstrip().startswith("### With Docker Compose") and "deploy/compose.yaml" in section.split("###")[1]
+    for needle in ("Logs:", "superuser", "pg_hba.conf", "deploy/slack-manifest.yaml", "/pgmove", "interactivity",
+                   "chat:write", "Socket Mode", "[access.cli_users]", "4 when"):
+        assert needle in section, needle

@@ -76,3 +76,24 @@ def test_a_ready_migrations_status_shows_the_plan_the_preflight_found():
     assert "plan: PostgreSQL 15.4 -> 18.0, 2 database(s), 27.3 MB, 3 jobs" in text
     assert "  appdb: 12.3 MB, owner app" in text and "  pagila: 15.0 MB" in text
     assert "  pg_dump: /usr/lib/postgresql/18/bin/pg_dump (18.0)" in text
+
+
+def test_no_hint_offers_an_unfreeze_with_nothing_frozen_and_no_text_says_none():
+    """In every state, with a target or freeze-only, frozen or not: no `None` in what people read, and unfreeze
+    is not offered in a state a source with nothing frozen can be in."""
+    import re
+
+    from pgmove.state.models import StepName
+
+    now = datetime.now(UTC)
+    for target in ("b", None):
+        base = actions.new_migration("m1", Plan(source="a", target=target), "alice", now).migration
+        failed = work.fail(base, StepName.COPY, "boom", now, "worker:w1", State.FROZEN).migration
+        for m in (base, failed):
+            for state in State:
+                shown = m.model_copy(update={"state": state})
+                text = views.status_text(shown) + "\n" + views.next_hint(shown)
+                assert not re.search(r"\bNone\b", text), (state, target, text)
+                if state in (State.PLANNED, State.READY, State.SYNCING, State.IN_SYNC, State.ABORTED, State.FAILED,
+                             State.AWAITING_FREEZE_APPROVAL):  # states a source with no freeze record can be in
+                    assert "unfreeze a`" not in views.next_hint(shown), (state, target, views.next_hint(shown))
