@@ -145,7 +145,13 @@ def _apply(src: Endpoint, snapshot: FreezeSnapshot, grace_seconds: float, progre
             "subscriptions_disabled": disabled}
 
 
-def unfreeze(src: Endpoint, snapshot: FreezeSnapshot, progress: Progress, grace_seconds: float = 5.0) -> dict[str, Any]:
+# A session the freeze made read-only has nothing to lose but a read: a short wait, so the unfreeze step (and a
+# cutover window's give-back) is not held for a long freeze grace period.
+UNFREEZE_GRACE_SECONDS = 5.0
+
+
+def unfreeze(src: Endpoint, snapshot: FreezeSnapshot, progress: Progress,
+             grace_seconds: float = UNFREEZE_GRACE_SECONDS) -> dict[str, Any]:
     """Put every recorded setting, login, role attribute, subscription and privilege back exactly, then the guards go.
 
     Roles and databases are found by oid: renamed ones are restored under their new names, dropped ones
@@ -174,6 +180,8 @@ def unfreeze(src: Endpoint, snapshot: FreezeSnapshot, progress: Progress, grace_
         with connection(src, db) as conn:
             guards.restore_acls(conn, [a for a in snapshot.acls if a.database == recorded], names.roles)
             guards.let_writes_through(conn)
+    progress(f"writes are back on {src.name}: read-only defaults, logins and privileges restored, guards let every "
+             "statement through")
     # Writes are back. Before the guards go: a session the freeze made read-only may hold a lock in an open
     # transaction (a reader), and dropping a guard waits for every lock on its table.
     ended = _end_sessions_opened_frozen(src, snapshot, writable_since, grace_seconds, progress)

@@ -301,7 +301,8 @@ def finish_cutover(rt: Runtime, m: Migration, ctx: StepContext, result: dict[str
 def _unfreeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     result: dict[str, Any] = {}
     if m.freeze is not None:
-        result = freeze.unfreeze(rt.endpoint(m.source), m.freeze, ctx.progress, rt.config.freeze_grace_seconds)
+        result = freeze.unfreeze(rt.endpoint(m.source), m.freeze, ctx.progress,
+                                 min(rt.config.freeze_grace_seconds, freeze.UNFREEZE_GRACE_SECONDS))
     resumed = apphooks.resume_app(rt, m, ctx, m.source)  # the source takes writes again: so may the app's writers
     if resumed:
         result["resume_app_hook"] = resumed

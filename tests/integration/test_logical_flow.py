@@ -125,7 +125,7 @@ def test_a_window_that_cannot_drain_gives_the_source_back_and_replication_goes_o
         back = do_json(pgmove, "U_BOB", "approve prod-old")
         assert back["state"] == "in_sync", back.get("failure")
         frozen = event_time(pgmove, back["id"], "frozen for the cutover window")
-        unfrozen = event_time(pgmove, back["id"], "unfrozen after the cutover window")
+        unfrozen = event_time(pgmove, back["id"], "writes are back on prod-old")
     finally:
         writer.stop()
     assert [t for t, _ in writer.refused if t > frozen], "the freeze refused no insert"
