@@ -208,6 +208,12 @@ def after_unfreeze(rt: Runtime, m: Migration, ctx: StepContext, result: dict[str
     if m.freeze is not None:
         ctx.record(f"{m.source} unfrozen; removing replication", freeze=None)
     result["replication_removed"] = cleanup_after(rt, m, ctx)
+    if result["replication_removed"]["left"]:
+        # Not done: ending here would forget the record, and with it the objects (a slot holds WAL for ever).
+        # Failed with the record kept, an abort or retry runs the cleanup again; the source is already writable.
+        unfrozen = f"{m.source} is unfrozen, but " if m.freeze is not None else ""
+        raise StepFailed(f"{unfrozen}replication could not be fully removed: {' | '.join(result['replication_removed']['left'])}"
+                         f"; once that is fixed, `/pgmove abort {m.source}` removes the rest")
     event = Event.UNFROZEN_FOR_ABORT if m.aborting else Event.UNFROZEN
     verb = "aborted; " if m.aborting else ""
     frozen = f"{m.source} unfrozen, settings restored exactly; " if m.freeze is not None else ""

@@ -30,6 +30,8 @@ PER_DATABASE = {
     "triggers": "SELECT tgrelid::regclass::text, tgname, tgenabled FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1, 2",
     "event_triggers": "SELECT evtname, evtevent, evtenabled FROM pg_event_trigger ORDER BY 1",
     "schemas": "SELECT nspname, nspacl::text FROM pg_namespace ORDER BY 1",
+    "replica_identities": "SELECT oid::regclass::text, relreplident FROM pg_class WHERE relkind IN ('r', 'p') "
+                          "AND relnamespace <> 'pg_catalog'::regnamespace ORDER BY 1",
     "functions": "SELECT oid::regprocedure::text FROM pg_proc WHERE pronamespace <> 'pg_catalog'::regnamespace "
                  "AND pronamespace <> 'information_schema'::regnamespace ORDER BY 1",
 }
@@ -74,3 +76,21 @@ def customize(cluster: PgCluster) -> None:
         conn.execute("CREATE EVENT TRIGGER audit_ddl ON ddl_command_end EXECUTE FUNCTION public.audit_ddl()")
         conn.execute("SELECT lo_from_bytea(4242, 'hello')")
         conn.execute("ALTER LARGE OBJECT 4242 OWNER TO app")
+
+
+def replication_objects(cluster: PgCluster) -> dict[str, int]:
+    """Every replication slot (table-sync ones included), subscription, origin and publication on a server,
+    counted with plain SQL: whoever made them, so nothing of a migration can hide under another name."""
+    counts: dict[str, int] = {}
+    with psycopg.connect(cluster.admin_dsn()) as conn:
+        for what, query in (("slots", "SELECT count(*) FROM pg_replication_slots"),
+                            ("subscriptions", "SELECT count(*) FROM pg_subscription"),
+                            ("origins", "SELECT count(*) FROM pg_replication_origin")):
+            counts[what] = conn.execute(query).fetchone()[0]  # type: ignore[index]
+        databases = [r[0] for r in conn.execute(
+            "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate").fetchall()]
+    counts["publications"] = 0
+    for db in databases:
+        with psycopg.connect(cluster.admin_dsn(db)) as conn:
+            counts["publications"] += conn.execute("SELECT count(*) FROM pg_publication").fetchone()[0]  # type: ignore[index]
+    return counts
