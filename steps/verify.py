@@ -29,11 +29,18 @@ _EXTENSION_ONLY = """
 """
 _TABLES = sql.SQL("""
     SELECT n.nspname, c.relname, c.relpages FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind IN ('r', 'm') AND c.relispopulated AND c.relpersistence <> 't'
+    WHERE c.relkind = 'r' AND c.relpersistence <> 't'
       AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'
       AND NOT ({extension_only})
     ORDER BY c.relpages DESC, 1, 2
 """).format(extension_only=sql.SQL(_EXTENSION_ONLY))
+# A materialized view holds what its query gave at its last refresh: on a live source that is usually stale, and
+# the target's is refreshed from the copied (and verified) tables, as pg_restore does. So its rows are not compared;
+# whether it is populated is.
+_MATVIEWS = """
+    SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relispopulated
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'm'
+"""
 _SEQUENCES = sql.SQL("""
     SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT ({extension_only})
@@ -138,7 +145,22 @@ def _start_database(src: Endpoint, dst: Endpoint, name: str, executor: ThreadPoo
         # The catalog work runs while the executor hashes.
         inv_problems, notes = inventory.compare(name, inventory.inventory(s), inventory.inventory(d), same_major)
         problems = inv_problems + _compare_sequences(s, d, name)
+        views, view_problems = _compare_matviews(s, d, name)
+        problems += view_problems
+        if views:
+            notes.append(f"{name}: {views} materialized view(s) refreshed on the target from the verified tables; "
+                         "their rows are not compared with the source's, which hold its last refresh")
     return _Pending(name, plans, futures, problems, notes, (src, dst), pool, executor, lo_ranges, source_hashed)
+
+
+def _compare_matviews(s: psycopg.Connection[Any], d: psycopg.Connection[Any], database: str) -> tuple[int, list[str]]:
+    source = dict(s.execute(_MATVIEWS).fetchall())
+    target = dict(d.execute(_MATVIEWS).fetchall())
+    said = {True: "populated", False: "not populated"}
+    problems = [f"{database}: materialized view {name} is {said[populated]} on the source, "
+                f"{said[target[name]]} on the target" for name, populated in sorted(source.items())
+                if name in target and target[name] != populated]
+    return sum(1 for populated in source.values() if populated), problems
 
 
 def _done(chunks: dict[int, tuple[int, int]]) -> Future[Any]:
