@@ -207,6 +207,6 @@ def _end_sessions_opened_frozen(src: Endpoint, snapshot: FreezeSnapshot, writabl
     if snapshot.mode != FreezeMode.READ_ONLY:
         return []  # no-connect kept the app out: nothing of it started during the freeze
     with connection(src) as conn:
-        return sessions.end_sessions_born_read_only(src, conn, writable_since, snapshot.databases,
+        return sessions.end_sessions_born_read_only(src, conn, snapshot.taken_at, writable_since, snapshot.databases,
                                                     APPLICATION_NAME,
                                                     grace_seconds, progress)

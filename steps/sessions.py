@@ -38,17 +38,20 @@ def end_sessions(
 
 
 def end_sessions_born_read_only(
-    src: Endpoint, conn: psycopg.Connection[Any], born_before: datetime, databases: list[str],
+    src: Endpoint, conn: psycopg.Connection[Any], born_since: datetime, born_before: datetime, databases: list[str],
     spare_application: str, grace_seconds: float, progress: Progress, poll: float = 0.2,
 ) -> list[dict[str, Any]]:
     """After a read-only freeze: a session keeps the defaults it started with, so one opened during the freeze
     refuses every write for good (a pooler's server connection, say). Idle ones end at once; one in a transaction
     gets the grace period to finish (it is read-only: it has nothing to lose but its session), then ends too.
-    A client or pooler reconnects writable. `born_before`: when the read-only default was lifted (by the server's
-    clock, as backend_start); every session born before the freeze was ended by it, so no lower bound is needed,
-    and none taken from pgmove's own clock could be trusted. pgmove's own sessions are spared."""
-    where = "backend_start < %s AND datname = ANY(%s) AND application_name <> %s AND usename <> current_user"
-    ended, _ = _end(src, conn, _SESSIONS + where, (born_before, databases, spare_application), False, grace_seconds,
+    A client or pooler reconnects writable. Born between the freeze's record and the lifting of the read-only
+    default (`born_before`, the server's clock); pgmove's own sessions are spared.
+    """
+    # A session holding a transaction id has written: it was never read-only (a freeze undone before its guards).
+    where = ("backend_start >= %s AND backend_start < %s AND backend_xid IS NULL AND datname = ANY(%s) "
+             "AND application_name <> %s AND usename <> current_user")
+    ended, _ = _end(src, conn, _SESSIONS + where, (born_since, born_before, databases, spare_application), False,
+                    grace_seconds,
                     progress, poll)
     return ended
 
