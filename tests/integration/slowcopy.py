@@ -27,10 +27,11 @@ def make_copy_slow(source: PgCluster, target: PgCluster, rows: int = ROWS) -> No
     with psycopg.connect(source.admin_dsn("slowdb"), autocommit=True) as conn:
         conn.execute(_SLOW_OK)
         for n in range(SLOW_TABLES):
-            conn.execute(f"CREATE TABLE public.slow{n} (id integer PRIMARY KEY CHECK (public.slow_ok(id)), pad text)")
+            conn.execute(sql.SQL("CREATE TABLE {} (id integer PRIMARY KEY CHECK (public.slow_ok(id)), pad text)").format(
+                sql.Identifier("public", f"slow{n}")))
             conn.execute(sql.SQL("INSERT INTO {} SELECT i, repeat('x', 100) FROM generate_series(1, %s) i").format(
                 sql.Identifier("public", f"slow{n}")), (rows,))
         conn.execute("ANALYZE")
     with psycopg.connect(target.admin_dsn("postgres"), autocommit=True) as conn:
         # The role pgmove copies as: a target-only setting outside the moved databases, which verification leaves be.
-        conn.execute(f"ALTER ROLE pgmove SET pgmove_test.row_sleep = '{ROW_SLEEP}'")
+        conn.execute(sql.SQL("ALTER ROLE pgmove SET pgmove_test.row_sleep = {}").format(sql.Literal(str(ROW_SLEEP))))
