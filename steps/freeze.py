@@ -169,8 +169,9 @@ def unfreeze(src: Endpoint, snapshot: FreezeSnapshot, progress: Progress,
                 continue
             conn.execute(set_statement(row.model_copy(update={"database": database, "role": role}), row.value))
             restored += 1
-        freezeroles.give_back(conn, snapshot, names)
+        # Read at once: a session born after this starts writable, and ending it would only cost its client a retry.
         writable_since = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+        freezeroles.give_back(conn, snapshot, names)
     enabled, gone = subscriptions.enable(src, snapshot.subscriptions, names.databases)
     names.changes += gone
     # dropped meanwhile: nothing of ours is left in it; the maintenance database's guards (and record) go last
