@@ -244,7 +244,7 @@ def _cutover(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
         # The hook switched the app already and what failed was the replication's removal: only that again.
         removed = logical.cleanup_after(rt, m, ctx)
         resumed = apphooks.resume_app(rt, m, ctx, target)
-        return StepResult(Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen"
+        return StepResult(Event.CUT_OVER, f"cut over to {target}; {m.source} stays frozen{logical.removal_line(removed)}"
                           f"{apphooks.resumed_line(resumed)}", {**removed, **({"resume_app_hook": resumed} if resumed else {})},
                           {"sync_setup": None, "sync_status": None})
     # The app waits in its poolers (none configured: a no-op) while the writes move; any failure in here
@@ -289,8 +289,8 @@ def finish_cutover(rt: Runtime, m: Migration, ctx: StepContext, result: dict[str
     changes: dict[str, Any] = {}
     said = f"cut over to {target}; {m.source} stays frozen"
     if m.sync_setup is not None:  # nothing may keep WAL on the frozen source or apply into the new primary
-        result["replication_removed"] = logical.cleanup_after(rt, m, ctx)
-        said, changes = f"{said}; replication removed", {"sync_setup": None, "sync_status": None}
+        result["replication_removed"] = removed = logical.cleanup_after(rt, m, ctx)
+        said, changes = said + logical.removal_line(removed), {"sync_setup": None, "sync_status": None}
     # The app's writers start last: on the target, with the poolers already resumed there.
     resumed = apphooks.resume_app(rt, m, ctx, target)
     if resumed:

@@ -194,6 +194,13 @@ def cleanup_after(rt: Runtime, m: Migration, ctx: StepContext) -> dict[str, Any]
     return cleanup.run(rt.endpoint(m.source), rt.endpoint(m.target), m.id, m.sync_setup, ctx.progress)
 
 
+def removal_line(removed: dict[str, Any]) -> str:
+    """After the cutover nothing retries the removal: what is left is said with how to remove it by hand."""
+    if not removed["left"]:
+        return "; replication removed"
+    return "; replication NOT fully removed, remove by hand: " + " | ".join(removed["left"])
+
+
 def after_unfreeze(rt: Runtime, m: Migration, ctx: StepContext, result: dict[str, Any]) -> StepResult:
     """The unfreeze of a logical migration: after a failed window replication keeps running and it is in_sync
     again; otherwise (unfreeze, abort) nothing of the replication is left."""
