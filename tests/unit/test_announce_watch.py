@@ -112,3 +112,14 @@ def test_the_new_records_round_trip_through_json():
     m.approval = Approval(id="abcd1234", action=ApprovalAction.FREEZE, requester="U_ALICE", plan_digest="d",
                           requested_at=NOW, expires_at=NOW, prior_state=State.READY, window=check_window(a, NOW, LEAD))
     assert Migration.model_validate_json(m.model_dump_json()) == m
+
+
+@pytest.mark.parametrize("start, hours, said", [
+    (NOW, 1.5, "09:00-10:30 UTC on 2026-12-03 (1h30m)"),
+    (NOW.replace(hour=23, minute=30), 1, "23:30-00:30 UTC, from 2026-12-03 to 2026-12-04 (1h)"),
+    (NOW.replace(hour=22), 2, "22:00-00:00 UTC, from 2026-12-03 to 2026-12-04 (2h)"),
+    (NOW, 24, "09:00-09:00 UTC, from 2026-12-03 to 2026-12-04 (24h)"),
+])
+def test_a_window_says_its_end_date_when_it_ends_on_another_day(start, hours, said):  # type: ignore[no-untyped-def]
+    """Within a day, one date; across midnight UTC (or a whole day long), the end's date is said, not the start's."""
+    assert _window(start, hours).span() == said
