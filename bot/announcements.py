@@ -1,8 +1,10 @@
 """Posts announced maintenance windows: the notice, the reminder before the start, the cancellation.
 
-Run by the notifier on each pass with its clock (tests move it instead of sleeping). Each post is claimed in
-Redis first (per channel), so however many bots run, each goes out once; a post Slack refuses gives its claim
-back and is tried again a minute later. Anything else (Slack unreachable) ends the notifier's pass as before.
+Run by the notifier on each pass with its clock (tests move it instead of sleeping). Each post (per channel) is
+claimed in Redis for CLAIM_HOLD by that clock, then marked posted once Slack took it: however many bots run, it
+goes out once, and a bot that dies between its claim and its post leaves it to the next bot's pass after the
+hold. A post Slack refuses gives its claim back and is tried again a minute later. Anything else (Slack
+unreachable) gives the claim back and ends the notifier's pass as before.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from pgmove.state.store import Store
 
 log = logging.getLogger("pgmove.notifier")
 RETRY_AFTER = timedelta(minutes=1)
+# Longer than a post takes, retries included (10 s timeout, a few connection retries, Slack's Retry-After):
+# a post still going when its claim ends could go out twice.
+CLAIM_HOLD = timedelta(minutes=2)
 
 
 class AnnouncementPoster:
@@ -46,21 +51,24 @@ class AnnouncementPoster:
             failed = self._failed.get(key)
             if failed is not None and now - failed < RETRY_AFTER:
                 continue
-            if not self.store.claim_once(key, ttl_seconds=self._keep(a)):
+            claim = self.store.claim_for_a_while(key, now.timestamp(), CLAIM_HOLD.total_seconds(), self._keep(a))
+            if claim is None:
                 continue
             try:
                 for piece, message in blocks.text_messages(text):
                     self.client.chat_postMessage(channel=channel, text=piece, blocks=message)
-                self._failed.pop(key, None)
             except SlackApiError as exc:
-                self.store.unclaim(key)
+                self.store.release_claim(key, claim)
                 self._failed[key] = now
                 log.warning("could not post the %s of %s's maintenance window to %s: %s; retrying in a minute",
                             what, a.server, channel, exc.response.get("error"))
+                continue
             except Exception:  # Slack unreachable: the next pass posts it
-                self.store.unclaim(key)
+                self.store.release_claim(key, claim)
                 raise
+            self.store.mark_done(key, self._keep(a))
+            self._failed.pop(key, None)
 
     def _keep(self, a: Announcement) -> int:
-        """A claim outlives the announcement's record (a day past its end), so nothing is posted twice."""
+        """The posted mark outlives the announcement's record (a day past its end), so nothing is posted twice."""
         return max(3600, int((a.end - self.clock()).total_seconds()) + 2 * 86400)

@@ -7,7 +7,7 @@ approver reads: inside the announced window, or not (allowed, but said).
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,8 +39,11 @@ class Announcement(BaseModel):
         return self.cancelled_at is None
 
     def span(self) -> str:
-        """`10:00-11:30 UTC on 2026-12-03 (1h30m)`: the window as every message shows it."""
-        return f"{self.start:%H:%M}-{self.end:%H:%M} UTC on {self.start:%Y-%m-%d} ({duration_text(self.end - self.start)})"
+        """`10:00-11:30 UTC on 2026-12-03 (1h30m)`, or with both dates when it ends on a later day (UTC): the window
+        as every message shows it."""
+        start, end = self.start.astimezone(UTC), self.end.astimezone(UTC)
+        days = f" on {start:%Y-%m-%d}" if end.date() == start.date() else f", from {start:%Y-%m-%d} to {end:%Y-%m-%d}"
+        return f"{start:%H:%M}-{end:%H:%M} UTC{days} ({duration_text(end - start)})"
 
 
 class WindowCheck(BaseModel):

@@ -130,6 +130,15 @@ def _reporting(base: type[Any], where: str) -> type[Any]:
 
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+# KEYS: the claim, the done mark; ARGV: now, hold (seconds, on the callers' clock), ttl. A claim that is no number
+# was set by an older pgmove's claim_once, which posted right after: it counts as done.
+_CLAIM_UNLESS_DONE = """
+if redis.call('exists', KEYS[2]) == 1 then return 0 end
+local held = redis.call('get', KEYS[1])
+if held and (tonumber(held) == nil or tonumber(held) > tonumber(ARGV[1]) - tonumber(ARGV[2])) then return 0 end
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+"""
 
 
 class Store:
@@ -142,6 +151,7 @@ class Store:
         self.live_events_max = live_events_max
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._claim_unless_done = client.register_script(_CLAIM_UNLESS_DONE)
 
     def bind(self, use: Callable[[redis.Redis], T]) -> T:
         """Hand the connection to a library that must hold it (RQ's queue and worker); nothing else gets it."""
@@ -487,9 +497,20 @@ class Store:
         """True for the first caller with this key; later callers (retries, double clicks) get False."""
         return bool(self._redis.set(self.keys.idempotency(key), b"", nx=True, ex=ttl_seconds))
 
-    def unclaim(self, key: str) -> None:
-        """Give a claim back: what it was for did not happen (a post Slack refused), so the next pass may try."""
-        self._redis.delete(self.keys.idempotency(key))
+    def claim_for_a_while(self, key: str, now: float, hold_seconds: float, ttl_seconds: int) -> str | None:
+        """A token when the caller is to do what `key` names: it is not marked done, and nobody claimed it less
+        than `hold_seconds` ago by `now` (the callers' clock). A claimer that dies leaves it to the next after that."""
+        token = repr(float(now))
+        keys = [self.keys.idempotency(key), self.keys.idempotency(f"{key}:done")]
+        return token if self._claim_unless_done(keys=keys, args=[token, hold_seconds, ttl_seconds]) else None
+
+    def mark_done(self, key: str, ttl_seconds: int) -> None:
+        """What `key` names happened: no claim, however old, lets anyone do it again (for `ttl_seconds`)."""
+        self._redis.set(self.keys.idempotency(f"{key}:done"), b"", ex=ttl_seconds)
+
+    def release_claim(self, key: str, token: str) -> None:
+        """Give back this caller's claim (not one taken over since): the next pass may try at once."""
+        self._release(keys=[self.keys.idempotency(key)], args=[token])
 
     def remember(self, key: str, payload: str, ttl_seconds: int = 3600) -> None:
         self._redis.set(self.keys.idempotency(key), payload, ex=ttl_seconds)

@@ -3,6 +3,8 @@
 A reading is taken at the start (the baseline), every sample period, and at the end. Counters are deltas from
 the baseline; what a single reading sees (connections, clients still on the old server) is kept as a peak or as
 the set of clients seen, so a client that comes and goes between the end's reading and now is still named.
+Every database but the templates counts, the maintenance database too (apps live there): pgmove's own readings
+commit there and open a session there, one of each per reading, and those are taken out of its delta.
 Pure: steps/watch.py reads the servers, worker/watch.py schedules, state/watching.py puts it on the record.
 """
 
@@ -58,6 +60,7 @@ class Reading(_Record):
     source: dict[str, DbCounters] = Field(default_factory=dict)
     clients: list[OldClient] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
+    own: dict[str, str] = Field(default_factory=dict)  # side -> the database this reading's own transaction committed in
 
 
 class SequenceRoom(_Record):
@@ -72,7 +75,6 @@ class SequenceRoom(_Record):
 class Watch(_Record):
     started_at: datetime  # the cutover's end: counters are deltas from the baseline taken then
     until: datetime
-    maintenance_db: str = "postgres"  # pgmove's own readings commit there: left out of the app's count
     baseline: Reading
     last: Reading
     samples: int = 1
@@ -80,13 +82,15 @@ class Watch(_Record):
     temp_peak_bytes: int = 0  # the most temporary-file bytes the target wrote between two readings
     clients: list[OldClient] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
+    # side -> database -> pgmove's own readings since the baseline whose commit (and session) the last reading's
+    # counters hold: every one before the last (a reading's commit is counted after its own snapshot)
+    own: dict[str, dict[str, int]] = Field(default_factory=dict)
     finished_at: datetime | None = None
     summary: str = ""
 
 
-def start(reading: Reading, started_at: datetime, until: datetime, maintenance_db: str) -> Watch:
-    return fold(Watch(started_at=started_at, until=until, maintenance_db=maintenance_db, baseline=reading,
-                      last=reading, samples=0), reading)
+def start(reading: Reading, started_at: datetime, until: datetime) -> Watch:
+    return fold(Watch(started_at=started_at, until=until, baseline=reading, last=reading, samples=0), reading)
 
 
 def fold(w: Watch, r: Reading) -> Watch:
@@ -99,28 +103,36 @@ def fold(w: Watch, r: Reading) -> Watch:
         clients[c.key()] = c if known is None else known.model_copy(
             update={"seen": known.seen + c.seen, "last_seen": c.last_seen})
     problems = w.problems + [p for p in r.problems if p not in w.problems]
+    own = {side: dict(dbs) for side, dbs in w.own.items()}
+    for side, db in (w.last.own.items() if w.samples else ()):  # the reading before this one is in its counters
+        own.setdefault(side, {})[db] = own.get(side, {}).get(db, 0) + 1
     return w.model_copy(update={"last": r, "samples": w.samples + 1, "app_peak": {**w.app_peak, **peak},
                                 "temp_peak_bytes": max(w.temp_peak_bytes, temp), "clients": list(clients.values()),
-                                "problems": problems})
+                                "problems": problems, "own": own})
 
 
 def delta(w: Watch, side: str) -> dict[str, DbCounters]:
-    """Per database, what the counters moved since the baseline (a database created meanwhile counts from 0)."""
+    """Per database, what the counters moved since the baseline (a database created meanwhile counts from 0), less
+    pgmove's own readings' commits and sessions. Never below 0: a reading's statistics reach the server as its
+    session ends, so the next one may, rarely, not see them yet."""
     now, then = (w.last.target, w.baseline.target) if side == "target" else (w.last.source, w.baseline.source)
+    own = w.own.get(side, {})
     out = {}
     for db, c in now.items():
         b = then.get(db, DbCounters(sessions=0 if c.sessions is not None else None))
+        mine = own.get(db, 0)
         out[db] = DbCounters(
-            commits=c.commits - b.commits, rollbacks=c.rollbacks - b.rollbacks, deadlocks=c.deadlocks - b.deadlocks,
-            temp_files=c.temp_files - b.temp_files, temp_bytes=c.temp_bytes - b.temp_bytes,
-            sessions=None if c.sessions is None or b.sessions is None else c.sessions - b.sessions)
+            commits=max(0, c.commits - b.commits - mine), rollbacks=c.rollbacks - b.rollbacks,
+            deadlocks=c.deadlocks - b.deadlocks, temp_files=c.temp_files - b.temp_files,
+            temp_bytes=c.temp_bytes - b.temp_bytes,
+            sessions=None if c.sessions is None or b.sessions is None else max(0, c.sessions - b.sessions - mine))
     return out
 
 
 def summarize(w: Watch, source: str, target: str, sequences: list[SequenceRoom], no_connect: bool = False) -> tuple[str, bool]:
     """The thread's post: a headline that says it all, then the figures. True when nothing looks wrong."""
     took = elapsed_text(w.last.at - w.started_at)
-    moved = {db: d for db, d in delta(w, "target").items() if db != w.maintenance_db}
+    moved = delta(w, "target")
     commits = sum(d.commits for d in moved.values())
     rollbacks = sum(d.rollbacks for d in moved.values())
     roles = ", ".join(sorted(w.app_peak)) or "the app"
@@ -137,7 +149,7 @@ def summarize(w: Watch, source: str, target: str, sequences: list[SequenceRoom],
     full = [s for s in sequences if s.used >= SEQUENCE_WARN]
     if full:
         wrong.append("sequences near their end: " + ", ".join(s.describe() for s in full))
-    old = {db: d for db, d in delta(w, "source").items() if db != w.maintenance_db}
+    old = delta(w, "source")
     old_sessions = sum(d.sessions or 0 for d in old.values())
     refused = sum(d.rollbacks for d in old.values())  # a write the frozen source refuses ends in a rollback
     refused_text = f"{refused:,} transaction(s) rolled back on {source} since cutover (writes the freeze refused)"

@@ -28,12 +28,12 @@ def wants_start(m: Migration, now: datetime, duration: timedelta) -> bool:
     return at is not None and m.watch is None and now < at + duration and m.target is not None
 
 
-def begin(m: Migration, reading: Reading, duration: timedelta, maintenance_db: str, actor: str) -> Outcome:
+def begin(m: Migration, reading: Reading, duration: timedelta, actor: str) -> Outcome:
     at = cut_over_at(m)
     if m.watch is not None or at is None:
         raise Refused("the watch has started already")
     out = m.model_copy(deep=True)
-    out.watch = start(reading, at, at + duration, maintenance_db)
+    out.watch = start(reading, at, at + duration)
     event = AuditEvent(kind=EventKind.PROGRESS, at=reading.at, actor=actor,
                        message=f"watching {m.target} and {m.source} for {elapsed_text(duration)} after the cutover "
                                "(commits, app connections, clients still on the old server)")

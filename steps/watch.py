@@ -4,8 +4,10 @@ The target: pg_stat_database's commits, rollbacks, deadlocks and temporary files
 sessions in pg_stat_activity. The old server (still frozen, read-only by default): every session that is not
 pgmove's, by role, application and address; a client the read-only freeze refuses still logs in, so it shows
 there while it is connected, and pg_stat_database's `sessions` (PostgreSQL 14+) counts the ones too brief to see.
-At the end, the fullest sequences of every target database. Each reading is one short transaction per server,
-so pgmove's own commits are one per reading, in the maintenance database only.
+pgmove's sessions are told apart by the application name pgmove gives every one of its sessions (and this
+reading's by its pid), never by role: an app that logs in with pgmove's role is still a client not switched.
+At the end, the fullest sequences of every target database. Each reading is one short session and transaction
+per server, in the endpoint's database: the reading says where, so the watch takes those out of the counts.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import psycopg
 
 from pgmove.state.errors import PgmoveError
 from pgmove.state.watch import DbCounters, OldClient, Reading, SequenceRoom
-from pgmove.steps.connect import Endpoint, connection, describe
+from pgmove.steps.connect import APPLICATION_NAME, Endpoint, connection, describe
 from pgmove.steps.freeze import all_databases
 
 # `sessions` is read through to_jsonb so one query serves servers before 14 (the column is missing: NULL).
@@ -29,13 +31,14 @@ _COUNTERS = """
 """
 _APP_CONNECTIONS = """
     SELECT usename, count(*) FROM pg_stat_activity
-    WHERE backend_type = 'client backend' AND usename = ANY(%s) GROUP BY 1
+    WHERE backend_type = 'client backend' AND usename = ANY(%(roles)s) AND pid <> pg_backend_pid()
+      AND application_name IS DISTINCT FROM %(pgmove)s GROUP BY 1
 """
 _CLIENTS = """
     SELECT usename, coalesce(application_name, ''), coalesce(host(client_addr), 'the local socket'),
            coalesce(datname, ''), count(*)
     FROM pg_stat_activity
-    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND usename IS DISTINCT FROM session_user
+    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name IS DISTINCT FROM %s
     GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
 """
 _SEQUENCES = """
@@ -53,8 +56,10 @@ def read(target: Endpoint, source: Endpoint, app_roles: list[str], at: datetime 
     try:
         with connection(target) as conn, conn.transaction():
             reading.target = _counters(conn)
-            reading.app_connections = {role: 0 for role in app_roles} | {
-                str(r): int(n) for r, n in conn.execute(_APP_CONNECTIONS, (app_roles,)).fetchall()}
+            reading.app_connections = {role: 0 for role in app_roles} | {str(r): int(n) for r, n in conn.execute(
+                _APP_CONNECTIONS, {"roles": app_roles, "pgmove": APPLICATION_NAME}).fetchall()}
+            db = str(conn.info.dbname)
+        reading.own["target"] = db  # committed: counted in that database from the next reading on
     except (PgmoveError, psycopg.Error) as exc:
         reading.problems.append(f"{target.name}: {_why(exc)}")
     try:
@@ -62,7 +67,9 @@ def read(target: Endpoint, source: Endpoint, app_roles: list[str], at: datetime 
             reading.source = _counters(conn)
             reading.clients = [OldClient(role=str(role), application=str(app), address=str(addr), database=str(db),
                                          seen=int(n), first_seen=reading.at, last_seen=reading.at)
-                               for role, app, addr, db, n in conn.execute(_CLIENTS).fetchall()]
+                               for role, app, addr, db, n in conn.execute(_CLIENTS, (APPLICATION_NAME,)).fetchall()]
+            db = str(conn.info.dbname)
+        reading.own["source"] = db
     except (PgmoveError, psycopg.Error) as exc:
         reading.problems.append(f"{source.name}: {_why(exc)}")
     return reading

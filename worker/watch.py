@@ -36,7 +36,7 @@ def watch_all(rt: Runtime, now: datetime | None = None) -> list[str]:
     for m in rt.store.active():
         try:
             if watching.wants_start(m, now, duration) and _claim(rt, m, "start", period):
-                _apply(rt, m, partial(_begin, duration=duration, db=_maintenance_db(rt, m), actor=_actor(rt)), now)
+                _apply(rt, m, partial(_begin, duration=duration, actor=_actor(rt)), now)
             elif watching.end_due(m, now) and _claim(rt, m, "end", period):
                 _finish(rt, m, now)
             elif watching.sample_due(m, now, period) and _claim(rt, m, f"sample:{_slot(m, now, period)}", period):
@@ -49,8 +49,8 @@ def watch_all(rt: Runtime, now: datetime | None = None) -> list[str]:
     return read
 
 
-def _begin(m: Migration, reading: Reading, duration: timedelta, db: str, actor: str) -> Outcome:
-    return watching.begin(m, reading, duration, db, actor)
+def _begin(m: Migration, reading: Reading, duration: timedelta, actor: str) -> Outcome:
+    return watching.begin(m, reading, duration, actor)
 
 
 def _slot(m: Migration, now: datetime, period: timedelta) -> int:
@@ -88,11 +88,6 @@ def _finish(rt: Runtime, m: Migration, now: datetime) -> None:
         rt.store.update(m.id, lambda cur: watching.finish(_must(cur), reading, sequences, _actor(rt)))
     except Refused as exc:
         log.info("%s: %s", m.id, exc.message)
-
-
-def _maintenance_db(rt: Runtime, m: Migration) -> str:
-    assert m.target is not None
-    return str(rt.endpoint(m.target).params.get("dbname") or "postgres")
 
 
 def _actor(rt: Runtime) -> str:

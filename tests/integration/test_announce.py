@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from slack_sdk import WebClient
+from slack_sdk.web import SlackResponse
 
 from pgmove.bot.app import web_client
 from pgmove.bot.notifier import Notifier
@@ -91,6 +94,57 @@ def test_several_bots_post_the_notice_and_the_reminder_exactly_once(redis_server
         t.join(timeout=30)
     assert len(_reminders(slack)) == 1
     assert len([t for t in _texts(slack, "C_DBMIG") if "Maintenance of prod-old" in t]) == 1
+
+
+class _Killed(BaseException):
+    """The bot process dying: nothing in the bot catches it, as nothing runs after a kill."""
+
+
+class _DiesWhilePosting(WebClient):
+    """A bot killed after it claimed a post and before Slack got it."""
+
+    def chat_postMessage(self, **kwargs: Any) -> SlackResponse:  # noqa: N802 -- slack_sdk's name
+        raise _Killed
+
+
+def test_a_reminder_claimed_by_a_bot_that_died_before_posting_is_posted_by_another_once(redis_server, slack):  # type: ignore[no-untyped-def]
+    """The reminder's claim is short-lived: while it is held no other bot posts, a minute later another one posts
+    it (the dead one never did), and no pass after that posts it again."""
+    clock = Clock()
+    deps = _deps(redis_server.url, clock)
+    assert handle(deps, "U_ALICE", "announce prod-old in 1h 30m").ok
+    survivor = _notifier(_deps(redis_server.url, clock), slack, clock)
+    survivor.run_once(wait_seconds=0.01)  # the notice, posted by the bot that lives on
+    clock.now += timedelta(minutes=45, seconds=10)
+    doomed = Notifier(deps.store, _DiesWhilePosting(token="xoxb-test", base_url=slack.api_url), deps.config, clock=clock)
+    with pytest.raises(_Killed):
+        doomed.run_once(wait_seconds=0.01)
+    survivor.run_once(wait_seconds=0.01)
+    assert _reminders(slack) == []  # the claim is still young: the dying bot may yet be posting
+    clock.now += timedelta(minutes=2)
+    survivor.run_once(wait_seconds=0.01)
+    survivor.run_once(wait_seconds=0.01)
+    _notifier(_deps(redis_server.url, clock), slack, clock).run_once(wait_seconds=0.01)  # a third bot, later
+    reminders = _reminders(slack)
+    assert len(reminders) == 1 and "starts in 13 min" in reminders[0], reminders
+    assert len([t for t in _texts(slack, "C_DBMIG") if "Maintenance of prod-old" in t]) == 1
+
+
+def test_a_post_slack_refuses_gives_its_claim_back_at_once(redis_server, slack):  # type: ignore[no-untyped-def]
+    """A bot whose posts Slack refuses (a revoked token) holds no claim: another bot posts the notice on its next
+    pass, without waiting for the claim to run out, and once."""
+    clock = Clock()
+    deps = _deps(redis_server.url, clock)
+    assert handle(deps, "U_ALICE", "announce prod-old in 1h 30m").ok
+    refused = Notifier(deps.store, web_client(SlackSettings("xoxb-revoked", "s", None, slack.api_url)), deps.config,
+                       clock=clock)
+    refused.announcements.run_once()
+    assert [e["error"] for e in slack.errors] == ["invalid_auth", "invalid_auth"]  # C_DBMIG and C_OPS
+    healthy = _notifier(_deps(redis_server.url, clock), slack, clock)
+    healthy.run_once(wait_seconds=0.01)
+    healthy.run_once(wait_seconds=0.01)
+    for channel in ("C_DBMIG", "C_OPS"):
+        assert len([t for t in _texts(slack, channel) if "Maintenance of prod-old" in t]) == 1, channel
 
 
 def test_a_freeze_outside_the_announced_window_says_so_in_its_approval_message(redis_server, slack):  # type: ignore[no-untyped-def]

@@ -72,7 +72,7 @@ def test_an_offline_move_pauses_the_app_before_the_freeze_and_resumes_it_on_the_
     assert not ran(tmp_path), "a hook ran before the approval"
     assert do_json(pgmove, "U_BOB", "approve prod-old")["state"] == "verified"
     cutover = pgmove.do("U_ALICE", "cutover prod-old")
-    assert "Rollback plan" in cutover.stdout and "will be lost" in cutover.stdout, cutover.stdout
+    assert "Rollback plan" in cutover.stdout and "pgmove gives no way back" in cutover.stdout, cutover.stdout
     done = do_json(pgmove, "U_BOB", "approve prod-old")
     assert done["state"] == "cut_over", done.get("failure")
     assert done["approval"]["rollback"].startswith("Rollback plan. Before writes resume on prod-new")

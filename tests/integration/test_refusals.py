@@ -9,7 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgmove.handlers.commands import handle
-from pgmove.state.machine import Event
+from pgmove.state.machine import Event, State
+from pgmove.state.outcome import Outcome
+from pgmove.state.rollback import REFUSED_AFTER_CUTOVER
 from tests.integration.helpers import Clock, force_state, make_deps, preflight_passes, snapshot
 
 
@@ -153,3 +155,13 @@ def test_random_text_is_a_clear_refusal_or_a_valid_command(deps, text, user):  #
     assert reply.kind != "error", reply.text
     if not reply.ok:
         assert reply.kind in ("usage", "refused")
+
+
+@pytest.mark.parametrize("verb", REFUSED_AFTER_CUTOVER)
+def test_each_verb_the_rollback_plan_says_is_refused_after_the_cutover_is_refused(deps, redis_server, verb):  # type: ignore[no-untyped-def]
+    """The cutover approval tells the approver pgmove refuses these for a cut-over source: each is, and changes nothing."""
+    assert handle(deps, "U_ALICE", "plan prod-old prod-new").ok
+    m = deps.store.active_for("prod-old")
+    deps.store.update(m.id, lambda cur: Outcome(cur.model_copy(update={"state": State.CUT_OVER})))
+    refused(deps, redis_server.url, "U_ALICE", f"{verb} prod-old" + (" prod-new" if verb == "plan" else ""),
+            "prod-old", "cut")

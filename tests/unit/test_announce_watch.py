@@ -49,24 +49,42 @@ def test_the_reminder_is_due_from_the_lead_to_the_start_and_not_for_a_window_ann
     assert not reminder_due(_window(NOW + timedelta(minutes=10)), NOW + timedelta(minutes=5), LEAD)
 
 
-def _reading(at: datetime, commits: int, clients: list[OldClient] | None = None, temp: int = 0) -> Reading:
-    return Reading(at=at, target={"appdb": DbCounters(commits=commits, temp_bytes=temp), "postgres": DbCounters(commits=commits * 9)},
-                   app_connections={"app": 3}, source={"appdb": DbCounters(sessions=7)}, clients=clients or [])
+def _reading(at: datetime, commits: int, clients: list[OldClient] | None = None, temp: int = 0,
+             postgres: int = 0) -> Reading:
+    """`postgres`: the maintenance database's commits and sessions so far, where pgmove's readings run too."""
+    return Reading(at=at, target={"appdb": DbCounters(commits=commits, temp_bytes=temp), "postgres": DbCounters(commits=postgres)},
+                   app_connections={"app": 3}, clients=clients or [], own={"target": "postgres", "source": "postgres"},
+                   source={"appdb": DbCounters(sessions=7), "postgres": DbCounters(sessions=postgres)})
 
 
 def test_a_clean_watch_says_so_in_one_line():
-    """Commits counted from the baseline (pgmove's own database left out), no client on the old server: all well."""
-    w = start(_reading(NOW, 1000), NOW, NOW + timedelta(minutes=15), "postgres")
-    w = fold(w, _reading(NOW + timedelta(minutes=15), 13_345))
+    """Commits counted from the baseline, pgmove's own reading in `postgres` taken out, no client on the old
+    server: all well."""
+    w = start(_reading(NOW, 1000, postgres=500), NOW, NOW + timedelta(minutes=15))
+    w = fold(w, _reading(NOW + timedelta(minutes=15), 13_345, postgres=501))
     text, ok = summarize(w, "prod-old", "prod-new", [SequenceRoom(database="appdb", name="public.s", used=0.1)])
     assert ok
     assert text.splitlines()[0] == ":white_check_mark: prod-new took 12,345 commits from app in 15 min, 0 clients still on prod-old"
 
 
+def test_an_app_in_the_maintenance_database_counts_and_pgmoves_own_readings_there_do_not():
+    """Three readings: the last one's counters hold the two before it (one commit and one session each), and the
+    app's 42 commits in `postgres` are what is left; a client's session there on the old server is still said."""
+    w = start(_reading(NOW, 0, postgres=100), NOW, NOW + LEAD)
+    w = fold(w, _reading(NOW + LEAD / 2, 0, postgres=100 + 1 + 40))
+    last = _reading(NOW + LEAD, 0, postgres=100 + 2 + 42)
+    last.source["postgres"] = DbCounters(sessions=100 + 2 + 1)
+    text, ok = summarize(fold(w, last), "prod-old", "prod-new", [])
+    assert not ok
+    assert text.splitlines()[0].startswith(":warning: prod-new took 42 commits from app in 15 min, 0 clients still on "
+                                           "prod-old: 1 session(s) opened")
+    assert "\n  postgres: 42 commits, 0 rollbacks" in text
+
+
 def test_what_is_wrong_is_said_in_the_headline():
     """A client seen twice on the old server, a temp-file spike and a sequence near its end are each named."""
     client = OldClient(role="app", application="cron", address="10.0.0.9", database="appdb", first_seen=NOW, last_seen=NOW)
-    w = start(_reading(NOW, 0, [client]), NOW, NOW + timedelta(minutes=15), "postgres")
+    w = start(_reading(NOW, 0, [client]), NOW, NOW + timedelta(minutes=15))
     w = fold(w, _reading(NOW + timedelta(minutes=15), 10, [client], temp=10**9))
     text, ok = summarize(w, "prod-old", "prod-new", [SequenceRoom(database="appdb", name="public.s", used=0.9)])
     assert not ok
@@ -77,7 +95,7 @@ def test_what_is_wrong_is_said_in_the_headline():
 
 def test_sessions_and_refused_writes_on_the_old_server_are_said_even_when_no_client_was_seen():
     """A client that connects, is refused and leaves between two readings still shows in the old server's counters."""
-    w = start(_reading(NOW, 100), NOW, NOW + LEAD, "postgres")
+    w = start(_reading(NOW, 100), NOW, NOW + LEAD)
     after = _reading(NOW + LEAD, 200)
     after.source = {"appdb": DbCounters(sessions=10, rollbacks=3)}
     text, ok = summarize(fold(w, after), "prod-old", "prod-new", [])
@@ -90,7 +108,18 @@ def test_the_new_records_round_trip_through_json():
     a = _window(NOW + timedelta(hours=1))
     assert Announcement.model_validate_json(a.model_dump_json()) == a
     m = actions.new_migration("m1", Plan(source="prod-old", target="prod-new"), "U_ALICE", NOW).migration
-    m.watch = fold(start(_reading(NOW, 1), NOW, NOW + LEAD, "postgres"), _reading(NOW + LEAD, 2))
+    m.watch = fold(start(_reading(NOW, 1), NOW, NOW + LEAD), _reading(NOW + LEAD, 2))
     m.approval = Approval(id="abcd1234", action=ApprovalAction.FREEZE, requester="U_ALICE", plan_digest="d",
                           requested_at=NOW, expires_at=NOW, prior_state=State.READY, window=check_window(a, NOW, LEAD))
     assert Migration.model_validate_json(m.model_dump_json()) == m
+
+
+@pytest.mark.parametrize("start, hours, said", [
+    (NOW, 1.5, "09:00-10:30 UTC on 2026-12-03 (1h30m)"),
+    (NOW.replace(hour=23, minute=30), 1, "23:30-00:30 UTC, from 2026-12-03 to 2026-12-04 (1h)"),
+    (NOW.replace(hour=22), 2, "22:00-00:00 UTC, from 2026-12-03 to 2026-12-04 (2h)"),
+    (NOW, 24, "09:00-09:00 UTC, from 2026-12-03 to 2026-12-04 (24h)"),
+])
+def test_a_window_says_its_end_date_when_it_ends_on_another_day(start, hours, said):  # type: ignore[no-untyped-def]
+    """Within a day, one date; across midnight UTC (or a whole day long), the end's date is said, not the start's."""
+    assert _window(start, hours).span() == said

@@ -12,9 +12,10 @@ from pgmove.handlers import blocks, views
 from pgmove.state import actions, outcome, work
 from pgmove.state.apppause import pause_failed
 from pgmove.state.errors import Refused
-from pgmove.state.machine import Event, State
+from pgmove.state.machine import TRANSITIONS, Event, State
 from pgmove.state.models import ApprovalAction, FreezeOptions, Plan, StepName, StepStatus
 from pgmove.state.replication import SyncStatus
+from pgmove.state.rollback import REFUSED_AFTER_CUTOVER
 from tests.unit.samples import NOW, snapshot
 
 POLICY = outcome.Policy(approvers=frozenset({"bob"}), approval_ttl=timedelta(minutes=30))
@@ -32,31 +33,69 @@ def shown(m) -> str:  # type: ignore[no-untyped-def]
     return views.approval_text(m) + json.dumps(blocks.approval_message(m, m.approval, ["bob"], NOW)[1])
 
 
-def test_an_offline_cutover_approval_says_target_writes_since_cutover_will_be_lost():
-    """Offline: unfreeze the source and point the app back before writes resume, lost writes after; the text is on
+AFTER = ("After the cutover succeeds, pgmove gives no way back: prod-old stays frozen for good with the data it had "
+         "at the freeze; pgmove refuses `unfreeze`, `abort`, `freeze`, `plan` and `retry` of prod-old (a freeze even "
+         "once it has forgotten the migration: prod-old carries the cut-over mark), and copies nothing from prod-new "
+         "back{gone}. Going back is by hand and loses every write made on prod-new since the cutover that you do not "
+         "copy back yourself: 1. stop the app's writes on prod-new; 2. as a superuser, give prod-old its writes back "
+         "(pgmove's README, \"Giving writes back to a cut-over server\"); 3. copy what must be kept from prod-new to "
+         "prod-old; 4. point the app at prod-old.")
+LOGICAL = " (the cutover removes the replication; there is no reverse replication)"
+
+
+def _plan(m, **kw) -> str:  # type: ignore[no-untyped-def]
+    out = actions.request_approval(m, ApprovalAction.CUTOVER, "alice", NOW, POLICY, **kw)
+    plan = out.migration.approval.rollback
+    assert plan is not None and out.events[-1].data["rollback"] == plan
+    return plan
+
+
+def test_an_offline_cutover_approval_says_what_pgmove_does_before_and_after_and_the_way_back_by_hand():
+    """Offline: before writes resume, unfreeze (two people once the cutover started) and point the app back; after,
+    no way back in pgmove (each refused verb named), the manual steps in order and what they lose; the text is on
     the request, in its event, in the chat and the Slack message, and in the decision the approver makes."""
     out = actions.request_approval(verified(), ApprovalAction.CUTOVER, "alice", NOW, POLICY)
     plan = out.migration.approval.rollback
-    assert "`/pgmove unfreeze prod-old`" in plan and "pointed back at prod-old by hand" in plan
-    assert "writes made on prod-new since the cutover will be lost" in plan
-    assert "reverse hook" in plan and "no reverse hook" in plan  # said to be missing, never promised
-    assert out.events[-1].data["rollback"] == plan
+    before, after = plan.split(" After the cutover succeeds", 1)
+    assert "Before writes resume on prod-new: `/pgmove unfreeze prod-old` (a second approver must agree" in before
+    assert "pointed back at prod-old by hand" in before and "no reverse hook" in before
+    assert "unfreezes prod-old automatically" not in before  # no window: nothing is automatic
+    assert plan.endswith(" " + AFTER.format(gone=""))
+    assert "will be lost" not in plan  # the old promise-like wording: the cost is now tied to what is done by hand
     assert plan in shown(out.migration)
     decided = actions.decide(out.migration, "bob", True, NOW, POLICY)
     assert decided.events[0].data["rollback"] == plan
 
 
 def test_a_logical_cutover_approval_says_there_is_no_reverse_replication():
-    """Logical from in sync (the one-approval window): the window's automatic unfreeze, and after the switch
-    writes on the target are lost unless copied back by hand, since pgmove has no reverse replication."""
+    """Logical from in sync (the one-approval window): the window's automatic unfreeze before the hook, and after
+    the switch the same manual way back, with the replication gone."""
     m = verified("logical")
     m.state = State.IN_SYNC
     m.sync_status = SyncStatus(at=NOW, databases=[])
-    out = actions.request_approval(m, ApprovalAction.CUTOVER, "alice", NOW, POLICY, window_seconds=30)
-    plan = out.migration.approval.rollback
-    assert "no reverse replication" in plan and "copy those writes back by hand" in plan
-    assert "unfreezes prod-old automatically" in plan
-    assert plan in shown(out.migration)
+    plan = _plan(m, window_seconds=30)
+    assert "Inside the window, a failure before the cutover hook unfreezes prod-old automatically." in plan
+    assert plan.endswith(" " + AFTER.format(gone=LOGICAL))
+
+
+def test_a_logical_cutover_after_a_separate_freeze_has_no_window_and_the_same_way_back():
+    """Logical, frozen and verified first (two approvals): no automatic unfreeze, the replication's removal said."""
+    plan = _plan(verified("logical"))
+    assert "automatically" not in plan and plan.endswith(" " + AFTER.format(gone=LOGICAL))
+
+
+def test_every_verb_the_text_says_is_refused_after_the_cutover_is_refused():
+    """The state machine leaves cut_over by no event, and each verb the approval names as refused is refused."""
+    assert TRANSITIONS[State.CUT_OVER] == {}
+    m = verified()
+    m.state = State.CUT_OVER
+    assert set(REFUSED_AFTER_CUTOVER) == {"unfreeze", "abort", "freeze", "plan", "retry"}
+    with pytest.raises(Refused, match="stays frozen"):
+        actions.request_unfreeze(m, "alice", NOW)
+    with pytest.raises(Refused, match="stays frozen"):
+        actions.request_unfreeze(m, "alice", NOW, abort=True)
+    with pytest.raises(Refused, match="Only a failed migration can be retried"):
+        actions.retry(m, "alice", NOW)
 
 
 def test_a_freeze_request_carries_no_rollback_plan_and_snapshot_needs_no_target():
