@@ -112,12 +112,13 @@ def test_a_worker_killed_while_the_window_holds_the_pooler_paused_leaves_it_resu
     source within lease_seconds + 5 s, the source takes writes through it again, and the migration is in sync."""
     doomed = pgmove_pooled.start_worker("doomed")
     synced = in_sync(pgmove_pooled)
+    # Requested before the subscriptions go down: a monitor reading of them disabled refuses the request.
+    assert do_json(pgmove_pooled, "U_ALICE", "cutover prod-old --window 60s", wait=False)["state"] == \
+        "awaiting_cutover_approval"
     for d in synced["sync_setup"]["databases"]:
         with psycopg.connect(target.admin_dsn(d["database"]), autocommit=True) as conn:
             conn.execute("SET default_transaction_read_only = off")  # the archive database is read-only
             conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(d["subscription"])))
-    assert do_json(pgmove_pooled, "U_ALICE", "cutover prod-old --window 60s", wait=False)["state"] == \
-        "awaiting_cutover_approval"
     do_json(pgmove_pooled, "U_BOB", "approve prod-old", wait=False)
     store = store_of(pgmove_pooled)
     wait_until(lambda: any("frozen for the cutover window" in e.message for e in store.events(synced["id"])), 60,
