@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from pgmove.handlers.views import status_text
 from pgmove.state import actions, work
 from pgmove.state.errors import Refused
 from pgmove.state.machine import Event, State
@@ -41,8 +42,8 @@ def test_a_failed_freeze_whose_pause_hook_started_is_aborted_through_the_unfreez
 
 
 def test_a_snapshot_freeze_failing_in_its_unfreeze_fails_the_unfreeze_and_retry_resumes_it():
-    """Once `freeze --snapshot` began its unfreeze, a failure (or a dead worker) is the unfreeze's: retry goes to
-    unfreezing, never back to freezing."""
+    """Once `freeze --snapshot` began its unfreeze, a failure (or a dead worker) is the unfreeze's: status says the
+    unfreeze did not finish, and retry goes to unfreezing, never back to freezing."""
     m = freezing()
     m.freeze, m.snapshot_unfreezing = FreezeSnapshot(taken_at=NOW, databases=["appdb"]), True
     failed = work.fail_step(m, StepName.FREEZE, "guard locked", NOW, "w", "tok").migration
@@ -52,6 +53,7 @@ def test_a_snapshot_freeze_failing_in_its_unfreeze_fails_the_unfreeze_and_retry_
     retried = actions.retry(failed, "alice", NOW).migration
     assert retried.state == State.UNFREEZING and work.step_due(retried) == StepName.UNFREEZE
     done = work.start_step(retried, StepName.UNFREEZE, "w", "t2", NOW).migration
+    assert "prod-old's unfreeze did not finish" in status_text(failed)
     assert work.finish_step(done, StepName.UNFREEZE, "t2", Event.UNFROZEN, "unfrozen", {}, NOW,
                             {"freeze": None, "snapshot_unfreezing": False}).migration.state == State.READY
 
