@@ -245,7 +245,10 @@ def status_text(m: Migration, worker_alive: bool = True, live: str | None = None
         lines.append(f"now: {esc(live)}")
     if m.failure:
         lines.append(esc(f"failed in {m.failure.step}: {m.failure.reason}"))
-    if m.source_frozen:
+    if m.source_frozen and m.failure is not None and m.failure.step == StepName.UNFREEZE:
+        lines.append(f"{esc(m.source)}'s unfreeze did not finish: it may still be partly frozen (frozen since "
+                     f"{m.freeze.taken_at:%H:%M:%S} UTC)" if m.freeze else "")
+    elif m.source_frozen:
         lines.append(f"{esc(m.source)} is frozen (since {m.freeze.taken_at:%H:%M:%S} UTC)" if m.freeze else "")
     if m.preflight and m.target and m.state in (State.READY, State.AWAITING_FREEZE_APPROVAL):
         lines += plan_lines(m)

@@ -179,15 +179,20 @@ def request_unfreeze(m: Migration, actor: str, now: datetime, abort: bool = Fals
                       "writes back to the source needs a second person's approval, as the cutover did.")
     if cutover_started(m):
         return _request_writes_back(m, actor, now, abort, policy or Policy(approvers=frozenset()))
-    if abort and not m.source_frozen and needs_cleanup(m):
-        out = transition(m, Event.UNFREEZE_REQUESTED, actor, now,
-                          f"{actor} aborted the migration; removing its replication from both servers")
+    # The app's writers a pause_app_hook may have paused (it started, whatever became of it) are resumed by the
+    # unfreeze step's resume_app_hook, so this abort goes through it too.
+    if abort and not m.source_frozen and (needs_cleanup(m) or m.app_pause is not None):
+        undo = "removing its replication from both servers" if needs_cleanup(m) else "resuming the app it paused"
+        out = transition(m, Event.UNFREEZE_REQUESTED, actor, now, f"{actor} aborted the migration; {undo}")
         out.migration.aborting, out.migration.window_rollback = True, False
         _void_pending(out.migration, "the migration was aborted", now)
         out.enqueue = True
         return out
     if abort and not m.source_frozen:
         return transition(m, Event.ABORTED, actor, now, f"{actor} aborted the migration")
+    if not m.source_frozen and m.app_pause is not None:
+        raise Refused(f"{m.source} is not frozen, but its pause_app_hook ran, so the app's writers may be paused: "
+                      f"`/pgmove abort {m.source}` runs its resume_app_hook.")
     if not m.source_frozen:
         raise Refused(f"{m.source} is not frozen; nothing to unfreeze.")
     verb = "aborted the migration; unfreezing" if abort else "asked to unfreeze"

@@ -232,16 +232,34 @@ class Lease(Record):
     started_at: datetime
 
 
+class HookProcess(Record):
+    """Where a started hook runs, so whoever finds its worker dead can end it: a process group on one machine
+    (host and boot), and its leader's start time, so a reused process id is never signalled."""
+
+    host: str
+    boot_id: str
+    pgid: int
+    start_ticks: int  # the leader's start in clock ticks since boot (/proc/<pid>/stat)
+
+
 class HookReport(Record):
     """What a hook did, as far as pgmove saw: whoever approves giving writes back reads the cutover hook's."""
 
     argv0: str
     started_at: datetime
+    process: HookProcess | None = None  # recorded once it started: a worker dying mid-hook leaves it to the reaper
+    label: str | None = None  # the snapshot hook's: the snapshot it was making
     finished_at: datetime | None = None  # None: started, its end never recorded (the worker died meanwhile)
     exit_status: int | None = None  # negative: ended by that signal
     timed_out: bool = False  # killed, with its children, at the time limit
     output: list[str] = Field(default_factory=list)  # the last lines of its stdout and stderr
     error: str | None = None  # it could not be started at all
+
+    def phase(self) -> str:
+        """What the thread says of it at each record: started, running (where), ended."""
+        if self.finished_at is not None:
+            return "ended"
+        return f"running as process group {self.process.pgid} on {self.process.host}" if self.process else "started"
 
 
 class PoolerBackend(Record):
@@ -305,6 +323,8 @@ class Migration(Record):
     verification: VerificationReport | None = None
     hook: HookReport | None = None  # the cutover hook's last run
     app_pause: HookReport | None = None  # the pause_app_hook's last run: its resume hook is due where writes resume
+    snapshot: HookReport | None = None  # `freeze --snapshot`: the snapshot hook's run while it has not ended
+    snapshot_unfreezing: bool = False  # `freeze --snapshot` began its unfreeze: a failure resumes it, never re-freezes
     source_moved: MovedSource | None = None  # the cutover refused: the source was written to after verification
     poolers_paused: list[PausedPooler] = Field(default_factory=list)  # never left paused: see worker/reaper.py
     readiness: LogicalReadiness | None = None  # logical method: what preflight found about replication

@@ -120,7 +120,11 @@ def fail_step(m: Migration, step: StepName, reason: str, now: datetime, actor: s
         raise Refused(f"{step} failure not recorded: {m.source} moved on to {m.state.value}")
     if step == StepName.SWITCH and m.hook is None:
         return window_failed(m, reason, now, actor)
-    out = fail(m, step, reason, now, actor, _resume_state(m, step))
+    if step == StepName.FREEZE and m.snapshot_unfreezing:
+        # `freeze --snapshot` failed in its own unfreeze: what is left is that unfreeze, never a new freeze.
+        out = fail(m, StepName.UNFREEZE, reason, now, actor, State.UNFREEZING)
+    else:
+        out = fail(m, step, reason, now, actor, _resume_state(m, step))
     record = out.migration.last_step(step)
     if record is not None and record.status == StepStatus.RUNNING:
         record.status, record.finished_at, record.message = StepStatus.FAILED, now, reason

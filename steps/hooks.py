@@ -13,7 +13,7 @@ from typing import Any
 from pgmove.state.errors import StepFailed
 from pgmove.state.models import HookReport
 from pgmove.steps.connect import Endpoint, Progress
-from pgmove.steps.process import kill_group, tail
+from pgmove.steps.process import identify, kill_group, tail
 
 
 def run_hook(
@@ -24,8 +24,9 @@ def run_hook(
 
     libpq's PG* variables and every variable that holds a configured password are left out. Its output goes
     to a file and the deadline is on the process, not on the end of its output: a background child it leaves
-    holding stdout cannot hold pgmove. `on_report` records the run before it starts and once it ended, so a
-    later decision knows whether it may have done part of its work. `what` names it in every message.
+    holding stdout cannot hold pgmove. `on_report` records the run before it starts, once it runs (its process
+    group, for whoever finds this worker dead) and once it ended, so a later decision knows whether it may have
+    done part of its work. `what` names it in every message.
     """
     params = server.params
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k not in secret_env}
@@ -44,6 +45,9 @@ def run_hook(
         except OSError as exc:
             on_report(report.model_copy(update={"finished_at": datetime.now(UTC), "error": exc.strerror}))
             raise StepFailed(f"the {what} {name} could not start: {exc.strerror}") from None
+        # Its group, before it is waited for: a worker killed now leaves it running, and the reaper ends it.
+        report = report.model_copy(update={"process": identify(proc.pid)})
+        on_report(report)
         try:
             status: int | None = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

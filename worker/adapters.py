@@ -263,8 +263,7 @@ def switch_over(rt: Runtime, m: Migration, ctx: StepContext, paused: PoolerSwitc
     extra = {"PGMOVE_SOURCE": m.source, "PGMOVE_TARGET": target, "PGMOVE_MIGRATION": m.id}
 
     def on_hook(report: HookReport) -> None:
-        said = "started" if report.finished_at is None else "ended"
-        ctx.record(f"cutover hook {report.argv0} {said}", hook=report)
+        ctx.record(f"cutover hook {report.argv0} {report.phase()}", hook=report)
 
     if m.quiet_baseline is not None and m.quiet_mark is not None and m.freeze is not None:
         try:  # before anything changes: a write past the freeze since verification is not in the copy
@@ -314,14 +313,14 @@ def _unfreeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     event = Event.UNFROZEN_FOR_ABORT if m.aborting else Event.UNFROZEN
     verb = "aborted; " if m.aborting else ""
     # The hook's record served the writes-back decision; a later freeze and cutover start without it.
-    changes: dict[str, Any] = {"freeze": None, "hook": None}
+    changes: dict[str, Any] = {"freeze": None, "hook": None, "snapshot": None, "snapshot_unfreezing": False}
     if m.aborting and m.drop_created and m.created_target_databases:
         dropped = dropdb.drop_created(ctx.endpoint(_target(m)), m.created_target_databases, ctx.progress)
         result["dropped_target_databases"] = dropped
         changes["created_target_databases"] = [n for n in m.created_target_databases if n not in dropped]
         verb += f"{', '.join(dropped) or 'nothing'} dropped on {m.target}; "
-    return StepResult(event, f"{verb}{m.source} unfrozen: settings restored exactly{apphooks.resumed_line(resumed)}",
-                      result, changes)
+    said = "unfrozen: settings restored exactly" if m.freeze is not None else "was not frozen"
+    return StepResult(event, f"{verb}{m.source} {said}{apphooks.resumed_line(resumed)}", result, changes)
 
 
 STEPS: dict[StepName, Callable[[Runtime, Migration, StepContext], StepResult]] = {

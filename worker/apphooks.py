@@ -29,8 +29,7 @@ def pause_app(rt: Runtime, m: Migration, ctx: StepContext, again: str, limit: fl
         return m
 
     def on_report(report: HookReport) -> None:
-        said = "started" if report.finished_at is None else "ended"
-        ctx.record(f"pause_app_hook {report.argv0} {said}", app_pause=report)
+        ctx.record(f"pause_app_hook {report.argv0} {report.phase()}", app_pause=report)
 
     timeout = min(cfg.pause_app_hook_timeout, limit) if limit is not None else cfg.pause_app_hook_timeout
     try:

@@ -26,6 +26,7 @@ from pgmove.state.work import (
 )
 from pgmove.steps.connect import Endpoint, StopToken
 from pgmove.worker.adapters import STEPS
+from pgmove.worker.hookkill import end_orphans
 from pgmove.worker.lease import Heartbeat, acquire
 from pgmove.worker.runtime import Runtime
 
@@ -71,6 +72,8 @@ def _run_step(rt: Runtime, m: Migration, step: StepName, token: str, heartbeat: 
     context = StepContext(rt, m.id, step, token, heartbeat)
     try:
         with StopWatch(context):
+            for line in end_orphans(m, quiet=True):  # a hook a dead worker left running ends before anything else
+                context.progress(f"before the {step}: {line}")
             done = STEPS[step](rt, m, context)
         updated(m, **done.changes)  # a result the record cannot hold fails the step here, not the record later
     except Exception as exc:

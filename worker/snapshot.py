@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pgmove.state.errors import StepFailed
 from pgmove.state.machine import Event
-from pgmove.state.models import Migration
+from pgmove.state.models import HookReport, Migration
 from pgmove.steps import freeze
 from pgmove.steps.checkpoint import checkpoint
 from pgmove.steps.hooks import run_hook
@@ -37,15 +37,28 @@ def take(rt: Runtime, m: Migration, ctx: StepContext, grace: float) -> StepResul
     label = f"pgmove-{m.source}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     result: dict[str, Any] = {"freeze": froze.result, "label": label}
     problem = None
+
+    def on_report(report: HookReport) -> None:
+        ctx.record(f"snapshot hook {report.argv0} {report.phase()}", snapshot=report.model_copy(update={"label": label}))
+
     try:
         lsn = result["checkpoint_lsn"] = checkpoint(src)
         ctx.progress(f"CHECKPOINT on {m.source} done: checkpoint LSN {lsn}")
         env = {**hook_env(m, m.source), "PGMOVE_SNAPSHOT_LABEL": label, "PGMOVE_CHECKPOINT_LSN": lsn}
         result["hook"] = run_hook("snapshot hook", src, [*cfg.snapshot_hook, m.source, label], cfg.snapshot_hook_timeout,
-                                  env, secret_env(rt.config), ctx.progress)
+                                  env, secret_env(rt.config), ctx.progress, on_report)
     except StepFailed as exc:
         problem = exc.message  # the server must not stay frozen for a snapshot that will not come
-    result["unfreeze"] = freeze.unfreeze(src, m.freeze, ctx.progress)
+    # From here a failure (or this worker's death) leaves the unfreeze to finish, never a new freeze to take.
+    m = ctx.record(f"unfreezing {m.source} after the snapshot", snapshot_unfreezing=True)
+    assert m.freeze is not None
+    try:
+        result["unfreeze"] = freeze.unfreeze(src, m.freeze, ctx.progress)
+    except StepFailed as exc:
+        taken = f"no snapshot ({problem})" if problem is not None else f"snapshot {label} taken"
+        raise StepFailed(f"{taken}, but the unfreeze of {m.source} did not finish: {exc.message}. "
+                         f"`/pgmove retry {m.source}` continues the unfreeze (it does not freeze again); the app's "
+                         "writers stay paused until it is done") from None
     seconds = result["write_freeze_seconds"] = round(time.monotonic() - started, 2)
     resumed = resume_app(rt, m, ctx, m.source)
     if resumed:
@@ -59,5 +72,5 @@ def take(rt: Runtime, m: Migration, ctx: StepContext, grace: float) -> StepResul
         message = (f"snapshot {label} of {m.source} taken at checkpoint LSN {result['checkpoint_lsn']} (hook output: "
                    f"{output}); {m.source} unfrozen, settings restored exactly; writes were frozen for "
                    f"{seconds:.1f}s{resumed_line(resumed)}")
-    changes = {"freeze": None, "quiet_baseline": None, "quiet_mark": None}
+    changes = {"freeze": None, "quiet_baseline": None, "quiet_mark": None, "snapshot": None, "snapshot_unfreezing": False}
     return adapters.StepResult(Event.UNFROZEN, message, result, changes)

@@ -40,7 +40,9 @@ def test_a_hook_that_leaves_a_background_child_on_its_output_succeeds_at_once(tm
     reports, took, outcome = run([argv], timeout=10)
     assert isinstance(outcome, dict) and outcome["exit_status"] == 0, outcome
     assert took < 5
-    assert [r.finished_at is None for r in reports] == [True, False]  # recorded before it ran, and after
+    # Recorded before it ran, once it ran (its process group, unless it was gone already), and after.
+    assert [r.finished_at is None for r in reports] == [True, True, False]
+    assert reports[0].process is None and reports[1].process in (None, reports[-1].process)
     assert reports[-1].exit_status == 0 and reports[-1].output == ["switching", "switched"]
 
 
