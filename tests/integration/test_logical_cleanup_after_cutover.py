@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.integration.test_logical_flow import do_json, zero_leftovers
+from tests.integration.test_logical_flow import sync_and_cut_over, zero_leftovers
 
 pytestmark = pytest.mark.slow
 
@@ -22,12 +22,7 @@ def test_a_hook_that_stops_the_old_server_leaves_a_cutover_that_names_the_slots_
                     f"os.kill({source.proc.pid}, signal.SIGINT)\n"
                     "time.sleep(3)\nprint('app switched, old server shut down')\n")
     pgmove.start_worker()
-    assert do_json(pgmove, "U_ALICE", "plan prod-old prod-new --method logical")["state"] == "ready"
-    synced = do_json(pgmove, "U_ALICE", "sync prod-old")
-    assert synced["state"] == "in_sync", synced.get("failure")
-    assert do_json(pgmove, "U_ALICE", "cutover prod-old --window 30s", wait=False)["state"] == \
-        "awaiting_cutover_approval"
-    final = do_json(pgmove, "U_BOB", "approve prod-old")
+    final = sync_and_cut_over(pgmove, "30s")
     assert final["state"] == "cut_over", final.get("failure")
     switch = next(s for s in reversed(final["steps"]) if s["name"] == "switch")
     assert "replication NOT fully removed" in switch["message"], switch["message"]

@@ -42,6 +42,16 @@ def zero_leftovers(source, target, passwords) -> dict[str, int]:  # type: ignore
     return {k: v for k, v in leftovers(src, dst).items() if v}
 
 
+def sync_and_cut_over(pgmove, window: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    """plan --method logical, sync, then the one-approval cutover: the final record."""
+    assert do_json(pgmove, "U_ALICE", "plan prod-old prod-new --method logical")["state"] == "ready"
+    synced = do_json(pgmove, "U_ALICE", "sync prod-old")
+    assert synced["state"] == "in_sync", synced.get("failure")
+    assert do_json(pgmove, "U_ALICE", f"cutover prod-old --window {window}", wait=False)["state"] == \
+        "awaiting_cutover_approval"
+    return do_json(pgmove, "U_BOB", "approve prod-old")
+
+
 def rows(cluster, db: str, query: str) -> list[tuple]:  # type: ignore[no-untyped-def, type-arg]
     with psycopg.connect(cluster.admin_dsn(db)) as conn:
         return conn.execute(query).fetchall()

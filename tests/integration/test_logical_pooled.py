@@ -12,7 +12,7 @@ import pytest
 from psycopg import sql
 
 from pgmove.sandbox.servers import wait_until
-from tests.integration.test_logical_flow import do_json, zero_leftovers
+from tests.integration.test_logical_flow import do_json, sync_and_cut_over, zero_leftovers
 from tests.integration.test_pooler import Probe
 from tests.integration.test_pooler_cutover import LEASE_SECONDS
 from tests.integration.test_worker import store_of
@@ -29,12 +29,7 @@ def test_a_probe_through_pgbouncer_sees_no_error_across_the_logical_window(pgmov
     probe.start()
     try:
         wait_until(lambda: len(probe.acked) >= 20, 20, "the probe's first writes")
-        assert do_json(pgmove_pooled, "U_ALICE", "plan prod-old prod-new --method logical")["state"] == "ready"
-        synced = do_json(pgmove_pooled, "U_ALICE", "sync prod-old")
-        assert synced["state"] == "in_sync", synced.get("failure")
-        assert do_json(pgmove_pooled, "U_ALICE", "cutover prod-old --window 20s", wait=False)["state"] == \
-            "awaiting_cutover_approval"
-        final = do_json(pgmove_pooled, "U_BOB", "approve prod-old")
+        final = sync_and_cut_over(pgmove_pooled, "20s")
         assert final["state"] == "cut_over", final.get("failure")
         seen = len(probe.acked)
         wait_until(lambda: len(probe.acked) >= seen + 20, 20, "the probe's writes after the switch")
