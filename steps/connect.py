@@ -7,11 +7,13 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import TransactionStatus
 
 from pgmove.state.errors import ConnectionFailed, StepFailed
 
@@ -135,13 +137,86 @@ def connect(endpoint: Endpoint, dbname: str | None = None, autocommit: bool = Tr
     return conn
 
 
+class IdleSessions:
+    """A step's finished sessions, handed out again instead of opening new ones.
+
+    Opening a session costs a fork and a SCRAM exchange (tens of milliseconds on a busy server), and a step
+    that walks every database opens dozens in a row: inside a cutover window that was a third of the write
+    gap. A session comes back only clean (no transaction, DISCARD ALL: settings, role, temp tables and
+    advisory locks as at login) and is proven alive before reuse, since the freeze ends sessions born before it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: dict[tuple[str, str, str, int], list[psycopg.Connection[Any]]] = {}
+
+    @staticmethod
+    def _key(endpoint: Endpoint, dbname: str) -> tuple[str, str, str, int]:
+        return endpoint.name, endpoint.dsn, dbname, id(endpoint.stop)
+
+    def take(self, endpoint: Endpoint, dbname: str) -> psycopg.Connection[Any] | None:
+        if endpoint.stop is not None:
+            endpoint.stop.check()
+        while True:
+            with self._lock:
+                idle = self._idle.get(self._key(endpoint, dbname))
+                conn = idle.pop() if idle else None
+            if conn is None:
+                return None
+            try:
+                conn.execute("SELECT 1")
+                return conn
+            except psycopg.Error:
+                conn.close()  # ended meanwhile (a freeze ends sessions older than itself): try the next
+
+    def give_back(self, endpoint: Endpoint, dbname: str, conn: psycopg.Connection[Any]) -> None:
+        if conn.closed or conn.broken:
+            return
+        try:
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                conn.rollback()
+            conn.autocommit = True
+            conn.execute("DISCARD ALL")
+        except psycopg.Error:
+            conn.close()
+            return
+        with self._lock:
+            self._idle.setdefault(self._key(endpoint, dbname), []).append(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            taken, self._idle = [c for idle in self._idle.values() for c in idle], {}
+        for conn in taken:
+            conn.close()
+
+
+_IDLE_SESSIONS: ContextVar[IdleSessions | None] = ContextVar("pgmove_idle_sessions", default=None)
+
+
+@contextmanager
+def reusing_sessions() -> Iterator[IdleSessions]:
+    """Within this block (this thread), `connection` reuses finished sessions; all are closed at its end."""
+    sessions = IdleSessions()
+    token = _IDLE_SESSIONS.set(sessions)
+    try:
+        yield sessions
+    finally:
+        _IDLE_SESSIONS.reset(token)
+        sessions.close()
+
+
 @contextmanager
 def connection(endpoint: Endpoint, dbname: str | None = None) -> Iterator[psycopg.Connection[Any]]:
-    conn = connect(endpoint, dbname)
+    idle = _IDLE_SESSIONS.get()
+    database = dbname or str(endpoint.params.get("dbname") or "postgres")
+    conn = (idle.take(endpoint, database) if idle is not None else None) or connect(endpoint, dbname)
     try:
         yield conn
     finally:
-        conn.close()
+        if idle is None:
+            conn.close()
+        else:
+            idle.give_back(endpoint, database, conn)
 
 
 class ThreadConnections:
@@ -157,7 +232,8 @@ class ThreadConnections:
         self._setup = setup
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._all: list[psycopg.Connection[Any]] = []
+        self._all: list[tuple[Endpoint, str, psycopg.Connection[Any]]] = []
+        self._idle = _IDLE_SESSIONS.get()  # the creating thread's: the pool's threads start without it
 
     def get(self, endpoint: Endpoint, dbname: str) -> psycopg.Connection[Any]:
         if endpoint.stop is not None:
@@ -165,9 +241,9 @@ class ThreadConnections:
         cache: dict[tuple[str, str], psycopg.Connection[Any]] = self._local.__dict__.setdefault("cache", {})
         conn = cache.get((endpoint.name, dbname))
         if conn is None or conn.closed:
-            conn = connect(endpoint, dbname)
+            conn = (self._idle.take(endpoint, dbname) if self._idle is not None else None) or connect(endpoint, dbname)
             with self._lock:
-                self._all.append(conn)
+                self._all.append((endpoint, dbname, conn))
             if self._setup is not None:
                 self._setup(conn)
             cache[(endpoint.name, dbname)] = conn
@@ -176,8 +252,11 @@ class ThreadConnections:
     def close(self) -> None:
         with self._lock:
             taken, self._all = self._all, []
-        for conn in taken:
-            conn.close()
+        for endpoint, dbname, conn in taken:
+            if self._idle is None:
+                conn.close()
+            else:
+                self._idle.give_back(endpoint, dbname, conn)
 
 
 def describe(exc: BaseException) -> str:

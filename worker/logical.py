@@ -12,6 +12,7 @@ from pgmove.state.machine import Event
 from pgmove.state.models import Migration, PreflightReport, StepName
 from pgmove.state.replication import LogicalReadiness, SyncSetup, SyncStatus
 from pgmove.state.sync import record_sync_status
+from pgmove.steps.connect import reusing_sessions
 from pgmove.steps.replication import cleanup, drain, readiness, setup, status
 from pgmove.steps.tools import choose_toolset
 from pgmove.steps.verify import run as verify_run
@@ -162,22 +163,24 @@ def switch(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     # The app's poolers hold its queries from before the freeze to after the switch: through a pooler the app
     # sees a pause, not a read-only refusal. Any failure inside resumes them on the source, then the runner
     # unfreezes and the migration is in sync again.
-    with poolers.switch(rt, m, ctx, dst) as paused:
-        froze = adapters.freeze_source(rt, m, ctx, grace)
-        m = ctx.record("frozen for the cutover window", **froze.changes)
-        _in_time(deadline, window, "the freeze")
-        drained = drain.run(src, dst, names, deadline - DRAIN_MARGIN_SECONDS, ctx.progress, ctx.should_stop)
-        finished = drain.finish(src, dst, names, ctx.progress)
-        _in_time(deadline, window, "the drain")
-        databases = [d.database for d in names.databases]
-        report = verify_run(src, dst, databases, m.freeze, ctx.progress, m.plan.jobs, quick=True, mark=m.quiet_mark)
-        if not report.ok:
-            raise StepFailed(f"the verification inside the window found {len(report.problems)} difference(s): "
-                             + "; ".join(report.problems[:5]))
-        _in_time(deadline, window, "the verification")
-        m = ctx.record("verified inside the window", verification=report)
-        result = adapters.switch_over(rt, m, ctx, paused)
-    done = adapters.finish_cutover(rt, m, ctx, result, paused)
+    # Inside the window every database is visited by step after step: one session each, not one per visit.
+    with reusing_sessions():
+        with poolers.switch(rt, m, ctx, dst) as paused:
+            froze = adapters.freeze_source(rt, m, ctx, grace)
+            m = ctx.record("frozen for the cutover window", **froze.changes)
+            _in_time(deadline, window, "the freeze")
+            drained = drain.run(src, dst, names, deadline - DRAIN_MARGIN_SECONDS, ctx.progress, ctx.should_stop)
+            finished = drain.finish(src, dst, names, ctx.progress)
+            _in_time(deadline, window, "the drain")
+            databases = [d.database for d in names.databases]
+            report = verify_run(src, dst, databases, m.freeze, ctx.progress, m.plan.jobs, quick=True, mark=m.quiet_mark)
+            if not report.ok:
+                raise StepFailed(f"the verification inside the window found {len(report.problems)} difference(s): "
+                                 + "; ".join(report.problems[:5]))
+            _in_time(deadline, window, "the verification")
+            m = ctx.record("verified inside the window", verification=report)
+            result = adapters.switch_over(rt, m, ctx, paused)
+        done = adapters.finish_cutover(rt, m, ctx, result, paused)
     done.result.update(freeze=froze.result, drain=drained, finish=finished, window_seconds=window,
                        seconds=round(window - (deadline - time.monotonic()), 2))
     return done

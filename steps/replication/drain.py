@@ -6,6 +6,12 @@ pg_current_wal_lsn, which with asynchronous commit can lie before the last commi
 confirmed_flush_lsn, which the subscriber only moves past a commit once that commit is applied and flushed
 on the target, and the target's replication origin, whose last applied source commit must not lie beyond L
 (one that does means a write got past the freeze).
+
+The confirmation comes late: the apply worker commits asynchronously and reports a flushed position about
+once a second. So the target's own view counts too: its apply worker has taken a keepalive from the WAL
+sender at or past L (pg_stat_subscription.latest_end_lsn), which the sender only sends once everything
+before it was sent, and the worker applies messages in order. What it applied is then made durable on the
+target by one synchronously committed transaction, which flushes the target's WAL up to it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ _CONFIRMED = """
     SELECT slot_name, confirmed_flush_lsn >= %s::pg_lsn, pg_wal_lsn_diff(%s::pg_lsn, confirmed_flush_lsn)::bigint
     FROM pg_replication_slots WHERE slot_name = ANY(%s)
 """
+_KEEPALIVE_PAST = """
+    SELECT s.subname FROM pg_subscription s JOIN pg_stat_subscription w ON w.subid = s.oid AND w.relid IS NULL
+    WHERE s.subname = ANY(%s) AND s.subenabled AND w.pid IS NOT NULL AND w.latest_end_lsn >= %s::pg_lsn
+"""
 _ORIGINS = """
     SELECT s.subname, pg_replication_origin_progress('pg_' || s.oid, true)::text,
            pg_replication_origin_progress('pg_' || s.oid, true) > %s::pg_lsn
@@ -39,6 +49,8 @@ def run(src: Endpoint, dst: Endpoint, setup: SyncSetup, deadline: float, progres
         should_stop: Callable[[], bool]) -> dict[str, Any]:
     started = time.monotonic()
     slots = {d.slot: d.database for d in setup.databases}
+    by_database = {d.database: d.subscription for d in setup.databases}
+    subscriptions = set(by_database.values())
     with connection(src) as s, connection(dst) as d:
         position = str(s.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])  # type: ignore[index]
         progress(f"draining: waiting until {dst.name} has applied {src.name}'s WAL up to {position}", lsn=position)
@@ -52,6 +64,11 @@ def run(src: Endpoint, dst: Endpoint, setup: SyncSetup, deadline: float, progres
                 raise StepFailed(f"the replication slot of {', '.join(slots[m] for m in sorted(missing))} is gone from "
                                  f"{src.name}: the target cannot catch up; unfreeze, abort and sync again")
             behind = {slots[name]: int(gap) for name, done, gap in rows if not done}
+            if behind:
+                past = {r[0] for r in d.execute(_KEEPALIVE_PAST, (list(subscriptions), position)).fetchall()}
+                behind = {db: gap for db, gap in behind.items() if by_database[db] not in past}
+                if not behind:
+                    _flush(d)
             if not behind:
                 break
             if should_stop():
@@ -72,6 +89,13 @@ def run(src: Endpoint, dst: Endpoint, setup: SyncSetup, deadline: float, progres
     progress(f"drained: {dst.name} applied everything up to {position} in {seconds:.2f}s", lsn=position, seconds=seconds)
     return {"lsn": position, "seconds": seconds, "polls": polls,
             "origins": {e.database: origins.get(e.subscription, (None, False))[0] for e in setup.databases}}
+
+
+def _flush(conn: psycopg.Connection[Any]) -> None:
+    """Every applied transaction on disk: a commit that waits for its WAL flush waits for all WAL before it."""
+    with conn.transaction():
+        conn.execute("SET LOCAL synchronous_commit = on")
+        conn.execute("SELECT txid_current()")
 
 
 def finish(src: Endpoint, dst: Endpoint, setup: SyncSetup, progress: Progress) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """How far each subscription is behind, read from both servers, and what blocks the freeze (each says what to do).
 
-Lag in bytes is the source's WAL position minus what the subscriber confirmed (the slot's confirmed_flush_lsn);
-retained WAL is what the slot still holds (from restart_lsn). DDL drift compares the source's table shapes with
+Lag in bytes is the source's WAL position minus what the subscriber has applied: the slot's confirmed_flush_lsn,
+or, when further, the last keepalive its apply worker took from the WAL sender (sent once everything before it
+was; a database with nothing to apply confirms only about once a second, and would look behind by other
+databases' WAL meanwhile). Retained WAL is what the slot still holds (from restart_lsn). DDL drift compares the source's table shapes with
 the target's, so it clears once the same change is made on the target.
 """
 
@@ -18,14 +20,16 @@ from pgmove.steps.connect import Endpoint, connection
 from pgmove.steps.replication import published
 
 _SLOTS = """
-    SELECT s.slot_name, pg_wal_lsn_diff(pg_current_wal_insert_lsn(), s.confirmed_flush_lsn)::bigint,
+    SELECT s.slot_name, pg_current_wal_insert_lsn()::text, s.confirmed_flush_lsn::text,
            pg_wal_lsn_diff(pg_current_wal_insert_lsn(), s.restart_lsn)::bigint,
            (SELECT extract(epoch FROM r.replay_lag)::float8 FROM pg_stat_replication r WHERE r.pid = s.active_pid)
     FROM pg_replication_slots s WHERE s.slot_name = ANY(%s)
 """
 _SUBSCRIPTIONS = """
     SELECT s.subname, s.oid::bigint, s.subenabled,
-           EXISTS (SELECT 1 FROM pg_stat_subscription w WHERE w.subid = s.oid AND w.relid IS NULL AND w.pid IS NOT NULL)
+           EXISTS (SELECT 1 FROM pg_stat_subscription w WHERE w.subid = s.oid AND w.relid IS NULL AND w.pid IS NOT NULL),
+           (SELECT max(w.latest_end_lsn)::text FROM pg_stat_subscription w
+            WHERE w.subid = s.oid AND w.relid IS NULL AND w.pid IS NOT NULL)
     FROM pg_subscription s WHERE s.subname = ANY(%s)
 """
 _CONFLICTS = ("confl_insert_exists", "confl_update_origin_differs", "confl_update_exists", "confl_update_missing",
@@ -58,8 +62,10 @@ def _errors(conn: psycopg.Connection[Any]) -> dict[int, dict[str, int]]:
 def _database(src: Endpoint, dst: Endpoint, entry: SyncDatabase, slots: dict[str, Any], subs: dict[str, Any],
               errors: dict[int, dict[str, int]], max_retained: int, problems: list[str]) -> DatabaseLag:
     db = entry.database
-    lag, retained, replay = slots.get(entry.slot, (0, 0, None))
-    oid, enabled, worker = subs.get(entry.subscription, (None, False, False))
+    position, confirmed, retained, replay = slots.get(entry.slot, (None, None, 0, None))
+    oid, enabled, worker, keepalive = subs.get(entry.subscription, (None, False, False, None))
+    applied = max((_lsn(x) for x in (confirmed, keepalive) if x), default=None)
+    lag = _lsn(position) - applied if position and applied is not None else 0
     total = ready = 0
     drift: list[str] = []
     if oid is not None:
@@ -100,6 +106,11 @@ def _database(src: Endpoint, dst: Endpoint, entry: SyncDatabase, slots: dict[str
     seconds = 0.0 if lag <= 0 else (float(replay) if replay is not None else None)
     return DatabaseLag(database=db, lag_bytes=max(int(lag), 0), lag_seconds=seconds, retained_wal_bytes=int(retained),
                        tables_total=int(total), tables_ready=int(ready), apply_errors=failed, last_error=last_error)
+
+
+def _lsn(text: str) -> int:
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
 
 
 def _describe(source: str | None, target: str | None) -> str:
