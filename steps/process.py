@@ -29,6 +29,12 @@ def tail(out: IO[bytes], lines: int = 20, limit: int = 64 * 1024) -> list[str]:
     return out.read().decode(errors="replace").strip().splitlines()[-lines:]
 
 
+def shortened(lines: list[str], line_chars: int = 400) -> list[str]:
+    """Nor can one long line fill the thread (a Slack text block holds 3,000 characters)."""
+    return [line if len(line) <= line_chars else f"{line[:line_chars]}... ({len(line) - line_chars:,} more characters)"
+            for line in lines]
+
+
 def identify(pid: int) -> HookProcess | None:
     """Where the group led by `pid` runs, for whoever must end it later; None off Linux or once it is gone."""
     stat = _stat(pid)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import sys
 import threading
 
 from rq import SimpleWorker
@@ -24,10 +26,14 @@ def build_runtime(config: Config, worker_id: str | None = None) -> Runtime:
                    worker_id=worker_id or default_worker_id())
 
 
+PR_SET_DUMPABLE = 4  # <linux/prctl.h>
+
+
 def run_worker(config: Config, burst: bool = False, worker_id: str | None = None) -> bool:
     """Work the queue until stopped (SIGTERM finishes the current step first) or, in burst mode, until empty."""
     rt = build_runtime(config, worker_id)
     lower_priority(config.worker_nice)
+    hide_environment()
     install(rt)
     rt.store.beat(rt.worker_id)  # first: a plan made now is told a worker is there
     reap(rt.store, f"worker:{rt.worker_id}", rt.config, enqueuer(rt.queue))
@@ -56,6 +62,13 @@ def lower_priority(niceness: int) -> None:
     current = os.nice(0)
     if niceness > current:
         os.nice(niceness - current)
+
+
+def hide_environment() -> None:
+    """Hooks run as the worker's user, and /proc/<worker>/environ holds the servers' passwords: a process that
+    is not dumpable has that file owned by root (and cannot be traced by its user). Linux only; a no-op elsewhere."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def _reap_forever(rt: Runtime, stop: threading.Event) -> None:
