@@ -128,6 +128,7 @@ class _Copy:
         self.dropped_options: set[str] = set()
         self.src_sessions = ThreadConnections()
         self.dst_sessions = ThreadConnections(_tune_for_bulk_load)
+        self.hashes = [h for h in (job.source_hashes, job.target_hashes) if h is not None]
 
     def run(self, will_create: Callable[[str], None], started: float) -> dict[str, Any]:
         job = self.job
@@ -148,9 +149,8 @@ class _Copy:
             finally:
                 self.src_sessions.close()
                 self.dst_sessions.close()
-                for hashes in (job.source_hashes, job.target_hashes):
-                    if hashes is not None:
-                        hashes.close()
+                for hashes in self.hashes:
+                    hashes.close()
         apply_role_settings(job.dst, self.settings, set(job.databases))
         return {"roles": roles, "databases": self.finished, "seconds": round(time.monotonic() - started, 2),
                 "tools": job.toolset.describe(), "column_options_left_out": sorted(self.dropped_options),
@@ -329,9 +329,8 @@ class _Copy:
         with self.lock:
             self.finished.append({"database": name, "seconds": seconds, **{k: int(v) for k, v in db.stats.items()}})
             all_in = len(self.finished) == len(job.databases)
-        for hashes in (job.source_hashes, job.target_hashes):
-            if all_in and hashes is not None:
-                hashes.finish()
+        for hashes in self.hashes if all_in else []:
+            hashes.finish()
         self.progress(f"database {name} copied in {seconds:.1f}s", database=name, seconds=seconds)
 
     # -- bookkeeping ----------------------------------------------------------------------------
