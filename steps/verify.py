@@ -281,6 +281,8 @@ def _freshness(src: Endpoint, dst: Endpoint, name: str, checks: list[dict[str, s
         query = sql.SQL("SELECT max({})::text FROM {}").format(sql.Identifier(check["column"]),
                                                                sql.Identifier(schema or "public", table))
         with connection(src, name) as s, connection(dst, name) as d:
+            verification_session(s)  # the two values are compared as text: dates and times alike on both sides
+            verification_session(d)
             left, right = s.execute(query).fetchone()[0], d.execute(query).fetchone()[0]  # type: ignore[index]
         if left != right:
             problems.append(f"{name}: freshness of {check['table']}.{check['column']}: max is {left} on the source, "
