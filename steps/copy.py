@@ -43,8 +43,9 @@ from pgmove.steps.tools import ToolSet
 # A table bigger than this is copied in ctid ranges (about this size each), at most one per job.
 SPLIT_BYTES = 256 * 1024 * 1024
 # Pool priorities: schemas, then finishing work first, data next; hashing for the verification only fills cores
-# nothing else wants: a landed table's target side first, smallest first (steps/targethash.py), then the
-# frozen source's, largest first (steps/prehash.py).
+# nothing else wants, smallest tables first whichever the side (a big one is the likeliest to be cut short by the
+# copy's end), the frozen source's before a landed table's target side at equal size: its sums are reused with
+# no proof to read (steps/prehash.py, steps/targethash.py).
 HASH, DATA, AFTER_DATA, INDEX, FINISH, PREPARE = 4, 3, 2, 1, 0, -1
 
 
@@ -214,7 +215,7 @@ class _Copy:
                              partial(self._large_objects, db, low, high))
         for table in db.tables:
             if self.job.source_hashes is not None:
-                self.pool.submit((HASH, 1, -table.size_bytes), f"{db.name} hash {table.label}",
+                self.pool.submit((HASH, table.size_bytes, 0), f"{db.name} hash {table.label}",
                                  partial(self.job.source_hashes.hash_table, db.name, table.schema, table.name))
             if checkpoint(db.name, f"table {table.oid}") in self.done:
                 self._table_done(db, table, resumed=True)
@@ -264,7 +265,7 @@ class _Copy:
             self._dst(db.name).execute(sql.SQL("ANALYZE {}").format(table.ident))
             hashes = self.job.target_hashes
             if hashes is not None:  # data and indexes in: what the verification will read of it is there
-                self.pool.submit((HASH, 0, table.size_bytes), f"{db.name} hash {table.label} on the target",
+                self.pool.submit((HASH, table.size_bytes, 1), f"{db.name} hash {table.label} on the target",
                                  partial(hashes.hash_table, db.name, table.schema, table.name))
             self._database_part_done(db)
 

@@ -1,7 +1,8 @@
 """The target's half of the full verification, taken as each table lands while other tables still copy.
 
 Once a table's data and indexes are in, the copy hashes its target side in the cores the copy leaves idle,
-smallest tables first (they are done soonest, and cheapest to lose if the copy ends first). Unlike the
+smallest tables first (they are done soonest, and cheapest to lose if the copy ends first), beside the
+source's sums (steps/prehash.py). Unlike the
 source, the target is not frozen: nothing stops a write to it between this hash and the verification. So
 the sums are kept with a proof of exactly which row versions they read, and the verification reuses them
 only when the proof still holds; otherwise it hashes the table afresh.
