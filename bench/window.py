@@ -5,7 +5,9 @@
 One run: `freeze` approved -> frozen -> copied -> verified, timed from the approval to `verified` as the
 CLI sees it, then `unfreeze` (not timed) so the next run starts from a writable source and copies afresh.
 Beside the window it prints the copy step alone and the verify step alone, from the same run's step
-records. Goal on a 2-core machine: window/copy <= 1.2. Asserts nothing.
+records, and how many tables the copy hashed on each side for the verification (the source's, and the
+target's as each table landed, of which the verification reused those proven unchanged). Goal on a 2-core
+machine: window/copy <= 1.2. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -93,8 +95,13 @@ def main() -> None:
             windows.append(window)
             copies.append(seconds(last(steps, "copy")))
             verifies.append(seconds(last(steps, "verify")))
+            copied, verified = dict(last(steps, "copy")["result"]), dict(last(steps, "verify")["result"])  # type: ignore[call-overload]
             print(f"run {run + 1}: window {window:.1f}s (freeze {seconds(last(steps, 'freeze')):.1f}s, copy "
-                  f"{copies[-1]:.1f}s, verify {verifies[-1]:.1f}s)", flush=True)
+                  f"{copies[-1]:.1f}s, verify {verifies[-1]:.1f}s); hashed during the copy: source "
+                  f"{copied.get('source_tables_hashed', 0)}, target {copied.get('target_tables_hashed', 0)} of "
+                  f"{verified.get('tables', 0)} tables; the verification reused source {verified.get('source_hashed_during_copy', 0)}, "
+                  f"target {verified.get('target_hashed_during_copy', 0)} (target changed since: "
+                  f"{verified.get('target_changed_since_hashed', 0)})", flush=True)
             do("U_ALICE", "unfreeze prod-old", "--wait")
         window, copy, verify = (statistics.median(x) for x in (windows, copies, verifies))
         print(f"median: copy {copy:.1f}s, verify {verify:.1f}s; goal window/copy <= 1.2")

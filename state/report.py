@@ -70,3 +70,5 @@ class VerificationReport(_Part):
     smoke: list[str] = Field(default_factory=list)  # what the write test as each app role on the target did
     seconds: float = 0.0
     source_hashed_during_copy: int = 0  # tables whose source side the copy hashed: only their target was read here
+    target_hashed_during_copy: int = 0  # tables whose target side the copy hashed, proven unchanged since: reused
+    target_changed_since_hashed: int = 0  # tables hashed on the target during the copy that changed since: read again

@@ -21,6 +21,7 @@ CHUNK_ROWS = 100_000  # target rows per integer-key range
 SEGMENT_PAGES = 16_384  # 128 MB of heap per ctid segment
 
 _INTEGER_TYPES = {"smallint", "integer", "bigint"}
+ROW_HASH = sql.SQL("hashtextextended(t::text, 0)")  # a row of the table aliased t, as text under pinned settings
 
 
 @dataclass(frozen=True)
@@ -123,16 +124,20 @@ def sums(conn: psycopg.Connection[Any], plan: TablePlan, segment: tuple[int, int
     """Rows and hash sum per chunk for one segment (or, by_chunk=False, for the whole segment as chunk 0:
     the cheapest pass, the floor of the work). sample > 1 hashes only every sample-th chunk (quick mode)."""
     chunk: sql.Composable = plan.chunk_expr() if by_chunk or sample > 1 else sql.SQL("0")
-    row_hash: sql.Composable = sql.SQL("hashtextextended(t::text, 0)")
+    row_hash: sql.Composable = ROW_HASH
     if sample > 1:
         row_hash = sql.SQL("CASE WHEN {c} % {s} = 0 THEN {h} ELSE 0 END").format(c=plan.chunk_expr(), s=sql.Literal(sample), h=row_hash)
-    where: sql.Composable = sql.SQL("")
-    if segment is not None:
-        where = sql.SQL(" WHERE t.ctid >= {}::tid AND t.ctid < {}::tid").format(
-            sql.Literal(f"({segment[0]},0)"), sql.Literal(f"({segment[1]},0)"))
     query = sql.SQL("SELECT {c} AS chunk, count(*), coalesce(sum({h}), 0) FROM ONLY {t} AS t{w} GROUP BY 1").format(
-        c=chunk, h=row_hash, t=sql.Identifier(plan.schema, plan.name), w=where)
+        c=chunk, h=row_hash, t=sql.Identifier(plan.schema, plan.name), w=within(segment))
     return {int(chunk): (int(rows), int(total)) for chunk, rows, total in conn.execute(query).fetchall()}
+
+
+def within(segment: tuple[int, int] | None) -> sql.Composable:
+    """The WHERE clause that reads one ctid segment of the table aliased t (nothing: the whole table)."""
+    if segment is None:
+        return sql.SQL("")
+    return sql.SQL(" WHERE t.ctid >= {}::tid AND t.ctid < {}::tid").format(
+        sql.Literal(f"({segment[0]},0)"), sql.Literal(f"({segment[1]},0)"))
 
 
 def totals(parts: TableSums) -> tuple[int, int]:

@@ -37,12 +37,15 @@ from pgmove.steps.pool import Pool
 from pgmove.steps.prehash import SourceHashes
 from pgmove.steps.roles import copy_roles
 from pgmove.steps.settings import before_freeze, read_settings
+from pgmove.steps.targethash import TargetHashes
 from pgmove.steps.tools import ToolSet
 
 # A table bigger than this is copied in ctid ranges (about this size each), at most one per job.
 SPLIT_BYTES = 256 * 1024 * 1024
-# Pool priorities: schemas, then finishing work first, data next; hashing the source for the verification
-# only fills cores nothing else wants (steps/prehash.py).
+# Pool priorities: schemas, then finishing work first, data next; hashing for the verification only fills cores
+# nothing else wants, smallest tables first whichever the side (a big one is the likeliest to be cut short by the
+# copy's end), the frozen source's before a landed table's target side at equal size: its sums are reused with
+# no proof to read (steps/prehash.py, steps/targethash.py).
 HASH, DATA, AFTER_DATA, INDEX, FINISH, PREPARE = 4, 3, 2, 1, 0, -1
 
 
@@ -85,6 +88,7 @@ class CopyJob:
     split_bytes: int = SPLIT_BYTES
     role_passwords: bool = True
     source_hashes: SourceHashes | None = None  # filled while the copy runs, for the verification after it
+    target_hashes: TargetHashes | None = None  # likewise, as each table's data and indexes are in
 
 
 @dataclass
@@ -125,6 +129,7 @@ class _Copy:
         self.dropped_options: set[str] = set()
         self.src_sessions = ThreadConnections()
         self.dst_sessions = ThreadConnections(_tune_for_bulk_load)
+        self.hashes = [h for h in (job.source_hashes, job.target_hashes) if h is not None]
 
     def run(self, will_create: Callable[[str], None], started: float) -> dict[str, Any]:
         job = self.job
@@ -145,8 +150,8 @@ class _Copy:
             finally:
                 self.src_sessions.close()
                 self.dst_sessions.close()
-                if job.source_hashes is not None:
-                    job.source_hashes.close()
+                for hashes in self.hashes:
+                    hashes.close()
         apply_role_settings(job.dst, self.settings, set(job.databases))
         return {"roles": roles, "databases": self.finished, "seconds": round(time.monotonic() - started, 2),
                 "tools": job.toolset.describe(), "column_options_left_out": sorted(self.dropped_options),
@@ -210,7 +215,7 @@ class _Copy:
                              partial(self._large_objects, db, low, high))
         for table in db.tables:
             if self.job.source_hashes is not None:
-                self.pool.submit((HASH, -table.size_bytes), f"{db.name} hash {table.label}",
+                self.pool.submit((HASH, table.size_bytes, 0), f"{db.name} hash {table.label}",
                                  partial(self.job.source_hashes.hash_table, db.name, table.schema, table.name))
             if checkpoint(db.name, f"table {table.oid}") in self.done:
                 self._table_done(db, table, resumed=True)
@@ -258,6 +263,10 @@ class _Copy:
 
         def analyze() -> None:
             self._dst(db.name).execute(sql.SQL("ANALYZE {}").format(table.ident))
+            hashes = self.job.target_hashes
+            if hashes is not None:  # data and indexes in: what the verification will read of it is there
+                self.pool.submit((HASH, table.size_bytes, 1), f"{db.name} hash {table.label} on the target",
+                                 partial(hashes.hash_table, db.name, table.schema, table.name))
             self._database_part_done(db)
 
         def build(item: schema.TableItem) -> None:
@@ -321,8 +330,8 @@ class _Copy:
         with self.lock:
             self.finished.append({"database": name, "seconds": seconds, **{k: int(v) for k, v in db.stats.items()}})
             all_in = len(self.finished) == len(job.databases)
-        if all_in and job.source_hashes is not None:
-            job.source_hashes.finish()
+        for hashes in self.hashes if all_in else []:
+            hashes.finish()
         self.progress(f"database {name} copied in {seconds:.1f}s", database=name, seconds=seconds)
 
     # -- bookkeeping ----------------------------------------------------------------------------

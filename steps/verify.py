@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -20,6 +20,7 @@ from pgmove.steps.connect import Endpoint, Progress, ThreadConnections, connecti
 from pgmove.steps.prehash import SourceHashes, verification_session
 from pgmove.steps.settings import before_freeze, read_settings
 from pgmove.steps.smoke import smoke_test
+from pgmove.steps.targethash import TargetHashes, target_side
 
 # An extension's own tables and sequences are its business, except its configuration tables, whose rows pg_dump
 # carries as user data (pg_extension_config_dump).
@@ -52,10 +53,11 @@ QUICK_SAMPLE = 8  # quick mode hashes one chunk in eight (counts stay exact)
 def run(
     src: Endpoint, dst: Endpoint, databases: list[str], snapshot: FreezeSnapshot | None, progress: Progress,
     jobs: int = 2, quick: bool = False, freshness: list[dict[str, str]] | None = None, mark: QuietMark | None = None,
-    source_hashes: SourceHashes | None = None,
+    source_hashes: SourceHashes | None = None, target_hashes: TargetHashes | None = None,
 ) -> VerificationReport:
     """Everything compared; `source_hashes`, the source's sums taken during the copy of this very freeze, spare
-    reading the source's tables again (a full verification only: quick mode samples by chunk)."""
+    reading the source's tables again, and `target_hashes`, the target's taken as each table landed, spare
+    reading a target table proven unchanged since (a full verification only: quick mode samples by chunk)."""
     started = time.monotonic()
     problems: list[str] = []
     notes: list[str] = []
@@ -69,7 +71,8 @@ def run(
         same_major = int(s.info.server_version) // 10000 == int(d.info.server_version) // 10000
     per_db: list[DatabaseReport] = []
     pool = ThreadConnections(verification_session)
-    hashed = source_hashes if source_hashes is not None and not quick else None  # checksums run many small queries: one session per thread and database
+    # checksums run many small queries: one session per thread and database
+    hashed = (source_hashes, target_hashes) if not quick else (None, None)
     try:
         with ThreadPoolExecutor(max_workers=max(2, 2 * jobs)) as executor:
             # Every database's work is queued first, so the pool never idles at the tail of one database.
@@ -99,6 +102,8 @@ def run(
         databases=per_db, tables=sum(r.tables for r in per_db), rows=sum(r.rows for r in per_db),
         smoke=smoke, seconds=round(time.monotonic() - started, 2),
         source_hashed_during_copy=sum(p.source_hashed for p in started_dbs),
+        target_hashed_during_copy=sum(sum(p.target_reused) for p in started_dbs),
+        target_changed_since_hashed=sum(len(p.target_reused) - sum(p.target_reused) for p in started_dbs),
     )
 
 
@@ -118,23 +123,29 @@ class _Pending:
     executor: ThreadPoolExecutor
     lo_ranges: list[tuple[int, int]]
     source_hashed: int = 0
+    target_reused: list[bool] = field(default_factory=list)  # per table hashed on the target during the copy
 
 
 def _start_database(src: Endpoint, dst: Endpoint, name: str, executor: ThreadPoolExecutor, pool: ThreadConnections,
-                    same_major: bool, quick: bool, hashed: SourceHashes | None) -> _Pending:
+                    same_major: bool, quick: bool, hashed: tuple[SourceHashes | None, TargetHashes | None]) -> _Pending:
     sample = QUICK_SAMPLE if quick else 1
     futures: dict[tuple[str, str, str], list[Future[Any]]] = {}
     with connection(src, name) as s, connection(dst, name) as d:
         tables = [(r[0], r[1]) for r in s.execute(_TABLES).fetchall()]
         target_tables = {(r[0], r[1]) for r in d.execute(_TABLES).fetchall()}
         plans = [checksum.plan_table(s, schema, table) for schema, table in tables if (schema, table) in target_tables]
-        source_hashed = 0
+        source_hashed, target_reused = 0, list[bool]()
         for plan in plans:  # largest first: the long tables start while the small ones fill the gaps
             sides = [("source", src, s), ("target", dst, d)]
-            earlier = hashed.get(name, plan.schema, plan.name) if hashed is not None else None
+            earlier = hashed[0].get(name, plan.schema, plan.name) if hashed[0] is not None else None
             if earlier is not None:
                 futures[(plan.schema, plan.name, "source")] = [_done(earlier.chunks)]
                 sides, source_hashed = sides[1:], source_hashed + 1
+            landed = hashed[1].get(name, plan.schema, plan.name) if hashed[1] is not None else None
+            if landed is not None:  # reused if the target's table is provably as it was hashed, else read again
+                futures[(plan.schema, plan.name, "target")] = [executor.submit(target_side, pool, dst, name, plan, landed,
+                                                                               target_reused)]
+                sides = sides[:-1]
             for side, ep, conn in sides:
                 futures[(plan.schema, plan.name, side)] = [executor.submit(_sums, pool, ep, name, plan, piece, sample, quick)
                                                for piece in checksum.segments(conn, plan)]
@@ -150,7 +161,8 @@ def _start_database(src: Endpoint, dst: Endpoint, name: str, executor: ThreadPoo
         if views:
             notes.append(f"{name}: {views} materialized view(s) refreshed on the target from the verified tables; "
                          "their rows are not compared with the source's, which hold its last refresh")
-    return _Pending(name, plans, futures, problems, notes, (src, dst), pool, executor, lo_ranges, source_hashed)
+    return _Pending(name, plans, futures, problems, notes, (src, dst), pool, executor, lo_ranges, source_hashed,
+                    target_reused)
 
 
 def _compare_matviews(s: psycopg.Connection[Any], d: psycopg.Connection[Any], database: str) -> tuple[int, list[str]]:
@@ -269,6 +281,8 @@ def _freshness(src: Endpoint, dst: Endpoint, name: str, checks: list[dict[str, s
         query = sql.SQL("SELECT max({})::text FROM {}").format(sql.Identifier(check["column"]),
                                                                sql.Identifier(schema or "public", table))
         with connection(src, name) as s, connection(dst, name) as d:
+            verification_session(s)  # the two values are compared as text: dates and times alike on both sides
+            verification_session(d)
             left, right = s.execute(query).fetchone()[0], d.execute(query).fetchone()[0]  # type: ignore[index]
         if left != right:
             problems.append(f"{name}: freshness of {check['table']}.{check['column']}: max is {left} on the source, "

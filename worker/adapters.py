@@ -29,6 +29,7 @@ from pgmove.steps.catalog import list_databases, selected
 from pgmove.steps.connect import Endpoint, connection
 from pgmove.steps.poolerswitch import PoolerSwitch
 from pgmove.steps.prehash import SourceHashes
+from pgmove.steps.targethash import TargetHashes
 from pgmove.steps.tools import choose_toolset
 from pgmove.worker import apphooks, logical, poolers, snapshot
 from pgmove.worker.runtime import Runtime
@@ -136,10 +137,11 @@ def _copy(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
         ctx.record(f"creating database {name} on {dst.name}", derive=add)
 
     _SOURCE_HASHES.pop(m.id, None)
-    hashes = SourceHashes(src)
+    hashes, landed = SourceHashes(src), TargetHashes(dst)
     job = copy.CopyJob(src, dst, databases, m.plan.jobs, toolset, m.freeze, rt.config.work_dir, m.created_target_databases,
                        split_bytes=rt.config.split_table_mb * 1024 * 1024,
-                       role_passwords=rt.config.servers[_target(m)].copy_role_passwords, source_hashes=hashes)
+                       role_passwords=rt.config.servers[_target(m)].copy_role_passwords, source_hashes=hashes,
+                       target_hashes=landed)
     result = copy.run(job, ctx.progress, will_create, ctx.should_stop, CopyCheckpoints(rt, m.id))
     if m.freeze_options.archive:
         if rt.config.archive_dir is None:
@@ -149,10 +151,10 @@ def _copy(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     current = rt.store.get(m.id)
     _prove_quiet(current or m, src, ctx, "during the copy")
     result["databases_copied"] = databases
-    result["source_tables_hashed"] = len(hashes)
+    result["source_tables_hashed"], result["target_tables_hashed"] = len(hashes), len(landed)
     started = current.last_step(StepName.COPY) if current else None
     if started is not None:
-        _SOURCE_HASHES[m.id] = (started.started_at, hashes)
+        _SOURCE_HASHES[m.id] = (started.started_at, hashes, landed)
         while len(_SOURCE_HASHES) > 16:  # copies no verification followed here (an abort, another worker)
             del _SOURCE_HASHES[next(iter(_SOURCE_HASHES))]
     return StepResult(Event.COPIED, f"copied {len(databases)} databases to {dst.name} in {result['seconds']:.1f}s", result)
@@ -204,33 +206,35 @@ def _moving(m: Migration, src: Endpoint) -> list[str]:
         return [d.name for d in selected(list_databases(conn), m.plan.databases)]
 
 
-# The source's sums taken by a copy in this process, by migration: (that copy's start, the sums). Kept in memory
-# only, for the verification that follows that copy under the same lock; a verification elsewhere reads the source.
-_SOURCE_HASHES: dict[str, tuple[datetime, SourceHashes]] = {}
+# The sums taken by a copy in this process, by migration: (that copy's start, the source's, the target's). Kept in
+# memory only, for the verification that follows that copy under the same lock; a verification elsewhere reads both.
+_SOURCE_HASHES: dict[str, tuple[datetime, SourceHashes, TargetHashes]] = {}
 
 
-def _source_hashes(m: Migration) -> SourceHashes | None:
-    """The sums of the copy this verification checks: its last copy, finished, with the source frozen since."""
+def _kept_hashes(m: Migration) -> tuple[SourceHashes | None, TargetHashes | None]:
+    """The sums of the copy this verification checks, its last copy, finished: the source's if it stayed frozen
+    since; the target's in any case, since each is reused only with its proof that its table did not change."""
     kept = _SOURCE_HASHES.pop(m.id, None)
     copied = m.last_step(StepName.COPY)
     if kept is None or copied is None or copied.status != StepStatus.DONE or copied.started_at != kept[0]:
-        return None
-    return kept[1] if m.freeze is not None and m.quiet_mark is not None else None
+        return None, None
+    return (kept[1] if m.freeze is not None and m.quiet_mark is not None else None), kept[2]
 
 
 def _verify(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     freshness = [f.model_dump() for f in rt.config.freshness]
-    src, hashes = ctx.endpoint(m.source), _source_hashes(m)
+    src, (hashes, landed) = ctx.endpoint(m.source), _kept_hashes(m)
     if hashes is not None:  # the source is not read again: every signal must say it is as it was when hashed
         _prove_quiet(m, src, ctx, "since the copy")
     result = verify.run(src, ctx.endpoint(_target(m)), _databases(m), m.freeze, ctx.progress,
                         m.plan.jobs, quick=m.verify_quick, freshness=freshness, mark=m.quiet_mark,
-                        source_hashes=hashes)
+                        source_hashes=hashes, target_hashes=landed)
     report = result.model_dump(mode="json")  # the step's record keeps the report as it was, as data
     if result.ok:
         message = f"verified ({result.mode}): {result.tables} tables, {result.rows} rows, all equal"
-        if result.source_hashed_during_copy:
-            message += f" ({result.source_hashed_during_copy} tables' source side hashed during the copy)"
+        if result.source_hashed_during_copy or result.target_hashed_during_copy:
+            message += (f" (hashed during the copy: {result.source_hashed_during_copy} tables' source side, "
+                        f"{result.target_hashed_during_copy} tables' target side)")
         return StepResult(Event.VERIFY_PASSED, message, report, {"verification": result, "verify_quick": False})
     message = f"verification ({result.mode}) found {len(result.problems)} difference(s)"
     ctx.rt.store.remove_checkpoints(m.id, ctx.rt.store.checkpoints(m.id))  # so `retry` copies everything anew

@@ -9,6 +9,7 @@ from psycopg import sql
 from pgmove.steps import copy, quiet, verify
 from pgmove.steps.connect import Endpoint
 from pgmove.steps.prehash import SourceHashes
+from pgmove.steps.targethash import TargetHashes
 from pgmove.steps.tools import choose_toolset
 
 pytestmark = pytest.mark.slow
@@ -47,22 +48,24 @@ def test_an_analyze_alone_is_not_a_write(source, target, passwords):  # type: ig
 
 def test_two_tables_whose_dotted_names_read_alike_are_both_compared(source, target, passwords):  # type: ignore[no-untyped-def]
     """"a.b".c and a."b.c" are two tables: a difference in either fails verification and names the right one, with
-    the source read now or hashed during the copy."""
+    both sides read now or hashed during the copy."""
     with psycopg.connect(source.admin_dsn("appdb"), autocommit=True) as conn:
         conn.execute('CREATE SCHEMA "a.b"; CREATE SCHEMA a')
         for table in TWINS.values():
             conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, v text)").format(table))
             conn.execute(sql.SQL("INSERT INTO {} SELECT g, md5(g::text) FROM generate_series(1, 1000) g").format(table))
     src, dst = _endpoints(source, target, passwords)
-    hashes = SourceHashes(src)
-    copy.run(copy.CopyJob(src, dst, ["appdb"], 2, choose_toolset(15, 15), None, None, [], source_hashes=hashes),
+    hashes, landed = SourceHashes(src), TargetHashes(dst)
+    copy.run(copy.CopyJob(src, dst, ["appdb"], 2, choose_toolset(15, 15), None, None, [], source_hashes=hashes,
+                          target_hashes=landed),
              lambda *a, **k: None, lambda name: None, lambda: False)
     assert verify.run(src, dst, ["appdb"], None, lambda *a, **k: None, jobs=2).ok
     for victim, table in TWINS.items():
         with psycopg.connect(target.admin_dsn("appdb"), autocommit=True) as conn:
             conn.execute(sql.SQL("UPDATE {} SET v = 'corrupt' WHERE id = 7").format(table))
-        for ahead in (None, hashes):
-            result = verify.run(src, dst, ["appdb"], None, lambda *a, **k: None, jobs=2, source_hashes=ahead)
+        for ahead, before in ((None, None), (hashes, landed)):
+            result = verify.run(src, dst, ["appdb"], None, lambda *a, **k: None, jobs=2, source_hashes=ahead,
+                                target_hashes=before)
             assert not result.ok and any(p.startswith(f"appdb: {victim}: ") for p in result.problems), result.problems
         with psycopg.connect(target.admin_dsn("appdb"), autocommit=True) as conn:
             conn.execute(sql.SQL("UPDATE {} SET v = md5('7') WHERE id = 7").format(table))
