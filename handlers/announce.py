@@ -29,7 +29,8 @@ def cmd_announce(deps: Deps, actor: str, command: AnnounceCmd | AnnounceCancel, 
     if isinstance(command, AnnounceCancel):
         done = deps.store.update_announcement(server, lambda cur: announce.cancel(cur, server, actor, now))
         return Reply(ok=True, kind="accepted", verb="announce", announcements=[done],
-                     text=f"{cancelled_text(done)} The cancellation goes to {esc(', '.join(done.channels) or 'no channel')}.")
+                     text=f"{cancelled_text(done)} The cancellation goes to {esc(', '.join(done.channels) or 'no channel')}, "
+                          "wherever the notice went (a notice not posted yet is not posted at all).")
     start = announce.resolve_start(command.start, now)
     channels = list(dict.fromkeys(deps.config.access.channels[:1] + deps.config.announce_channels))
     made = deps.store.update_announcement(server, lambda cur: announce.new_announcement(

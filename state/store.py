@@ -92,6 +92,15 @@ class Keys:
         """The servers that may have an announcement: read instead of scanning the keyspace."""
         return f"{self.prefix}:announced"
 
+    def retired_announcement(self, announcement_id: str) -> str:
+        """A cancelled window a newer one replaced: kept a day past its end, so its cancellation is still posted."""
+        return f"{self.prefix}:announcement:{announcement_id}"
+
+    @property
+    def retired(self) -> str:
+        """The ids of retired announcements that may still be kept."""
+        return f"{self.prefix}:announcements:retired"
+
     @property
     def workers(self) -> str:
         """Worker id -> the Redis time of its last heartbeat."""
@@ -465,11 +474,18 @@ class Store:
 
     def announcements(self) -> list[Announcement]:
         """Every server's announcement still kept (live, cancelled, or ended less than a day ago), by start."""
-        servers = sorted(_text(s) for s in self._redis.smembers(self.keys.announced))
-        raws: Any = self._redis.mget([self.keys.announcement(s) for s in servers]) if servers else []
-        gone = [s for s, raw in zip(servers, raws, strict=True) if not raw]
+        return self._kept(self.keys.announced, self.keys.announcement)
+
+    def retired_announcements(self) -> list[Announcement]:
+        """Cancelled windows a newer announcement replaced, while kept: the notifier may owe their cancellation."""
+        return self._kept(self.keys.retired, self.keys.retired_announcement)
+
+    def _kept(self, index: str, key: Callable[[str], str]) -> list[Announcement]:
+        names = sorted(_text(s) for s in self._redis.smembers(index))
+        raws: Any = self._redis.mget([key(n) for n in names]) if names else []
+        gone = [n for n, raw in zip(names, raws, strict=True) if not raw]
         if gone:
-            self._redis.srem(self.keys.announced, *gone)
+            self._redis.srem(index, *gone)
         return sorted((Announcement.model_validate_json(r) for r in raws if r), key=lambda a: a.start)
 
     def update_announcement(self, server: str, decide: Callable[[Announcement | None], Announcement]) -> Announcement:
@@ -480,8 +496,13 @@ class Store:
                 try:
                     pipe.watch(key)  # type: ignore[no-untyped-call]
                     raw = pipe.get(key)
-                    new = decide(Announcement.model_validate_json(raw) if raw else None)
+                    old = Announcement.model_validate_json(raw) if raw else None
+                    new = decide(old)
                     pipe.multi()
+                    if raw and old is not None and not old.live and old.id != new.id:  # its cancellation may be unposted
+                        pipe.set(self.keys.retired_announcement(old.id), raw)
+                        pipe.expireat(self.keys.retired_announcement(old.id), int(old.end.timestamp()) + 86400)
+                        pipe.sadd(self.keys.retired, old.id)
                     pipe.set(key, new.model_dump_json())
                     pipe.expireat(key, int(new.end.timestamp()) + 86400)
                     pipe.sadd(self.keys.announced, server)
@@ -507,6 +528,12 @@ class Store:
     def mark_done(self, key: str, ttl_seconds: int) -> None:
         """What `key` names happened: no claim, however old, lets anyone do it again (for `ttl_seconds`)."""
         self._redis.set(self.keys.idempotency(f"{key}:done"), b"", ex=ttl_seconds)
+
+    def claim_marks(self, key: str) -> tuple[bool, str | None]:
+        """Whether what `key` names is marked done, and the token of its claim if one is kept (None: never
+        claimed, or given back)."""
+        held, done = self._redis.mget([self.keys.idempotency(key), self.keys.idempotency(f"{key}:done")])
+        return done is not None, _text(held) if held is not None else None
 
     def release_claim(self, key: str, token: str) -> None:
         """Give back this caller's claim (not one taken over since): the next pass may try at once."""

@@ -5,6 +5,10 @@ the baseline; what a single reading sees (connections, clients still on the old 
 the set of clients seen, so a client that comes and goes between the end's reading and now is still named.
 Every database but the templates counts, the maintenance database too (apps live there): pgmove's own readings
 commit there and open a session there, one of each per reading, and those are taken out of its delta.
+A server the baseline could not read (refused, say, by "too many clients" in the app's reconnect storm) has no
+baseline: its first reading that succeeds becomes its baseline and the summary says its numbers start then, since
+counting from nothing would pass the server's whole history (a restore's commits) off as the app's since cutover.
+A side of a reading holds counters only when its reading succeeded (steps/watch.py sees to it).
 Pure: steps/watch.py reads the servers, worker/watch.py schedules, state/watching.py puts it on the record.
 """
 
@@ -85,6 +89,8 @@ class Watch(_Record):
     # side -> database -> pgmove's own readings since the baseline whose commit (and session) the last reading's
     # counters hold: every one before the last (a reading's commit is counted after its own snapshot)
     own: dict[str, dict[str, int]] = Field(default_factory=dict)
+    # side -> when its baseline counters were read, for a side the first reading could not read
+    counted_from: dict[str, datetime] = Field(default_factory=dict)
     finished_at: datetime | None = None
     summary: str = ""
 
@@ -95,7 +101,8 @@ def start(reading: Reading, started_at: datetime, until: datetime) -> Watch:
 
 def fold(w: Watch, r: Reading) -> Watch:
     """The watch with one more reading: peaks, clients seen, problems (each said once)."""
-    temp = _total(r.target, "temp_bytes") - _total(w.last.target, "temp_bytes")
+    # Between two readings that both read the target: against an unread one it would be the target's whole history
+    temp = _total(r.target, "temp_bytes") - _total(w.last.target, "temp_bytes") if r.target and w.last.target else 0
     peak = {role: max(n, w.app_peak.get(role, 0)) for role, n in r.app_connections.items()}
     clients = {c.key(): c for c in w.clients}
     for c in r.clients:
@@ -106,16 +113,39 @@ def fold(w: Watch, r: Reading) -> Watch:
     own = {side: dict(dbs) for side, dbs in w.own.items()}
     for side, db in (w.last.own.items() if w.samples else ()):  # the reading before this one is in its counters
         own.setdefault(side, {})[db] = own.get(side, {}).get(db, 0) + 1
+    baseline, counted_from = w.baseline, dict(w.counted_from)
+    for side in ("target", "source"):
+        if not _side(baseline, side) and _side(r, side):  # its first reading that succeeded
+            baseline = baseline.model_copy(update={side: _side(r, side)})
+            counted_from[side] = r.at
+            own[side] = {}  # readings before this one are in its counters, which are now the baseline
     return w.model_copy(update={"last": r, "samples": w.samples + 1, "app_peak": {**w.app_peak, **peak},
                                 "temp_peak_bytes": max(w.temp_peak_bytes, temp), "clients": list(clients.values()),
-                                "problems": problems, "own": own})
+                                "problems": problems, "own": own, "baseline": baseline,
+                                "counted_from": counted_from})
+
+
+def counted(w: Watch, side: str) -> tuple[datetime, str]:
+    """Since when a side's counters are counted (the cutover, or its late baseline's reading), and why they cannot
+    be, if they cannot."""
+    since = w.counted_from.get(side, w.started_at)
+    if not _side(w.baseline, side):
+        return since, "no reading of it succeeded"
+    if not _side(w.last, side):
+        return since, "its last reading failed"
+    if side in w.counted_from and since >= w.last.at:
+        return since, "only its last reading succeeded"
+    return since, ""
 
 
 def delta(w: Watch, side: str) -> dict[str, DbCounters]:
-    """Per database, what the counters moved since the baseline (a database created meanwhile counts from 0), less
-    pgmove's own readings' commits and sessions. Never below 0: a reading's statistics reach the server as its
+    """Per database, what the counters moved since the side's baseline (a database created since counts from 0: the
+    baseline read the server and it was not there), less pgmove's own readings' commits and sessions; nothing for
+    a side `counted` says cannot be counted. Never below 0: a reading's statistics reach the server as its
     session ends, so the next one may, rarely, not see them yet."""
-    now, then = (w.last.target, w.baseline.target) if side == "target" else (w.last.source, w.baseline.source)
+    if counted(w, side)[1]:
+        return {}
+    now, then = _side(w.last, side), _side(w.baseline, side)
     own = w.own.get(side, {})
     out = {}
     for db, c in now.items():
@@ -131,13 +161,19 @@ def delta(w: Watch, side: str) -> dict[str, DbCounters]:
 
 def summarize(w: Watch, source: str, target: str, sequences: list[SequenceRoom], no_connect: bool = False) -> tuple[str, bool]:
     """The thread's post: a headline that says it all, then the figures. True when nothing looks wrong."""
-    took = elapsed_text(w.last.at - w.started_at)
+    since, unread = counted(w, "target")
+    took = elapsed_text(w.last.at - since)
+    if "target" in w.counted_from and not unread:  # said in the headline: the reader takes its figure as the whole watch
+        took += (f" (counted from {since:%H:%M:%S} UTC, {elapsed_text(since - w.started_at)} after the cutover: "
+                 f"its first reading that succeeded)")
     moved = delta(w, "target")
     commits = sum(d.commits for d in moved.values())
     rollbacks = sum(d.rollbacks for d in moved.values())
     roles = ", ".join(sorted(w.app_peak)) or "the app"
     wrong: list[str] = []
-    if commits == 0:
+    if unread:
+        wrong.append(f"{target}'s commits could not be counted: {unread}")
+    elif commits == 0:
         wrong.append(f"{target} took no commits: is the app switched to it?")
     if rollbacks > 10 and rollbacks > ROLLBACK_WARN * (commits + rollbacks):
         wrong.append(f"{rollbacks:,} rollbacks on {target} ({rollbacks / (commits + rollbacks):.0%} of transactions)")
@@ -149,10 +185,14 @@ def summarize(w: Watch, source: str, target: str, sequences: list[SequenceRoom],
     full = [s for s in sequences if s.used >= SEQUENCE_WARN]
     if full:
         wrong.append("sequences near their end: " + ", ".join(s.describe() for s in full))
+    old_since, old_unread = counted(w, "source")
     old = delta(w, "source")
     old_sessions = sum(d.sessions or 0 for d in old.values())
     refused = sum(d.rollbacks for d in old.values())  # a write the frozen source refuses ends in a rollback
-    refused_text = f"{refused:,} transaction(s) rolled back on {source} since cutover (writes the freeze refused)"
+    after = "cutover" if "source" not in w.counted_from else f"{old_since:%H:%M:%S} UTC (its first reading that succeeded)"
+    refused_text = f"{refused:,} transaction(s) rolled back on {source} since {after} (writes the freeze refused)"
+    if old_unread:
+        wrong.append(f"{source}'s sessions and rollbacks could not be counted: {old_unread}")
     if w.clients:
         wrong.append("; ".join(f"{c.describe()} (seen {c.seen}x, last {c.last_seen:%H:%M:%S} UTC)" for c in w.clients)
                      + (f"; {refused_text}" if refused else ""))
@@ -160,8 +200,11 @@ def summarize(w: Watch, source: str, target: str, sequences: list[SequenceRoom],
         wrong.append(f"{old_sessions} session(s) opened and {refused_text}, by clients too brief to name: "
                      f"{source}'s server log has them (log_connections)")
     wrong += [f"could not read: {p}" for p in w.problems]
-    clients = f"{len(w.clients)} client{'' if len(w.clients) == 1 else 's'}"
-    head = f"{target} took {commits:,} commits from {roles} in {took}, {clients} still on {source}"
+    still = f"{len(w.clients)} client{'' if len(w.clients) == 1 else 's'} still on {source}"
+    if not w.baseline.source:  # no reading of it succeeded: none seen is not none there
+        still = f"clients still on {source} unknown"
+    head = (f"{target} took {commits:,} commits from {roles} in {took}" if not unread
+            else f"{target}'s commits not counted") + f", {still}"
     lines = [(":white_check_mark: " if not wrong else ":warning: ") + head + ("" if not wrong else ": " + "; ".join(wrong))]
     lines += [f"  {db}: {d.commits:,} commits, {d.rollbacks:,} rollbacks, {d.deadlocks} deadlocks, "
               f"{d.temp_files} temp files ({d.temp_bytes / 1e6:,.1f} MB)" for db, d in sorted(moved.items())
@@ -182,6 +225,10 @@ def elapsed_text(span: timedelta) -> str:
     """`15 min`, or seconds for a watch shorter than a minute (the demo's)."""
     seconds = span.total_seconds()
     return f"{round(seconds / 60)} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _side(r: Reading, side: str) -> dict[str, DbCounters]:
+    return r.target if side == "target" else r.source
 
 
 def _total(counters: dict[str, DbCounters], name: str) -> int:

@@ -32,11 +32,20 @@ def begin(m: Migration, reading: Reading, duration: timedelta, actor: str) -> Ou
     at = cut_over_at(m)
     if m.watch is not None or at is None:
         raise Refused("the watch has started already")
+    # A server the reading could not read has no baseline (never counters from half a reading): the watch counts
+    # it from its first reading that succeeds and says so, rather than from nothing.
+    unread = {side: name for side, name in (("target", m.target), ("source", m.source))
+              if not getattr(reading, side) or any(p.startswith(f"{name}: ") for p in reading.problems)}
+    baseline = reading.model_copy(update={side: {} for side in unread}
+                                  | {"own": {k: v for k, v in reading.own.items() if k not in unread}})
     out = m.model_copy(deep=True)
-    out.watch = start(reading, at, at + duration)
-    event = AuditEvent(kind=EventKind.PROGRESS, at=reading.at, actor=actor,
-                       message=f"watching {m.target} and {m.source} for {elapsed_text(duration)} after the cutover "
-                               "(commits, app connections, clients still on the old server)")
+    out.watch = start(baseline, at, at + duration)
+    message = (f"watching {m.target} and {m.source} for {elapsed_text(duration)} after the cutover "
+               "(commits, app connections, clients still on the old server)")
+    if unread:
+        message += (f"; could not read {' and '.join(str(n) for n in unread.values())} at the start ({'; '.join(reading.problems)}): "
+                    "its numbers count from its first reading that succeeds")
+    event = AuditEvent(kind=EventKind.PROGRESS, at=reading.at, actor=actor, message=message)
     return Outcome(out, [event])
 
 

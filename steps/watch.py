@@ -53,22 +53,26 @@ def read(target: Endpoint, source: Endpoint, app_roles: list[str], at: datetime 
     """One reading of both servers, dated `at` (the scheduler's clock); a server that cannot be read is a problem
     on the reading, not a failure."""
     reading = Reading(at=at or datetime.now(UTC))
+    # A side's counters go on the reading only once all of its reading succeeded: the watch takes a side with
+    # counters as read (a baseline, say), and half a reading is not one.
     try:
         with connection(target) as conn, conn.transaction():
-            reading.target = _counters(conn)
-            reading.app_connections = {role: 0 for role in app_roles} | {str(r): int(n) for r, n in conn.execute(
+            counters = _counters(conn)
+            apps = {role: 0 for role in app_roles} | {str(r): int(n) for r, n in conn.execute(
                 _APP_CONNECTIONS, {"roles": app_roles, "pgmove": APPLICATION_NAME}).fetchall()}
             db = str(conn.info.dbname)
+        reading.target, reading.app_connections = counters, apps
         reading.own["target"] = db  # committed: counted in that database from the next reading on
     except (PgmoveError, psycopg.Error) as exc:
         reading.problems.append(f"{target.name}: {_why(exc)}")
     try:
         with connection(source) as conn, conn.transaction():
-            reading.source = _counters(conn)
-            reading.clients = [OldClient(role=str(role), application=str(app), address=str(addr), database=str(db),
-                                         seen=int(n), first_seen=reading.at, last_seen=reading.at)
-                               for role, app, addr, db, n in conn.execute(_CLIENTS, (APPLICATION_NAME,)).fetchall()]
+            counters = _counters(conn)
+            clients = [OldClient(role=str(role), application=str(app), address=str(addr), database=str(db),
+                                 seen=int(n), first_seen=reading.at, last_seen=reading.at)
+                       for role, app, addr, db, n in conn.execute(_CLIENTS, (APPLICATION_NAME,)).fetchall()]
             db = str(conn.info.dbname)
+        reading.source, reading.clients = counters, clients
         reading.own["source"] = db
     except (PgmoveError, psycopg.Error) as exc:
         reading.problems.append(f"{source.name}: {_why(exc)}")
