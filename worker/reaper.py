@@ -60,7 +60,7 @@ def dead_worker_reason(m: Migration, lease: Lease, hooks: list[str]) -> str:
         return (f"{said}. Nothing on {src} was frozen, but its pause_app_hook ran, so the app's writers may be "
                 f"paused: `/pgmove abort {src}` runs the resume_app_hook, or `/pgmove retry {src}` runs the "
                 "pause hook again and freezes")
-    if step == StepName.FREEZE and m.freeze_options.snapshot:
+    if step == StepName.FREEZE and m.freeze_options.snapshot and m.freeze is not None:
         return f"{said}. {_snapshot_frozen(m, resume)}"
     if step in (StepName.CUTOVER, StepName.SWITCH) and m.hook is not None:
         return f"{said}. {_after_hook(m)}"
@@ -122,6 +122,7 @@ def _after_hook(m: Migration) -> str:
         return (f"The cutover hook had exited 0, so the app is on {dst}; {src} stays frozen. `/pgmove retry {src}` "
                 f"finishes the cutover (it {' and '.join(rest)}); do not give writes back to {src}: the app would "
                 "write to both servers")
-    return (f"The cutover hook started and did not finish, so the app may be on {dst} or {src}: find out where it "
+    ended = "did not finish" if hook.finished_at is None else f"exited with status {hook.exit_status}"
+    return (f"The cutover hook started and {ended}, so the app may be on {dst} or {src}: find out where it "
             f"writes. `/pgmove retry {src}` runs the cutover again, hook included; `/pgmove unfreeze {src}` (a second "
             f"person approves it) gives writes back to {src}")

@@ -67,6 +67,7 @@ CASES = [
     (dying(StepName.UNFREEZE, freeze=FROZEN, app_pause=PAUSED, app_resume=RUNNING),
      ["prod-old is writable again but its app's resume did not finish"], ["retry"]),
     (dying(StepName.PREFLIGHT), ["Nothing on prod-old is frozen"], ["retry", "abort"]),
+    (dying(StepName.FREEZE, freeze_options=SNAPSHOT), ["Nothing on prod-old is frozen"], ["retry", "abort"]),
 ]
 
 
