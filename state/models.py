@@ -249,6 +249,7 @@ class HookReport(Record):
     started_at: datetime
     process: HookProcess | None = None  # recorded once it started: a worker dying mid-hook leaves it to the reaper
     label: str | None = None  # the snapshot hook's: the snapshot it was making
+    lsn: str | None = None  # the snapshot hook's: the checkpoint LSN the snapshot was taken at
     finished_at: datetime | None = None  # None: started, its end never recorded (the worker died meanwhile)
     exit_status: int | None = None  # negative: ended by that signal
     timed_out: bool = False  # killed, with its children, at the time limit
@@ -323,6 +324,7 @@ class Migration(Record):
     verification: VerificationReport | None = None
     hook: HookReport | None = None  # the cutover hook's last run
     app_pause: HookReport | None = None  # the pause_app_hook's last run: its resume hook is due where writes resume
+    app_resume: HookReport | None = None  # the resume_app_hook's run while the app's pause is not over
     snapshot: HookReport | None = None  # `freeze --snapshot`: the snapshot hook's run while it has not ended
     snapshot_unfreezing: bool = False  # `freeze --snapshot` began its unfreeze: a failure resumes it, never re-freezes
     source_moved: MovedSource | None = None  # the cutover refused: the source was written to after verification

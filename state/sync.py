@@ -87,8 +87,9 @@ def window_failed(m: Migration, reason: str, now: datetime, actor: str) -> Outco
     replication keeps running, and the migration returns to in_sync. Never after the hook: the app may have moved."""
     if m.hook is not None:
         raise Refused("the cutover hook has run: giving writes back to the source needs a second person")
+    undo = "unfreezing it" if m.freeze is not None else "nothing on it was frozen"
     out = transition(m, Event.WINDOW_FAILED, actor, now,
-                      f"the cutover window of {m.source} failed ({reason}); unfreezing it, replication keeps running")
+                      f"the cutover window of {m.source} failed ({reason}); {undo}, replication keeps running")
     new = out.migration
     new.window_rollback, new.aborting, new.lease = True, False, None
     record = new.last_step(StepName.SWITCH)

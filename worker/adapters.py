@@ -324,7 +324,8 @@ def _unfreeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
         changes["created_target_databases"] = [n for n in m.created_target_databases if n not in dropped]
         verb += f"{', '.join(dropped) or 'nothing'} dropped on {m.target}; "
     said = "unfrozen: settings restored exactly" if m.freeze is not None else "was not frozen"
-    return StepResult(event, f"{verb}{m.source} {said}{apphooks.resumed_line(resumed)}", result, changes)
+    return StepResult(event, f"{verb}{m.source} {said}{snapshot.snapshot_line(m)}{apphooks.resumed_line(resumed)}",
+                      result, changes)
 
 
 STEPS: dict[StepName, Callable[[Runtime, Migration, StepContext], StepResult]] = {

@@ -59,14 +59,18 @@ def resume_app(rt: Runtime, m: Migration, ctx: StepContext, server: str) -> dict
         ctx.progress(f"no resume_app_hook is configured for {server}: start the app's writers that the "
                      "pause_app_hook stopped by hand")
     else:
+        def on_report(report: HookReport) -> None:  # its group recorded before it is waited on: see hookkill.py
+            ctx.record(f"resume_app_hook {report.argv0} {report.phase()}", app_resume=report)
+
         try:
             outcome.update(run_hook("resume_app_hook", ctx.endpoint(server), argv, cfg.resume_app_hook_timeout,
-                                    hook_env(m, server), secret_env(rt.config), ctx.progress))
+                                    hook_env(m, server), secret_env(rt.config), ctx.progress, on_report))
         except StepFailed as exc:
             outcome.update(argv0=argv[0], error=exc.message)
             ctx.progress(f"PROBLEM: {exc.message}. {server} takes writes, but the app's writers may still be paused: "
                          "start them by hand.", problem=exc.message)
-    ctx.record("the app's pause is over" if not outcome.get("error") else "the app's resume failed", app_pause=None)
+    ctx.record("the app's pause is over" if not outcome.get("error") else "the app's resume failed", app_pause=None,
+               app_resume=None)
     return outcome
 
 

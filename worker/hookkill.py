@@ -1,6 +1,6 @@
 """Hooks whose worker died: the process group each run recorded is ended before anything else is done to the
-migration. Left running, a pause hook may go on stopping the app after its resume, and a snapshot hook may go on
-to snapshot a server that is already writable again."""
+migration. Left running, a pause hook may go on stopping the app after its resume, a snapshot hook may go on
+to snapshot a server that is already writable again, and a resume hook would run twice at once with its retry."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pgmove.state.models import HookReport, Migration
 from pgmove.steps.process import end_group, here
 
 # The migration's hook records, each with the name the thread gives it.
-HOOKS = (("cutover hook", "hook"), ("pause_app_hook", "app_pause"), ("snapshot hook", "snapshot"))
+HOOKS = (("cutover hook", "hook"), ("pause_app_hook", "app_pause"), ("snapshot hook", "snapshot"),
+         ("resume_app_hook", "app_resume"))
 
 
 def unfinished(m: Migration) -> list[tuple[str, HookReport]]:

@@ -212,8 +212,9 @@ def after_unfreeze(rt: Runtime, m: Migration, ctx: StepContext, result: dict[str
     if m.window_rollback:
         switched = m.last_step(StepName.SWITCH)
         why = switched.message if switched is not None else "the window failed"
-        return adapters.StepResult(Event.RESUMED_SYNC, f"{m.source} unfrozen after the cutover window ({why}); "
-                                   "replication keeps running", result,
+        undone = (f"{m.source} unfrozen after the cutover window" if m.freeze is not None
+                  else f"the cutover window of {m.source} ended before anything was frozen")
+        return adapters.StepResult(Event.RESUMED_SYNC, f"{undone} ({why}); replication keeps running", result,
                                    {"freeze": None, "hook": None, "window_rollback": False})
     if m.freeze is not None:
         ctx.record(f"{m.source} unfrozen; removing replication", freeze=None)

@@ -3,7 +3,6 @@ unfreeze, which happens whatever the hook did."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +29,6 @@ def take(rt: Runtime, m: Migration, ctx: StepContext, grace: float) -> StepResul
         raise StepFailed(f"no snapshot_hook is configured for {m.source} any more; nothing was frozen. Configure it, "
                          f"or `/pgmove abort {m.source}`.")
     src = ctx.endpoint(m.source)
-    started = time.monotonic()
     froze = adapters.freeze_source(rt, m, ctx, grace)
     m = ctx.record(froze.message, **froze.changes)
     assert m.freeze is not None
@@ -39,7 +37,8 @@ def take(rt: Runtime, m: Migration, ctx: StepContext, grace: float) -> StepResul
     problem = None
 
     def on_report(report: HookReport) -> None:
-        ctx.record(f"snapshot hook {report.argv0} {report.phase()}", snapshot=report.model_copy(update={"label": label}))
+        facts = {"label": label, "lsn": result.get("checkpoint_lsn")}
+        ctx.record(f"snapshot hook {report.argv0} {report.phase()}", snapshot=report.model_copy(update=facts))
 
     try:
         lsn = result["checkpoint_lsn"] = checkpoint(src)
@@ -59,7 +58,8 @@ def take(rt: Runtime, m: Migration, ctx: StepContext, grace: float) -> StepResul
         raise StepFailed(f"{taken}, but the unfreeze of {m.source} did not finish: {exc.message}. "
                          f"`/pgmove retry {m.source}` continues the unfreeze (it does not freeze again); the app's "
                          "writers stay paused until it is done") from None
-    seconds = result["write_freeze_seconds"] = round(time.monotonic() - started, 2)
+    # From the freeze's record, not this run's start: a retry's freeze has held since the first run took it.
+    seconds = result["write_freeze_seconds"] = round((datetime.now(UTC) - m.freeze.taken_at).total_seconds(), 2)
     resumed = resume_app(rt, m, ctx, m.source)
     if resumed:
         result["resume_app_hook"] = resumed
@@ -74,3 +74,13 @@ def take(rt: Runtime, m: Migration, ctx: StepContext, grace: float) -> StepResul
                    f"{seconds:.1f}s{resumed_line(resumed)}")
     changes = {"freeze": None, "quiet_baseline": None, "quiet_mark": None, "snapshot": None, "snapshot_unfreezing": False}
     return adapters.StepResult(Event.UNFROZEN, message, result, changes)
+
+
+def snapshot_line(m: Migration) -> str:
+    """What an unfreeze's closing line says of a snapshot hook that ran under the same freeze: nothing if none did."""
+    snap = m.snapshot
+    if snap is None or snap.label is None:
+        return ""
+    if snap.exit_status == 0:
+        return f"; snapshot {snap.label} taken" + (f" at checkpoint LSN {snap.lsn}" if snap.lsn else "")
+    return f"; the snapshot {snap.label} did not finish: do not restore from it"
