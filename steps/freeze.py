@@ -139,7 +139,15 @@ def _apply(src: Endpoint, snapshot: FreezeSnapshot, grace_seconds: float, progre
         rolled_back += late
     progress(f"write guards on {guarded} tables, {len(snapshot.acls)} sequence/large-object privileges revoked")
     progress("a superuser can still override the freeze on purpose (SET session_replication_role, ALTER EVENT TRIGGER)")
-    return {"databases": snapshot.databases, "frozen_at": frozen_at.isoformat(), "sessions_ended": ended,
+    with connection(src) as conn:
+        # The record once more, durably: every commit the freeze let through lies before it in the WAL, so the
+        # flushed position after it covers them all (a logical drain waits for exactly that, nothing later).
+        with conn.transaction():
+            conn.execute("SET LOCAL synchronous_commit = on")
+            freezerecord.write(conn, snapshot)
+        durable = str(conn.execute("SELECT pg_current_wal_flush_lsn()").fetchone()[0])  # type: ignore[index]
+    return {"databases": snapshot.databases, "frozen_at": frozen_at.isoformat(), "durable_lsn": durable,
+            "sessions_ended": ended,
             "prepared_rolled_back": rolled_back, "mode": snapshot.mode.value, "guarded_tables": guarded,
             "no_login": snapshot.logins, "role_grants_taken": [g.name for g in snapshot.role_grants],
             "subscriptions_disabled": disabled}

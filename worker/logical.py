@@ -169,7 +169,8 @@ def switch(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
             froze = adapters.freeze_source(rt, m, ctx, grace)
             m = ctx.record("frozen for the cutover window", **froze.changes)
             _in_time(deadline, window, "the freeze")
-            drained = drain.run(src, dst, names, deadline - DRAIN_MARGIN_SECONDS, ctx.progress, ctx.should_stop)
+            drained = drain.run(src, dst, names, deadline - DRAIN_MARGIN_SECONDS, ctx.progress, ctx.should_stop,
+                                froze.result.get("durable_lsn"))
             finished = drain.finish(src, dst, names, ctx.progress)
             _in_time(deadline, window, "the drain")
             databases = [d.database for d in names.databases]

@@ -46,13 +46,16 @@ _ORIGINS = """
 
 
 def run(src: Endpoint, dst: Endpoint, setup: SyncSetup, deadline: float, progress: Progress,
-        should_stop: Callable[[], bool]) -> dict[str, Any]:
+        should_stop: Callable[[], bool], durable_lsn: str | None = None) -> dict[str, Any]:
+    """`durable_lsn`: the freeze's last durable position (steps/freeze.py), when known. Every commit the freeze let
+    through lies before it and it is flushed, so the WAL sender can send up to it at once; the insert position
+    read here can hold WAL that no commit flushes on a frozen server for a while."""
     started = time.monotonic()
     slots = {d.slot: d.database for d in setup.databases}
     by_database = {d.database: d.subscription for d in setup.databases}
     subscriptions = set(by_database.values())
     with connection(src) as s, connection(dst) as d:
-        position = str(s.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])  # type: ignore[index]
+        position = durable_lsn or str(s.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])  # type: ignore[index]
         progress(f"draining: waiting until {dst.name} has applied {src.name}'s WAL up to {position}", lsn=position)
         behind: dict[str, int] = {}
         polls = 0

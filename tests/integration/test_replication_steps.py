@@ -171,10 +171,10 @@ def test_sync_follows_writes_then_drain_and_finish_leave_the_target_equal(source
     assert rows(target, "appdb", "SELECT total FROM orders WHERE id = 1") == [(2,)]
     assert rows(target, "appdb", "SELECT 1 FROM orders WHERE id = 2") == []
     snap = freeze.capture(src, FreezeMode.READ_ONLY, "replication test", "f1")
-    freeze.apply(src, snap, 1.0, Events())
+    frozen = freeze.apply(src, snap, 1.0, Events())
     writer.stop()
-    try:
-        drained = drain.run(src, dst, done, time.monotonic() + 30, Events(), lambda: False)
+    try:  # from the freeze's durable position, as the cutover window drains
+        drained = drain.run(src, dst, done, time.monotonic() + 30, Events(), lambda: False, frozen["durable_lsn"])
         finished = drain.finish(src, dst, done, Events())
         assert sum(d["left_out_tables"] for d in finished["databases"]) >= 2
         acknowledged = {i for i, _ in writer.acknowledged}
