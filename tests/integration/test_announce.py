@@ -49,6 +49,21 @@ def _reminders(slack: FakeSlack) -> list[str]:
     return [t for t in _texts(slack, "C_DBMIG") if "Reminder: maintenance" in t]
 
 
+
+def pass_together(bots: list[Notifier]) -> None:
+    """Every bot makes one pass, all starting at the same moment."""
+    go = threading.Barrier(len(bots))
+
+    def run(bot: Notifier) -> None:
+        go.wait()
+        bot.run_once(wait_seconds=0.01)
+
+    threads = [threading.Thread(target=run, args=(bot,)) for bot in bots]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+
 def test_the_notice_goes_to_every_channel_and_the_reminder_comes_15_minutes_before_on_the_clock(redis_server, slack):  # type: ignore[no-untyped-def]
     """Announced for in 2h: the notice at once (team channel and the extra one), no reminder at 1h44m, one at 1h45m
     mentioning the approvers, and no second one on later passes."""
@@ -81,17 +96,7 @@ def test_several_bots_post_the_notice_and_the_reminder_exactly_once(redis_server
     assert handle(deps, "U_ALICE", "announce prod-old in 1h 30m").ok
     clock.now += timedelta(minutes=50)
     bots = [_notifier(_deps(redis_server.url, clock), slack, clock) for _ in range(3)]
-    go = threading.Barrier(len(bots))
-
-    def run(bot: Notifier) -> None:
-        go.wait()
-        bot.run_once(wait_seconds=0.01)
-
-    threads = [threading.Thread(target=run, args=(bot,)) for bot in bots]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
+    pass_together(bots)
     assert len(_reminders(slack)) == 1
     assert len([t for t in _texts(slack, "C_DBMIG") if "Maintenance of prod-old" in t]) == 1
 

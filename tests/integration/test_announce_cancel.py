@@ -3,7 +3,6 @@ replaces the cancelled one before any bot's pass, and nowhere a notice never wen
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -12,7 +11,14 @@ from pgmove.bot.notifier import Notifier
 from pgmove.handlers.commands import handle
 from pgmove.sandbox.fakeslack.server import FakeSlack
 from tests.integration.helpers import Clock
-from tests.integration.test_announce import _deps, _DiesWhilePosting, _Killed, _notifier, _texts
+from tests.integration.test_announce import (
+    _deps,
+    _DiesWhilePosting,
+    _Killed,
+    _notifier,
+    _texts,
+    pass_together,
+)
 
 CHANNELS = ("C_DBMIG", "C_OPS")
 
@@ -38,17 +44,7 @@ def test_a_window_cancelled_and_replaced_between_two_passes_gets_its_cancellatio
     assert handle(deps, "U_BOB", "announce prod-old cancel").ok
     second = handle(deps, "U_ALICE", "announce prod-old in 5h 1h").announcements[0]
     bots = [_notifier(_deps(redis_server.url, clock), slack, clock) for _ in range(3)]
-    go = threading.Barrier(len(bots))
-
-    def run(bot: Notifier) -> None:
-        go.wait()
-        bot.run_once(wait_seconds=0.01)
-
-    threads = [threading.Thread(target=run, args=(bot,)) for bot in bots]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
+    pass_together(bots)
     bots[0].run_once(wait_seconds=0.01)
     for channel in CHANNELS:
         assert _said(slack, channel, "is cancelled by <@U_BOB>", first.span()) == 1, channel

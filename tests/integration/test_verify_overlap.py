@@ -15,12 +15,12 @@ import pytest
 
 from pgmove.sandbox.servers import PgCluster
 from pgmove.state.report import VerificationReport
-from pgmove.steps import checksum, copy, largeobjects, verify
+from pgmove.steps import copy, verify
 from pgmove.steps.connect import Endpoint, connection
 from pgmove.steps.prehash import SourceHashes
 from pgmove.steps.targethash import TargetHashes
 from pgmove.steps.tools import choose_toolset
-from tests.integration.test_verify import CASES, _awkward
+from tests.integration.test_verify import CASES, _awkward, small_chunks  # noqa: F401  (autouse: several ranges here too)
 
 pytestmark = pytest.mark.slow
 _n = itertools.count()
@@ -44,12 +44,6 @@ def awkward_source(golden_source, sandbox_root) -> Iterator[PgCluster]:  # type:
     yield source
     source.stop()
     shutil.rmtree(source.base, ignore_errors=True)
-
-
-@pytest.fixture(autouse=True)
-def small_chunks(monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(checksum, "CHUNK_ROWS", 500)  # several key ranges even in small tables
-    monkeypatch.setattr(largeobjects, "CHUNK_OBJECTS", 2)  # and several oid ranges of large objects
 
 
 class _Watched(TargetHashes):
