@@ -176,12 +176,18 @@ class IdleSessions:
             if conn.info.transaction_status != TransactionStatus.IDLE:
                 conn.rollback()
             conn.autocommit = True
+            conn.read_only = conn.isolation_level = conn.deferrable = None  # psycopg's own, which DISCARD cannot reset
             conn.execute("DISCARD ALL")
         except psycopg.Error:
             conn.close()
             return
         with self._lock:
             self._idle.setdefault(self._key(endpoint, dbname), []).append(conn)
+
+    def pids(self, endpoint: Endpoint) -> list[int]:
+        with self._lock:
+            return [c.info.backend_pid for key, idle in self._idle.items() if key[0] == endpoint.name
+                    for c in idle if not c.closed]
 
     def close(self) -> None:
         with self._lock:
@@ -203,6 +209,12 @@ def reusing_sessions() -> Iterator[IdleSessions]:
     finally:
         _IDLE_SESSIONS.reset(token)
         sessions.close()
+
+
+def idle_pids(endpoint: Endpoint) -> list[int]:
+    """The backends of this step's idle sessions on `endpoint`'s server: pgmove's own, however old."""
+    idle = _IDLE_SESSIONS.get()
+    return idle.pids(endpoint) if idle is not None else []
 
 
 @contextmanager

@@ -16,6 +16,7 @@ import threading
 from typing import Any, Generic, TypeVar
 
 import psycopg
+from psycopg import sql
 
 from pgmove.steps import checksum
 from pgmove.steps.connect import Endpoint, ThreadConnections
@@ -32,9 +33,10 @@ PINNED = {"DateStyle": "ISO, MDY", "IntervalStyle": "postgres", "extra_float_dig
 
 def verification_session(conn: psycopg.Connection[Any]) -> None:
     """Both sides of a comparison hash rows as text under the same settings: read-only, pgmove's own session."""
-    conn.execute("SET default_transaction_read_only = on")
-    for name, value in PINNED.items():
-        conn.execute("SELECT pg_catalog.set_config(%s, %s, false)", (name, value))
+    settings = {"default_transaction_read_only": "on", **PINNED}
+    # One round trip: a verification opens (or takes) a session per thread and database, often inside a window.
+    calls = sql.SQL(", ").join([sql.SQL("pg_catalog.set_config(%s, %s, false)")] * len(settings))
+    conn.execute(sql.SQL("SELECT {}").format(calls), [part for pair in settings.items() for part in pair])
 
 
 class TableHashes(Generic[T]):

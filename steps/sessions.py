@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 
 from pgmove.steps import prepared
-from pgmove.steps.connect import Endpoint, Progress
+from pgmove.steps.connect import Endpoint, Progress, idle_pids
 
 _IN_TRANSACTION = ("idle in transaction", "idle in transaction (aborted)", "active", "fastpath function call")
 
@@ -34,7 +34,9 @@ def end_sessions(
     The report says who, from where, in which state and for how long; never what they were running
     (query text can hold personal data and literals).
     """
-    return _end(src, conn, _SESSIONS + "backend_start < %s", (born_before,), True, grace_seconds, progress, poll)
+    # The step's own idle sessions (kept for reuse) predate the freeze too; they are pgmove's, not the app's.
+    return _end(src, conn, _SESSIONS + "backend_start < %s AND NOT pid = ANY(%s)", (born_before, idle_pids(src)), True,
+                grace_seconds, progress, poll)
 
 
 def end_sessions_born_read_only(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from pgmove.steps import sessions
 from pgmove.steps.connect import Endpoint, connection, reusing_sessions
 
 
@@ -66,3 +67,35 @@ def test_without_the_block_every_session_closes_when_its_user_is_done(source, sr
     with connection(src, "appdb") as conn:
         pid = conn.info.backend_pid
     assert not alive(source, pid)
+
+
+def test_psycopg_settings_of_one_user_do_not_reach_the_next(src):  # type: ignore[no-untyped-def]
+    """read_only, isolation level and deferrable set on the connection object are reset: the next user's
+    transaction writes at the default isolation."""
+    with reusing_sessions():
+        with connection(src, "appdb") as conn:
+            conn.read_only = True
+            conn.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
+            conn.deferrable = True
+        with connection(src, "appdb") as conn:
+            assert (conn.read_only, conn.isolation_level, conn.deferrable) == (None, None, None)
+            with conn.transaction():
+                conn.execute("CREATE TEMP TABLE written (x int)")
+                assert conn.execute("SHOW transaction_isolation").fetchone() == ("read committed",)
+
+
+def test_ending_the_sessions_older_than_a_freeze_spares_the_steps_own_idle_ones(source, src):  # type: ignore[no-untyped-def]
+    """The freeze ends every session born before it; the step's idle sessions kept for reuse are pgmove's: they are
+    neither ended nor reported, while an app's older session is."""
+    app = psycopg.connect(source.admin_dsn("appdb"), autocommit=True)
+    try:
+        with reusing_sessions():
+            with connection(src, "pagila") as conn:
+                kept = conn.info.backend_pid
+            with connection(src) as conn:
+                now = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+                ended, _ = sessions.end_sessions(src, conn, now, 0.5, lambda *a, **k: None)
+            assert [s["pid"] for s in ended] == [app.info.backend_pid]
+            assert alive(source, kept)
+    finally:
+        app.close()
