@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from pgmove.sandbox.servers import PgCluster
 from pgmove.state.report import VerificationReport
@@ -135,9 +136,9 @@ def test_hashes_taken_in_sessions_with_other_display_settings_still_compare(awkw
     """The target's pgmove role formats dates, times, floats, intervals and bytea otherwise than the source's: every
     verification session pins those settings, so the awkward types hash alike on both sides."""
     with psycopg.connect(target.admin_dsn("postgres"), autocommit=True) as conn:
-        for setting in ("TimeZone = 'Asia/Kolkata'", "DateStyle = 'SQL, DMY'", "IntervalStyle = 'sql_standard'",
-                        "extra_float_digits = 0", "bytea_output = 'escape'"):
-            conn.execute(f"ALTER ROLE pgmove SET {setting}")
+        for name, value in (("TimeZone", "Asia/Kolkata"), ("DateStyle", "SQL, DMY"), ("IntervalStyle", "sql_standard"),
+                            ("extra_float_digits", "0"), ("bytea_output", "escape")):
+            conn.execute(sql.SQL("ALTER ROLE pgmove SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
     overlapped, afresh = _copy_then_verify(awkward_source, target, passwords)
     assert afresh.ok, afresh.problems
     assert overlapped.ok and overlapped.target_hashed_during_copy == overlapped.tables, overlapped.problems
