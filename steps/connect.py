@@ -220,15 +220,19 @@ def idle_pids(endpoint: Endpoint) -> list[int]:
 @contextmanager
 def connection(endpoint: Endpoint, dbname: str | None = None) -> Iterator[psycopg.Connection[Any]]:
     idle = _IDLE_SESSIONS.get()
+    if idle is None:
+        conn = connect(endpoint, dbname)
+        try:
+            yield conn
+        finally:
+            conn.close()  # not psycopg's `with`: that would commit what a caller left open
+        return
     database = dbname or str(endpoint.params.get("dbname") or "postgres")
-    conn = (idle.take(endpoint, database) if idle is not None else None) or connect(endpoint, dbname)
+    conn = idle.take(endpoint, database) or connect(endpoint, dbname)
     try:
         yield conn
     finally:
-        if idle is None:
-            conn.close()
-        else:
-            idle.give_back(endpoint, database, conn)
+        idle.give_back(endpoint, database, conn)
 
 
 class ThreadConnections:
