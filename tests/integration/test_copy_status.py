@@ -26,7 +26,8 @@ def test_status_mid_copy_shows_bytes_tables_rate_and_eta_of_the_whole_copy(pgmov
 
     def mid_copy() -> dict | None:  # type: ignore[type-arg]
         said = json.loads(pgmove.do("U_ALICE", "status prod-old", "--json").stdout)
-        return said if said.get("progress") and said["state"] == "copying" else None
+        # The first tick can come before a byte has moved: wait for one that counts some.
+        return said if said.get("progress") and said["progress"]["bytes_done"] and said["state"] == "copying" else None
 
     said = wait_until(mid_copy, 120, "a status with the copy's progress", every=0.3)
     p = said["progress"]
