@@ -91,3 +91,38 @@ class SyncStatus(BaseModel):
         """Every table past its initial copy, every database within the lag threshold, nothing wrong."""
         return not self.problems and all(
             d.tables_ready == d.tables_total and d.lag_bytes <= max_lag_bytes for d in self.databases)
+
+
+class HotRange(BaseModel):
+    """Rows of one table that still differed at the last comparison while in sync (they were changing): compared
+    again inside the window, once the source is frozen and the target drained. `low`/`high` bound an integer key;
+    `modulus`/`bucket` pick rows by the hash of a key of any other type; neither: the whole table."""
+
+    database: str
+    schema_name: str
+    name: str
+    key: list[str] = Field(default_factory=list)
+    low: int | None = None
+    high: int | None = None
+    modulus: int | None = None
+    bucket: int | None = None
+
+    @property
+    def label(self) -> str:
+        where = (f" {self.key[0]} in [{self.low}, {self.high})" if self.low is not None
+                 else f" key bucket {self.bucket} of {self.modulus}" if self.modulus is not None else " (whole table)")
+        return f"{self.database}: {self.schema_name}.{self.name}{where}"
+
+
+class LiveVerification(BaseModel):
+    """The content check run while in sync: every published table hashed by key range on the source at a snapshot,
+    and on the target once it has applied past that snapshot; ranges that differed were read again, narrower,
+    until they matched or the rounds ran out. What still differed is `hot`: the window compares it."""
+
+    tables: int = 0
+    rows: int = 0  # on the source, at the first pass
+    ranges: int = 0  # compared in all rounds
+    rounds: int = 0
+    hot: list[HotRange] = Field(default_factory=list)
+    seconds: float = 0.0
+    finished_at: datetime | None = None

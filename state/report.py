@@ -21,6 +21,8 @@ class _Part(BaseModel):
 class VerifyMode(StrEnum):
     FULL = "full"  # every row hashed: what a cutover needs
     QUICK = "quick"  # one chunk in eight hashed, every row still counted
+    LIVE = "live"  # hashed by key range while in sync; inside the window the ranges still changing, and the tables
+    # replication does not carry, whole
 
 
 class TableReport(_Part):
@@ -71,4 +73,6 @@ class VerificationReport(_Part):
     seconds: float = 0.0
     source_hashed_during_copy: int = 0  # tables whose source side the copy hashed: only their target was read here
     target_hashed_during_copy: int = 0  # tables whose target side the copy hashed, proven unchanged since: reused
+    live_seconds: float = 0.0  # the verification while in sync, before the window: the part outside the downtime
+    hot_ranges: int = 0  # ranges still changing at its last pass, compared again inside the window
     target_changed_since_hashed: int = 0  # tables hashed on the target during the copy that changed since: read again

@@ -20,7 +20,7 @@ BUCKETS = 64  # for keys that are not a single integer column
 CHUNK_ROWS = 100_000  # target rows per integer-key range
 SEGMENT_PAGES = 16_384  # 128 MB of heap per ctid segment
 
-_INTEGER_TYPES = {"smallint", "integer", "bigint"}
+INTEGER_TYPES = {"smallint", "integer", "bigint"}
 ROW_HASH = sql.SQL("hashtextextended(t::text, 0)")  # a row of the table aliased t, as text under pinned settings
 
 
@@ -98,7 +98,7 @@ def plan_table(conn: psycopg.Connection[Any], schema: str, name: str) -> TablePl
         (rel.as_string(conn),),
     ).fetchall()
     columns = [k[0] for k in key]
-    if len(key) == 1 and key[0][1] in _INTEGER_TYPES:
+    if len(key) == 1 and key[0][1] in INTEGER_TYPES:
         # From the key's index: cheap. How many rows, and so how wide a range, is known after the first pass.
         low, high = conn.execute(sql.SQL("SELECT min({c}), max({c}) FROM ONLY {t}").format(
             c=sql.Identifier(columns[0]), t=rel)).fetchone()  # type: ignore[misc]

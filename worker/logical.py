@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING, Any
 from pgmove.state.errors import PlanProblems, Refused, StepFailed
 from pgmove.state.machine import Event
 from pgmove.state.models import Migration, PreflightReport, StepName
-from pgmove.state.replication import LogicalReadiness, SyncSetup, SyncStatus
+from pgmove.state.replication import LiveVerification, LogicalReadiness, SyncSetup, SyncStatus
 from pgmove.state.sync import record_sync_status
 from pgmove.steps.connect import reusing_sessions
-from pgmove.steps.replication import cleanup, drain, readiness, setup, status
+from pgmove.steps.replication import cleanup, drain, liveverify, readiness, setup, status, windowcheck
 from pgmove.steps.tools import choose_toolset
-from pgmove.steps.verify import run as verify_run
 from pgmove.worker import apphooks, poolers
 from pgmove.worker.runtime import Runtime
 
@@ -102,8 +101,20 @@ def sync(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
             _keep(rt, m, found)
             ctx.progress(f"catching up: {lag_line(found)}", tick=True)
         _sleep(ctx, SYNC_POLL_SECONDS)
-    message = f"{m.target} is in sync with {m.source}: {lag_line(found)}"
-    return adapters.StepResult(Event.SYNCED, message, {"databases": databases}, {"sync_status": found})
+    ctx.progress(f"{m.target} caught up with {m.source} ({lag_line(found)}); verifying the copy while writes go on",
+                 tick=True)
+    live = liveverify.run(src, dst, made, ctx.progress, ctx.should_stop, m.plan.jobs)
+    message = f"{m.target} is in sync with {m.source}: {lag_line(found)}; {live_line(live)}"
+    return adapters.StepResult(Event.SYNCED, message, {"databases": databases, "live_verification": live},
+                               {"sync_status": found, "live_verification": live})
+
+
+def live_line(live: LiveVerification) -> str:
+    hot = (f"{len(live.hot)} range(s) still changing, compared again inside the cutover window: "
+           + ", ".join(h.label for h in live.hot[:5]) + (" ..." if len(live.hot) > 5 else "")) if live.hot else \
+        "every range matched"
+    return (f"verified while in sync: {live.tables} tables, {live.rows:,} rows, {live.ranges} key ranges in "
+            f"{live.rounds} round(s), {live.seconds:g}s; {hot}")
 
 
 def _keep(rt: Runtime, m: Migration, found: SyncStatus) -> None:
@@ -173,8 +184,8 @@ def switch(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
                                 froze.result.get("durable_lsn"))
             finished = drain.finish(src, dst, names, ctx.progress)
             _in_time(deadline, window, "the drain")
-            databases = [d.database for d in names.databases]
-            report = verify_run(src, dst, databases, m.freeze, ctx.progress, m.plan.jobs, quick=True, mark=m.quiet_mark)
+            report = windowcheck.run(src, dst, names, m.freeze, ctx.progress, m.plan.jobs, m.quiet_mark,
+                                     m.live_verification)
             if not report.ok:
                 raise StepFailed(f"the verification inside the window found {len(report.problems)} difference(s): "
                                  + "; ".join(report.problems[:5]))
@@ -230,7 +241,8 @@ def after_unfreeze(rt: Runtime, m: Migration, ctx: StepContext, result: dict[str
     verb = "aborted; " if m.aborting else ""
     frozen = f"{m.source} unfrozen, settings restored exactly; " if m.freeze is not None else ""
     return adapters.StepResult(event, f"{verb}{frozen}replication removed from both servers", result,
-                               {"freeze": None, "hook": None, "sync_setup": None, "sync_status": None})
+                               {"freeze": None, "hook": None, "sync_setup": None, "sync_status": None,
+                                "live_verification": None})
 
 
 def _now() -> datetime:

@@ -108,6 +108,10 @@ def live_writer_through_the_window(pgmove, source, target, passwords) -> None:  
     assert zero_leftovers(source, target, passwords) == {}
     switch = next(s for s in final["steps"] if s["name"] == "switch")
     assert switch["status"] == "done"
+    # The content was checked while in sync; inside the window only what was still changing then, and the rest
+    assert synced["live_verification"]["tables"] > 0 and synced["live_verification"]["seconds"] > 0
+    assert final["verification"]["mode"] == "live" and final["verification"]["ok"]
+    assert final["verification"]["live_seconds"] == synced["live_verification"]["seconds"]
 
 
 def test_a_window_that_cannot_drain_gives_the_source_back_and_replication_goes_on(pgmove, source, target, passwords):  # type: ignore[no-untyped-def]

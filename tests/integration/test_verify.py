@@ -71,7 +71,7 @@ def hashed_ahead(src: Endpoint) -> SourceHashes:
     hashes = SourceHashes(src)
     for db in DATABASES:
         with connection(src, db) as conn:
-            for schema, name, _ in conn.execute(verify._TABLES).fetchall():
+            for schema, name, _ in conn.execute(verify.TABLES).fetchall():
                 hashes.hash_table(db, schema, name)
     hashes.close()
     return hashes

@@ -88,7 +88,7 @@ def _copy_then_verify(source: PgCluster, target: PgCluster, passwords, during: s
     src = Endpoint("prod-old", source.tcp_dsn("pgmove"), passwords.source_pgmove, ("app",))
     dst = Endpoint("prod-new", target.tcp_dsn("pgmove"), passwords.target_pgmove, ("app",))
     with connection(src, "appdb") as conn:
-        tables = [(r[0], r[1]) for r in conn.execute(verify._TABLES).fetchall()]
+        tables = [(r[0], r[1]) for r in conn.execute(verify.TABLES).fetchall()]
     source_hashes, target_hashes = SourceHashes(src), _Watched(dst)
     moments = _LastMoments(target, tables, target_hashes, during)
     job = copy.CopyJob(src, dst, DATABASES, 2, choose_toolset(15, 15), None, None, [], source_hashes=source_hashes,
