@@ -221,6 +221,9 @@ class Config(_Section):
     approval_ttl_minutes: float = 30.0
     freeze_grace_seconds: float = 30.0
     lease_seconds: float = 30.0
+    # The unfreeze retries dropping a table's guard while a reader holds its lock (writes are back already);
+    # after this long it fails naming the holders, and a retry removes what is left.
+    unfreeze_lock_give_up_seconds: float = Field(default=60.0, gt=0)
     # The worker, its threads and the client programs it starts yield the CPU to the bot on a shared host:
     # Slack wants its ack within 3 s whatever a copy is doing.
     worker_nice: int = Field(default=10, ge=0, le=19)

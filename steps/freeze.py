@@ -80,7 +80,7 @@ def capture(src: Endpoint, mode: FreezeMode, label: str, freeze_id: str = "") ->
 
 
 def apply(src: Endpoint, snapshot: FreezeSnapshot, grace_seconds: float, progress: Progress,
-          lock_timeout_s: float = 30.0) -> dict[str, Any]:
+          lock_timeout_s: float = 30.0, give_up_seconds: float = guards.GIVE_UP_SECONDS) -> dict[str, Any]:
     with connection(src) as conn:
         found = freezerecord.read(conn, str(conn.info.dbname))
     if found is not None and not freezerecord.is_own(found, snapshot):
@@ -90,7 +90,7 @@ def apply(src: Endpoint, snapshot: FreezeSnapshot, grace_seconds: float, progres
     except (psycopg.Error, StepFailed) as exc:
         why = exc.message if isinstance(exc, PgmoveError) else describe(exc)
         try:
-            unfreeze(src, snapshot, progress)
+            unfreeze(src, snapshot, progress, give_up_seconds=give_up_seconds)
         except (psycopg.Error, PgmoveError) as undo:
             undo_why = undo.message if isinstance(undo, PgmoveError) else describe(undo)
             raise StepFailed(f"could not freeze {src.name}: {why}. Undoing the freeze failed too ({undo_why}): "
@@ -159,7 +159,8 @@ UNFREEZE_GRACE_SECONDS = 5.0
 
 
 def unfreeze(src: Endpoint, snapshot: FreezeSnapshot, progress: Progress,
-             grace_seconds: float = UNFREEZE_GRACE_SECONDS) -> dict[str, Any]:
+             grace_seconds: float = UNFREEZE_GRACE_SECONDS, give_up_seconds: float = guards.GIVE_UP_SECONDS,
+             ) -> dict[str, Any]:
     """Put every recorded setting, login, role attribute, subscription and privilege back exactly, then the guards go.
 
     Roles and databases are found by oid: renamed ones are restored under their new names, dropped ones
@@ -197,7 +198,7 @@ def unfreeze(src: Endpoint, snapshot: FreezeSnapshot, progress: Progress,
     removed = 0
     for _, db in current:
         with connection(src, db) as conn:
-            removed += guards.remove_guards(conn)
+            removed += guards.remove_guards(conn, give_up_s=give_up_seconds)
     changed = f"; changed during the freeze: {'; '.join(names.changes)}" if names.changes else ""
     if ended:
         changed += (f"; {len(ended)} session(s) opened during the freeze ended, as they would have stayed "

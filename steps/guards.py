@@ -23,6 +23,9 @@ from pgmove.steps import aclitems
 SCHEMA = "_pgmove_freeze"
 TABLE_TRIGGER = "pgmove_freeze_guard"
 EVENT_TRIGGER = "pgmove_freeze_ddl"
+# How long removing the guards keeps retrying a table whose lock a reader holds; the worker's configuration
+# (unfreeze_lock_give_up_seconds) sets it, the same 60 s by default.
+GIVE_UP_SECONDS = 60.0
 READ_ONLY_SQLSTATE = "25006"  # what a read-only transaction raises: clients already handle it
 LARGE_OBJECT_WRITERS = ("lo_creat", "lo_create", "lo_from_bytea", "lo_put", "lowrite", "lo_unlink", "lo_truncate",
                         "lo_truncate64", "lo_import")
@@ -170,7 +173,8 @@ def let_writes_through(conn: psycopg.Connection[Any]) -> None:
             sql.Identifier(SCHEMA), sql.Literal("BEGIN RETURN NULL; END")))
 
 
-def remove_guards(conn: psycopg.Connection[Any], lock_timeout_s: float = 1.0, give_up_s: float = 60.0) -> int:
+def remove_guards(conn: psycopg.Connection[Any], lock_timeout_s: float = 1.0,
+                  give_up_s: float = GIVE_UP_SECONDS) -> int:
     """Drop every guard object (safe to repeat); returns how many table triggers were removed.
 
     Writes come back first (let_writes_through). Then each trigger goes in its own short transaction with a

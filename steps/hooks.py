@@ -13,7 +13,7 @@ from typing import Any
 from pgmove.state.errors import StepFailed
 from pgmove.state.models import HookReport
 from pgmove.steps.connect import Endpoint, Progress
-from pgmove.steps.process import identify, kill_group, shortened, tail
+from pgmove.steps.process import identify, kill_group, shown
 
 
 def run_hook(
@@ -53,7 +53,7 @@ def run_hook(
         except subprocess.TimeoutExpired:
             kill_group(proc)
             status = None
-        output = shortened(_scrubbed(tail(out), [server.password, *(os.environ.get(k) for k in secret_env)]))
+        output = shown(out, secret_env, server.password)
     report = report.model_copy(update={"finished_at": datetime.now(UTC), "exit_status": status,
                                        "timed_out": status is None, "output": output})
     on_report(report)
@@ -66,10 +66,3 @@ def run_hook(
     progress(f"{what} {name} succeeded (exit status 0): {' / '.join(output[-5:]) or 'no output'}", output=output)
     return {"argv0": name, "exit_status": 0, "output": output}
 
-
-def _scrubbed(lines: list[str], secrets: list[str | None]) -> list[str]:
-    """The hook's output goes to the thread: a password it found (in a file, in another process's environment)
-    or echoed in an error message must not."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        lines = [line.replace(secret, "***") for line in lines]
-    return lines

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pgmove.state.errors import StepFailed
 from pgmove.state.models import PoolerBackend
 from pgmove.steps.pooler import Pooler
-from pgmove.steps.process import kill_group, tail
+from pgmove.steps.process import kill_group, shown
 
 _ENTRY = re.compile(r'^(\s*)("(?:[^"]|"")+"|[^\s=;#\[]+)(\s*=\s*)(.*?)\s*$')
 _PAIR = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^'\\]|\\.|'')*'|\S+)")
@@ -185,7 +185,8 @@ def run_command(p: Pooler, dbname: str, to: PoolerBackend, secret_env: set[str])
         except subprocess.TimeoutExpired:
             kill_group(proc)
             status = None
-        output = tail(out)
+        # The pooler's own password is masked too: the command runs beside it and may print its auth file.
+        output = shown(out, secret_env, p.password)
     if status != 0:
         how = f"did not finish within {p.repoint_timeout:g}s" if status is None else f"exited with status {status}"
         raise StepFailed(f"pooler {p.name}'s repoint command {argv[0]} {how} for {dbname}: "

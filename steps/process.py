@@ -1,5 +1,5 @@
-"""Child programs pgmove runs for the team (cutover hook, repoint command): ended with their children, output tailed;
-and a hook whose worker died found again by its process group and ended."""
+"""Child programs pgmove runs for the team (hooks, repoint command): ended with their children, output tailed,
+scrubbed and cut; and a hook whose worker died found again by its process group and ended."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
 from pgmove.state.models import HookProcess
+
+_TAIL_BYTES = 64 * 1024
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -22,17 +25,31 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def tail(out: IO[bytes], lines: int = 20, limit: int = 64 * 1024) -> list[str]:
-    """The last lines of what the hook wrote; a chatty hook cannot make pgmove read megabytes."""
+def shown(out: IO[bytes], secret_env: Iterable[str], *secrets: str | None, lines: int = 20,
+          line_chars: int = 400) -> list[str]:
+    """What a program pgmove ran wrote, fit for the thread and the record: its last `lines` lines, every configured
+    password masked (those `secret_env` names, and `secrets` the caller holds), each line cut to `line_chars`.
+    Every runner goes through here so that none of them can forget one of the three.
+
+    A chatty program cannot make pgmove read megabytes: only the last 64 KiB are read. A password it found (in a
+    file, in another process's environment) or echoed in an error message must not reach the thread, not even
+    in part: the read starts one password's length earlier and that much is dropped after masking, so one cut
+    in two where the tail starts cannot show its second half. Nor can one long line fill the thread (a Slack
+    text block holds 3,000 characters); lines are cut after masking, so no cut leaves part of a password.
+    """
+    # Longest first, so a password that holds a shorter one is masked whole.
+    known = sorted({s for s in (*secrets, *(os.environ.get(name) for name in secret_env)) if s}, key=len, reverse=True)
+    overlap = max((len(s.encode()) for s in known), default=0)
     size = out.seek(0, os.SEEK_END)
-    out.seek(max(0, size - limit))
-    return out.read().decode(errors="replace").strip().splitlines()[-lines:]
-
-
-def shortened(lines: list[str], line_chars: int = 400) -> list[str]:
-    """Nor can one long line fill the thread (a Slack text block holds 3,000 characters)."""
+    start = max(0, size - _TAIL_BYTES - overlap)
+    out.seek(start)
+    text = out.read().decode(errors="replace")
+    for secret in known:
+        text = text.replace(secret, "***")
+    if start:
+        text = text[overlap:]  # characters: at least as many bytes, so the whole overlap goes
     return [line if len(line) <= line_chars else f"{line[:line_chars]}... ({len(line) - line_chars:,} more characters)"
-            for line in lines]
+            for line in text.strip().splitlines()[-lines:]]
 
 
 def identify(pid: int) -> HookProcess | None:

@@ -97,7 +97,7 @@ def freeze_source(rt: Runtime, m: Migration, ctx: StepContext, grace: float) -> 
             raise
         m = ctx.record("recorded the settings, logins and privileges the freeze will change", freeze=snap)
     assert m.freeze is not None
-    result = freeze.apply(src, m.freeze, grace, ctx.progress)
+    result = freeze.apply(src, m.freeze, grace, ctx.progress, give_up_seconds=rt.config.unfreeze_lock_give_up_seconds)
     baseline = quiet.fingerprint(src, m.freeze.databases)
     mark = quiet.mark(src, _with_passwords(rt, m))
     ended = len(result["sessions_ended"])
@@ -305,7 +305,8 @@ def _unfreeze(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     result: dict[str, Any] = {}
     if m.freeze is not None:
         result = freeze.unfreeze(rt.endpoint(m.source), m.freeze, ctx.progress,
-                                 min(rt.config.freeze_grace_seconds, freeze.UNFREEZE_GRACE_SECONDS))
+                                 min(rt.config.freeze_grace_seconds, freeze.UNFREEZE_GRACE_SECONDS),
+                                 rt.config.unfreeze_lock_give_up_seconds)
     resumed = apphooks.resume_app(rt, m, ctx, m.source)  # the source takes writes again: so may the app's writers
     if resumed:
         result["resume_app_hook"] = resumed

@@ -52,7 +52,8 @@ def take(rt: Runtime, m: Migration, ctx: StepContext, grace: float) -> StepResul
     m = ctx.record(f"unfreezing {m.source} after the snapshot", snapshot_unfreezing=True)
     assert m.freeze is not None
     try:
-        result["unfreeze"] = freeze.unfreeze(src, m.freeze, ctx.progress)
+        result["unfreeze"] = freeze.unfreeze(src, m.freeze, ctx.progress,
+                                              give_up_seconds=rt.config.unfreeze_lock_give_up_seconds)
     except StepFailed as exc:
         taken = f"no snapshot ({problem})" if problem is not None else f"snapshot {label} taken"
         raise StepFailed(f"{taken}, but the unfreeze of {m.source} did not finish: {exc.message}. "

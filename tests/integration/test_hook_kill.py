@@ -16,7 +16,7 @@ import pytest
 
 from tests.integration.catalog import customize, snapshot
 from tests.integration.test_app_hooks import hook, messages, ran, server_keys
-from tests.integration.test_logical_flow import do_json
+from tests.integration.test_logical_flow import configure, do_json
 from tests.integration.test_worker import source_is_frozen, wait_for
 
 pytestmark = pytest.mark.slow
@@ -127,14 +127,16 @@ def test_a_worker_killed_during_the_snapshot_hook_ends_it_and_its_retry_counts_t
 
 def test_a_snapshot_freeze_whose_unfreeze_is_blocked_fails_in_the_unfreeze_and_retry_finishes_it(pgmove, source, tmp_path):  # type: ignore[no-untyped-def]
     """A reader holds a table's lock through the automatic unfreeze, so a guard cannot be dropped: the migration
-    fails in the unfreeze step (not `frozen`, not the freeze), and `retry` finishes the unfreeze without freezing
-    again or running the snapshot hook a second time."""
+    fails in the unfreeze step (not `frozen`, not the freeze) after the configured give-up (5 s here, not the
+    default 60 s), and `retry` finishes the unfreeze without freezing again or running the snapshot hook a second
+    time."""
     customize(source)
     before = snapshot(source)
     ready, go = tmp_path / "ready", tmp_path / "go"
     body = (f"import os, time\nopen({str(ready)!r}, 'w').write('1')\ndeadline = time.monotonic() + 120\n"
             f"while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:\n    time.sleep(0.05)")
     server_keys(pgmove, "prod-old", snapshot_hook=[hook(tmp_path, "snap-volume", body=body)])
+    configure(pgmove, unfreeze_lock_give_up_seconds=5)
     pgmove.start_worker()
     assert pgmove.do("U_ALICE", "freeze prod-old --snapshot").returncode == 0
     assert pgmove.do("U_BOB", "approve prod-old").returncode == 0
@@ -147,7 +149,8 @@ def test_a_snapshot_freeze_whose_unfreeze_is_blocked_fails_in_the_unfreeze_and_r
         assert failed["state"] == "failed", failed
         failure = failed["failure"]
         assert failure["step"] == "unfreeze" and failure["resume_state"] == "unfreezing", failure
-        assert "could not lock" in failure["reason"] and "the unfreeze of prod-old did not finish" in failure["reason"]
+        assert "could not lock public.orders in appdb within 5s" in failure["reason"], failure
+        assert "the unfreeze of prod-old did not finish" in failure["reason"]
         assert "`/pgmove retry prod-old` continues the unfreeze" in failure["reason"]
         reader.rollback()
 

@@ -1,11 +1,16 @@
-"""What a hook prints reaches the thread without any password and in pieces Slack can show."""
+"""What a hook or a pooler's repoint command prints reaches the thread without any password and in pieces Slack
+can show."""
 
 from __future__ import annotations
 
 import pytest
 
+from pgmove.state.errors import StepFailed
+from pgmove.state.models import PoolerBackend
+from pgmove.steps.poolerswitch import point
 from tests.integration.test_app_hooks import hook, messages, server_keys
 from tests.integration.test_logical_flow import do_json
+from tests.integration.test_pooler import pooler
 from tests.integration.test_worker import store_of
 
 pytestmark = pytest.mark.slow
@@ -34,3 +39,24 @@ def test_a_hook_that_prints_passwords_and_megabytes_leaves_neither_in_the_thread
     record = store_of(pgmove).get(done["id"])
     assert record is not None and len(record.model_dump_json()) < 30_000
     assert do_json(pgmove, "U_ALICE", "unfreeze prod-old")["state"] in ("ready", "awaiting_unfreeze_approval")
+
+
+def test_a_failing_repoint_command_that_prints_passwords_and_megabytes_leaves_neither_in_the_failure(pgbouncer, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """The team's repoint command prints the pooler's admin password (found in its auth file), a configured
+    secret and a 2 MB line, then fails: the StepFailed (which goes to the thread) has them masked and cut."""
+    secret = "configured-secret-" + "9" * 12
+    monkeypatch.setenv("PGMOVE_SECRET_X", secret)
+    script = tmp_path / "repoint"
+    script.write_text("#!/bin/sh\nhead -c 2000000 /dev/zero | tr '\\0' x; echo\n"
+                      f"echo 'auth_file: \"pgmove_admin\" \"{pgbouncer.admin_password}\"'\n"
+                      f"echo 'PGMOVE_SECRET_X={secret}'\nexit 3\n")
+    script.chmod(0o755)
+    by_command = pooler(pgbouncer, databases_file=None, repoint_command=(str(script),))
+    with pytest.raises(StepFailed) as failed:
+        point(by_command, {"appdb": PoolerBackend(host="127.0.0.1", port=1, dbname="appdb")}, {"PGMOVE_SECRET_X"})
+    text = failed.value.message
+    assert "exited with status 3 for appdb" in text and "more characters" in text, text[:2000]
+    assert pgbouncer.admin_password not in text and secret not in text, text[:2000]
+    assert '"pgmove_admin" "***"' in text and "PGMOVE_SECRET_X=***" in text, text[:2000]
+    output = text.split("for appdb: ", 1)[1].split(" / ")
+    assert len(output) == 3 and max(len(line) for line in output) < 450 and len(text) < 3000, output
