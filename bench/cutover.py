@@ -12,8 +12,8 @@ Redis and worker, and runs a TPC-B-like load (threads on `bench`) and a probe (a
 Per run: write gap (first acknowledged probe commit on the target minus the last on the source, client clocks),
 client errors (probe + load, the whole run; each failed attempt counts), the p99 and max of the probe's attempts
 (failed ones included) from the approval to the later of its return and the first commit on the target (a paused
-probe makes one long attempt: the max shows it, not the p99), the switch step's seconds, the quick verification
-inside the window (pgmove has no verification while in sync yet: all of it falls inside the window), and the
+probe makes one long attempt: the max shows it, not the p99), the switch step's seconds, the verification while
+in sync (outside the window) and what of it was left to the window (the ranges still changing, read again), and the
 switch's timeline from the migration's events. Medians of the runs per mode. Asserts nothing.
 """
 
@@ -285,6 +285,7 @@ def one_run(base: Path, gold: PgCluster, pw: Secrets, pooled: bool, args: argpar
             "errors_during": float(sum(1 for c in clients for e in c.errors if approved <= e[0] <= end)),
             "p99": during[min(len(during) - 1, int(len(during) * 0.99))], "max": during[-1],
             "switch": float(result.get("seconds", 0.0)), "verify": float(verification.get("seconds", 0.0)),
+            "live": float(verification.get("live_seconds", 0.0)), "hot": float(verification.get("hot_ranges", 0)),
             "drain": float((result.get("drain") or {}).get("seconds", 0.0)),
             "paused": max(paused) if paused else 0.0, "sync": sync_seconds, "approve": returned - approved,
             "given_back": float(given_back), "probe_commits": float(len(probe.acked)), "load_commits": float(sum(load.done for load in loads))}
@@ -316,16 +317,19 @@ def main() -> None:
                 print(f"run {run + 1} pooler {mode}: gap {r['gap']:.3f}s, errors {r['errors']:.0f} "
                       f"({r['errors_during']:.0f} during the switch), probe p99 {r['p99']:.3f}s max {r['max']:.3f}s "
                       f"during the switch; switch step {r['switch']:.2f}s (drain {r['drain']:.2f}s, verification "
-                      f"inside the window {r['verify']:.2f}s, pooler paused {r['paused']:.3f}s); approval to "
+                      f"inside the window {r['verify']:.2f}s for {r['hot']:.0f} hot ranges, in sync before it "
+                      f"{r['live']:.2f}s, pooler paused {r['paused']:.3f}s); approval to "
                       f"cut_over {r['approve']:.1f}s; sync {r['sync']:.1f}s; {r['probe_commits']:.0f} probe and "
                       f"{r['load_commits']:.0f} load commits; windows given back first: {r['given_back']:.0f}",
                       flush=True)
         medians = {mode: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for mode, rs in results.items()}
         for mode, m in medians.items():
             share = m["verify"] / m["switch"] if m["switch"] else 0.0
+            inside = m["verify"] / (m["verify"] + m["live"]) if m["verify"] + m["live"] else 0.0
             print(f"median pooler {mode}: gap {m['gap']:.3f}s, errors {m['errors']:.0f}, probe p99 {m['p99']:.3f}s, "
-                  f"switch step {m['switch']:.2f}s, verification inside the window {m['verify']:.2f}s "
-                  f"({share:.0%} of the switch step)")
+                  f"switch step {m['switch']:.2f}s; verification in sync {m['live']:.2f}s, inside the window "
+                  f"{m['verify']:.2f}s ({inside:.0%} of the verification fell inside the window, {share:.0%} of the "
+                  "switch step)")
         if set(medians) != {"none", "pgbouncer"}:
             return
         none, bouncer = medians["none"], medians["pgbouncer"]

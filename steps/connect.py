@@ -6,10 +6,11 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, copy_context
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -18,6 +19,9 @@ from psycopg.pq import TransactionStatus
 from pgmove.state.errors import ConnectionFailed, StepFailed
 
 log = logging.getLogger("pgmove.steps")
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 # A step reports what it is doing through this: (message, structured data).
 Progress = Callable[..., None]
@@ -283,3 +287,19 @@ def describe(exc: BaseException) -> str:
 
 def server_major(conn: psycopg.Connection[Any]) -> int:
     return int(conn.info.server_version) // 10000
+
+
+def each_in_parallel(work: Callable[[T], R], items: list[T], threads: int = 4) -> list[R]:
+    """`work` on every item at once, in threads that reuse this step's sessions as the caller does, results in
+    order. Every item runs to its end even when one fails; then the first failure is raised: a caller that
+    undoes on failure (a freeze) never undoes while some part is still being done."""
+    if len(items) <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
+        futures = [pool.submit(copy_context().run, work, item) for item in items]
+        wait(futures)
+    for future in futures:
+        error = future.exception()
+        if error is not None:
+            raise error
+    return [future.result() for future in futures]

@@ -19,7 +19,7 @@ from psycopg import sql
 from pgmove.state.errors import PgmoveError, StepFailed
 from pgmove.state.models import FreezeMode, FreezeSnapshot, SettingRow
 from pgmove.steps import freezerecord, freezeroles, guards, prepared, sessions, subscriptions
-from pgmove.steps.connect import APPLICATION_NAME, Endpoint, Progress, connection, describe
+from pgmove.steps.connect import APPLICATION_NAME, Endpoint, Progress, connection, describe, each_in_parallel
 from pgmove.steps.sessions import end_sessions
 from pgmove.steps.settings import read_settings, set_statement
 
@@ -120,19 +120,26 @@ def _apply(src: Endpoint, snapshot: FreezeSnapshot, grace_seconds: float, progre
     if disabled:
         progress(f"subscription(s) {', '.join(disabled)} disabled: they apply nothing until the unfreeze",
                  subscriptions=disabled)
-    for db in snapshot.databases:
+    def guard_ddl(db: str) -> None:
         with connection(src, db) as conn:
             guards.install_ddl_guard(conn, snapshot.pgmove_role, snapshot.label)
             freezerecord.write(conn, snapshot)
+
+    # Database by database is independent: all at once, each part still after the one before on every database.
+    each_in_parallel(guard_ddl, snapshot.databases)
     with connection(src) as conn:
         ended, rolled_back = end_sessions(src, conn, frozen_at, grace_seconds, progress)
-    guarded = 0
-    for db in snapshot.databases:
+
+    def guard_writes(db: str) -> tuple[int, list[dict[str, Any]]]:
         with connection(src, db) as conn:
             # Any still prepared now was prepared after the grace period began: it goes too, or it holds locks.
             late = prepared.roll_back_all(conn, db, "prepared during the freeze")
-            guarded += guards.install_write_guards(conn, [a for a in snapshot.acls if a.database == db], lock_timeout_s)
-            late += prepared.roll_back_all(conn, db, "prepared during the freeze")
+            guarded = guards.install_write_guards(conn, [a for a in snapshot.acls if a.database == db], lock_timeout_s)
+            return guarded, late + prepared.roll_back_all(conn, db, "prepared during the freeze")
+
+    done = each_in_parallel(guard_writes, snapshot.databases)
+    guarded = sum(count for count, _ in done)
+    for late in (late for _, late in done):
         for xact in late:
             progress(f"rolled back prepared transaction {prepared.describe(xact)}: {xact['reason']}",
                      prepared_transaction=xact)
@@ -186,10 +193,13 @@ def unfreeze(src: Endpoint, snapshot: FreezeSnapshot, progress: Progress,
     # dropped meanwhile: nothing of ours is left in it; the maintenance database's guards (and record) go last
     current = sorted(((db, names.database(db)) for db in snapshot.databases if names.database(db) is not None),
                      key=lambda pair: pair[1] == maintenance)
-    for recorded, db in current:
+    def give_writes_back(pair: tuple[str, str | None]) -> None:
+        recorded, db = pair
         with connection(src, db) as conn:
             guards.restore_acls(conn, [a for a in snapshot.acls if a.database == recorded], names.roles)
             guards.let_writes_through(conn)
+
+    each_in_parallel(give_writes_back, current)
     progress(f"writes are back on {src.name}: read-only defaults, logins and privileges restored, guards let every "
              "statement through")
     # Writes are back. Before the guards go: a session the freeze made read-only may hold a lock in an open

@@ -5,13 +5,14 @@ Verification runs it so a verified copy is one the app can use; cutover runs it 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from pgmove.state.errors import StepFailed
-from pgmove.steps.connect import Endpoint, Progress, connection, describe
+from pgmove.steps.connect import Endpoint, Progress, connection, describe, each_in_parallel
 from pgmove.steps.freeze import READ_ONLY
 from pgmove.steps.settings import read_settings
 
@@ -43,16 +44,16 @@ def smoke_test(dst: Endpoint, databases: list[str], progress: Progress) -> list[
             if row is None or not row[0]:
                 raise StepFailed(f"app role {role} cannot log in on {dst.name}.")
     for role in dst.app_roles:
-        wrote = []
+        writable = []
         for db in databases:
             if db in read_only_by_design:
                 checks.append(f"{db}: read-only by design on the source, kept read-only")
                 continue
             if _defaults_to_read_only(settings, db, role):
                 raise StepFailed(f"{db} on {dst.name} starts {role}'s sessions read-only; writes would fail.")
-            target = _probe_write(dst, db, role)
-            if target:
-                wrote.append(f"{db}.{target}")
+            writable.append(db)
+        probed = each_in_parallel(partial(_probe_write, dst, role=role), writable)
+        wrote = [f"{db}.{target}" for db, target in zip(writable, probed, strict=True) if target]
         if not wrote:
             raise StepFailed(f"app role {role} could not write to any table on {dst.name}.")
         checks.append(f"{role} can write on {dst.name} ({', '.join(wrote)})")

@@ -16,7 +16,7 @@ from pgmove.state.errors import StepFailed
 from pgmove.state.models import FreezeSnapshot, QuietMark
 from pgmove.state.report import DatabaseReport, LargeObjectCounts, TableReport, VerificationReport, VerifyMode
 from pgmove.steps import checksum, inventory, largeobjects, quiet
-from pgmove.steps.connect import Endpoint, Progress, ThreadConnections, connection
+from pgmove.steps.connect import Endpoint, Progress, ThreadConnections, connection, each_in_parallel
 from pgmove.steps.prehash import SourceHashes, verification_session
 from pgmove.steps.settings import before_freeze, read_settings
 from pgmove.steps.smoke import smoke_test
@@ -79,13 +79,14 @@ def run(
     try:
         with ThreadPoolExecutor(max_workers=max(2, 2 * jobs)) as executor:
             # Every database's work is queued first, so the pool never idles at the tail of one database.
-            started_dbs = []
-            for name in databases:
-                if name not in present:
-                    problems.append(f"database {name} is missing on {dst.name}")
-                    continue
-                started_dbs.append(_start_database(src, dst, name, executor, pool, same_major, quick, hashed,
-                                                   None if only_tables is None else {(s, t) for d, s, t in only_tables if d == name}))
+            problems += [f"database {name} is missing on {dst.name}" for name in databases if name not in present]
+
+            def start(name: str) -> _Pending:
+                only = None if only_tables is None else {(s, t) for d, s, t in only_tables if d == name}
+                return _start_database(src, dst, name, executor, pool, same_major, quick, hashed, only)
+
+            # Each database's catalog comparison at once: inside a cutover window they are most of the work.
+            started_dbs = each_in_parallel(start, [name for name in databases if name in present])
             for pending in started_dbs:
                 result = _finish_database(pending, progress)
                 name = result.database

@@ -26,7 +26,7 @@ from psycopg import sql
 from pgmove.state.errors import StepFailed
 from pgmove.state.replication import SyncSetup
 from pgmove.steps import objects, tables
-from pgmove.steps.connect import Endpoint, Progress, connection, describe
+from pgmove.steps.connect import Endpoint, Progress, connection, describe, each_in_parallel
 
 POLL_SECONDS = 0.05
 
@@ -104,14 +104,17 @@ def _flush(conn: psycopg.Connection[Any]) -> None:
 def finish(src: Endpoint, dst: Endpoint, setup: SyncSetup, progress: Progress) -> dict[str, Any]:
     """Sequences, large objects, left-out tables and materialized views; returns counts per database."""
     started = time.monotonic()
-    done: list[dict[str, Any]] = []
-    for entry in setup.databases:
-        db = entry.database
+
+    def finish_one(db: str) -> dict[str, int]:
         with connection(src, db) as s, connection(dst, db) as d:
             try:
-                counts = _finish_database(s, d, setup, db)
+                return _finish_database(s, d, setup, db)
             except psycopg.Error as exc:
                 raise StepFailed(f"{db}: finishing on {dst.name} failed: {describe(exc)}", database=db) from None
+
+    names = [entry.database for entry in setup.databases]
+    done: list[dict[str, Any]] = []
+    for db, counts in zip(names, each_in_parallel(finish_one, names), strict=True):
         done.append({"database": db, **counts})
         progress(f"{db}: {counts['sequences']} sequences set, {counts['large_objects']} large objects and "
                  f"{counts['left_out_tables']} left-out tables copied, {counts['matviews']} materialized views refreshed",
