@@ -1,0 +1,196 @@
+"""The cutover window's drain with a transaction too large for the source's logical_decoding_work_mem: the WAL
+sender streams it to the subscriber while it is still open (spills it to disk when the subscription does not
+stream). Committed at the freeze, every row of it is on the target after the drain; still open when the freeze
+ends its session, none of it is, and nothing reaches the source after the freeze."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgmove.sandbox.servers import PgCluster
+from pgmove.state.models import FreezeMode
+from pgmove.steps import freeze
+from pgmove.steps.replication import drain
+from tests.integration.freezeworld import Events
+from tests.integration.test_replication_steps import endpoints, rows, start, toolset_for, wait_in_sync
+from tests.integration.writer import Writer
+
+pytestmark = pytest.mark.slow
+
+BATCH = 10000  # rows per statement of the big transaction: each is hundreds of kB of decoded changes
+GRACE = 3.0
+# pg_subscription.substream as text: a boolean up to PG 15, a "char" from PG 16 on
+_STREAMING = {"false": "off", "f": "off", "true": "on", "t": "on", "p": "parallel"}
+# (target fixture, streaming set on the subscription by the test or None for pgmove's own, the mode expected):
+# pgmove sets no streaming option, so a 15 target spills on the source and an 18 one applies in parallel.
+_MODES = [("target", None, "off"), ("target", "on", "on"), ("target18", None, "parallel")]
+
+
+class World:
+    """A source in sync with a target, decoding with 64 kB of memory, and an app committing asynchronously."""
+
+    def __init__(self, source: PgCluster, target: PgCluster, passwords: Any, tmp_path: Any, streaming: str | None):
+        self.source, self.target = source, target
+        with psycopg.connect(source.admin_dsn(), autocommit=True) as conn:
+            conn.execute("ALTER ROLE app SET synchronous_commit = off")
+            conn.execute("ALTER SYSTEM SET logical_decoding_work_mem = '64kB'")
+            conn.execute("SELECT pg_reload_conf()")
+        self.src, self.dst = endpoints(source, target, passwords)
+        self.done = start(self.src, self.dst, toolset_for(source, target), tmp_path)
+        self.entry = next(e for e in self.done.databases if e.database == "appdb")
+        with psycopg.connect(target.admin_dsn("appdb"), autocommit=True) as conn:
+            if streaming is not None:
+                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (streaming = {})").format(
+                    sql.Identifier(self.entry.subscription), sql.Literal(streaming)))
+            found = conn.execute("SELECT substream::text FROM pg_subscription WHERE subname = %s",
+                                 (self.entry.subscription,)).fetchone()
+        assert found is not None
+        self.streaming = _STREAMING[found[0]]
+        wait_in_sync(self.src, self.dst, self.done)
+        self.app_dsn, self.app_password = source.tcp_dsn("app", "appdb"), passwords.app
+
+    def decoded(self) -> tuple[int, int]:
+        """How many transactions the appdb slot's WAL sender streamed, and how many it spilled to disk."""
+        found = rows(self.source, "appdb", "SELECT stream_txns, spill_txns FROM pg_stat_replication_slots "
+                     "WHERE slot_name = %s", self.entry.slot)
+        return (found[0][0], found[0][1]) if found else (0, 0)
+
+    def wait_decoded(self) -> None:
+        """The big transaction has gone past the 64 kB: streamed (or spilled) before the freeze begins."""
+        deadline = time.monotonic() + 30
+        while max(self.decoded()) == 0:
+            assert time.monotonic() < deadline, "the WAL sender neither streamed nor spilled the big transaction"
+            time.sleep(0.1)
+
+    def ids(self, cluster: PgCluster) -> set[int]:
+        return {r[0] for r in rows(cluster, "appdb", "SELECT id FROM orders")}
+
+
+def freeze_drain_and_check(world: World, writer: Writer, on_progress: Any) -> None:
+    """Freeze, let the app try for a while longer, drain to the freeze's durable position, compare both sides."""
+    snap = freeze.capture(world.src, FreezeMode.READ_ONLY, "streamed drain test", "f1")
+    frozen = freeze.apply(world.src, snap, GRACE, on_progress)
+    try:
+        at_freeze = world.ids(world.source)
+        refused_before = len(writer.refused)
+        time.sleep(0.5)  # the app keeps trying on the frozen source
+        writer.stop()
+        assert len(writer.refused) > refused_before, "the app's writes after the freeze were not refused"
+        assert world.ids(world.source) == at_freeze, "the source took writes after the freeze"
+        drain.run(world.src, world.dst, world.done, time.monotonic() + 60, Events(), lambda: False,
+                  frozen["durable_lsn"])
+        acknowledged = {i for i, _ in writer.acknowledged}
+        assert acknowledged and acknowledged <= at_freeze
+        on_target = world.ids(world.target)
+        assert on_target == at_freeze, (f"{len(at_freeze - on_target)} of the source's rows missing on the target, "
+                                        f"{len(on_target - at_freeze)} there that the source does not have")
+    finally:
+        freeze.unfreeze(world.src, snap, Events(), grace_seconds=0.5)
+
+
+@pytest.mark.parametrize("target_name,streaming,expected", _MODES)
+def test_a_streamed_transaction_committed_in_the_grace_period_is_drained_whole(  # type: ignore[no-untyped-def]
+        source, passwords, tmp_path, request, target_name, streaming, expected):
+    """A transaction far larger than logical_decoding_work_mem, with a rolled-back savepoint in it, is streamed
+    (or spilled) while open and commits inside the freeze's grace period, the app committing asynchronously all
+    along: after the drain the target holds exactly the frozen source's rows, all 40,000 of the big one, none
+    of its rolled-back part and every acknowledged insert."""
+    world = World(source, request.getfixturevalue(target_name), passwords, tmp_path, streaming)
+    assert world.streaming == expected
+    writer = Writer(world.app_dsn, world.app_password).start()
+    big = psycopg.connect(world.app_dsn, password=world.app_password)
+    try:
+        insert = "INSERT INTO orders (customer, total) SELECT %s, g FROM generate_series(1, %s) g"
+        big.execute(insert, ("big", 2 * BATCH))
+        big.execute("SAVEPOINT part")
+        big.execute(insert, ("doomed", BATCH // 2))
+        big.execute("ROLLBACK TO SAVEPOINT part")
+        big.execute(insert, ("big", 2 * BATCH))
+        world.wait_decoded()
+        may_commit = threading.Event()
+        committed: list[bool] = []
+
+        def commit_in_the_grace() -> None:
+            may_commit.wait(30)
+            big.commit()
+            committed.append(True)
+
+        committer = threading.Thread(target=commit_in_the_grace)
+        committer.start()
+
+        def progress(message: str, **data: object) -> None:
+            if "get 3s to finish" in message:  # the freeze waits on the open transaction: commit it now
+                may_commit.set()
+
+        try:
+            freeze_drain_and_check(world, writer, progress)
+        finally:
+            may_commit.set()
+            committer.join()
+        assert committed, "the big transaction did not commit in the grace period"
+        assert rows(world.target, "appdb", "SELECT customer, count(*) FROM orders WHERE customer IN "
+                    "('big', 'doomed') GROUP BY 1") == [("big", 4 * BATCH)]
+        streamed, spilled = world.decoded()
+        assert (streamed if expected != "off" else spilled) >= 1, (streamed, spilled)
+    finally:
+        writer.stop()
+        big.close()
+
+
+@pytest.mark.parametrize("target_name,streaming,expected", _MODES)
+def test_a_streamed_transaction_still_open_at_the_freeze_leaves_nothing_on_the_target(  # type: ignore[no-untyped-def]
+        source, passwords, tmp_path, request, target_name, streaming, expected):
+    """A transaction far larger than logical_decoding_work_mem keeps inserting through the freeze's grace period
+    (already streamed, or spilled, in part): the freeze ends its session, so it never commits, and after the drain
+    the target holds exactly the frozen source's rows: every acknowledged insert of the app, none of the big
+    transaction's."""
+    world = World(source, request.getfixturevalue(target_name), passwords, tmp_path, streaming)
+    assert world.streaming == expected
+    writer = Writer(world.app_dsn, world.app_password).start()
+    big = psycopg.connect(world.app_dsn, password=world.app_password)
+    inserted: list[int] = []
+    ended: list[BaseException] = []
+    first = threading.Event()
+
+    def insert_until_refused() -> None:
+        try:
+            while True:
+                big.execute("INSERT INTO orders (customer, total) SELECT 'big', g FROM generate_series(1, %s) g",
+                            (BATCH // 5,))
+                inserted.append(BATCH // 5)
+                if sum(inserted) >= 2 * BATCH:
+                    first.set()
+        except psycopg.Error as exc:
+            ended.append(exc)
+        try:
+            big.commit()
+        except psycopg.Error as exc:
+            ended.append(exc)
+        else:
+            ended.append(AssertionError("the big transaction committed after its session was ended"))
+        first.set()
+
+    inserter = threading.Thread(target=insert_until_refused)
+    inserter.start()
+    try:
+        assert first.wait(30)
+        world.wait_decoded()
+        freeze_drain_and_check(world, writer, Events())
+        inserter.join(10)
+        assert not inserter.is_alive()
+        assert ended and all(isinstance(e, psycopg.Error) for e in ended), ended
+        assert sum(inserted) >= 2 * BATCH
+        assert rows(world.source, "appdb", "SELECT count(*) FROM orders WHERE customer = 'big'") == [(0,)]
+        assert rows(world.target, "appdb", "SELECT count(*) FROM orders WHERE customer = 'big'") == [(0,)]
+        streamed, spilled = world.decoded()
+        assert (streamed if expected != "off" else spilled) >= 1, (streamed, spilled)
+    finally:
+        writer.stop()
+        inserter.join(10)
+        big.close()
