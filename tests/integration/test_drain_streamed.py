@@ -27,15 +27,22 @@ BATCH = 10000  # rows per statement of the big transaction: each is hundreds of 
 GRACE = 3.0
 # pg_subscription.substream as text: a boolean up to PG 15, a "char" from PG 16 on
 _STREAMING = {"false": "off", "f": "off", "true": "on", "t": "on", "p": "parallel"}
-# (target fixture, streaming set on the subscription by the test or None for pgmove's own, the mode expected):
-# pgmove sets no streaming option, so a 15 target spills on the source and an 18 one applies in parallel.
-_MODES = [("target", None, "off"), ("target", "on", "on"), ("target18", None, "parallel")]
+# (source and target fixtures, streaming set on the subscription by the test or None for pgmove's own, the mode
+# expected). pgmove sets no streaming option, so a 15 target spills on the source and an 18 one streams; it applies
+# in parallel only from a publisher of 16 or later (from a 15 one it spools to files, as "on" does).
+_MODES = [pytest.param("source", "target", None, "off", id="15-15-spilled"),
+          pytest.param("source", "target", "on", "on", id="15-15-streamed"),
+          pytest.param("source", "target18", None, "parallel", id="15-18-streamed"),
+          pytest.param("source18", "target18", None, "parallel", id="18-18-parallel-apply")]
 
 
 class World:
     """A source in sync with a target, decoding with 64 kB of memory, and an app committing asynchronously."""
 
-    def __init__(self, source: PgCluster, target: PgCluster, passwords: Any, tmp_path: Any, streaming: str | None):
+    def __init__(self, request: pytest.FixtureRequest, source_name: str, target_name: str, streaming: str | None):
+        source: PgCluster = request.getfixturevalue(source_name)
+        target: PgCluster = request.getfixturevalue(target_name)
+        passwords, tmp_path = request.getfixturevalue("passwords"), request.getfixturevalue("tmp_path")
         self.source, self.target = source, target
         with psycopg.connect(source.admin_dsn(), autocommit=True) as conn:
             conn.execute("ALTER ROLE app SET synchronous_commit = off")
@@ -52,6 +59,7 @@ class World:
                                  (self.entry.subscription,)).fetchone()
         assert found is not None
         self.streaming = _STREAMING[found[0]]
+        self.parallel = self.streaming == "parallel" and source.major >= 16
         wait_in_sync(self.src, self.dst, self.done)
         self.app_dsn, self.app_password = source.tcp_dsn("app", "appdb"), passwords.app
 
@@ -62,10 +70,15 @@ class World:
         return (found[0][0], found[0][1]) if found else (0, 0)
 
     def wait_decoded(self) -> None:
-        """The big transaction has gone past the 64 kB: streamed (or spilled) before the freeze begins."""
+        """The big transaction has gone past the 64 kB: streamed (or spilled) before the freeze begins, and from a
+        16+ publisher taken by a parallel apply worker on the target."""
         deadline = time.monotonic() + 30
         while max(self.decoded()) == 0:
             assert time.monotonic() < deadline, "the WAL sender neither streamed nor spilled the big transaction"
+            time.sleep(0.1)
+        while self.parallel and not rows(self.target, "appdb", "SELECT 1 FROM pg_stat_subscription WHERE subname = %s "
+                                         "AND worker_type = 'parallel apply'", self.entry.subscription):
+            assert time.monotonic() < deadline, "no parallel apply worker took the streamed transaction"
             time.sleep(0.1)
 
     def ids(self, cluster: PgCluster) -> set[int]:
@@ -94,14 +107,14 @@ def freeze_drain_and_check(world: World, writer: Writer, on_progress: Any) -> No
         freeze.unfreeze(world.src, snap, Events(), grace_seconds=0.5)
 
 
-@pytest.mark.parametrize("target_name,streaming,expected", _MODES)
+@pytest.mark.parametrize("source_name,target_name,streaming,expected", _MODES)
 def test_a_streamed_transaction_committed_in_the_grace_period_is_drained_whole(  # type: ignore[no-untyped-def]
-        source, passwords, tmp_path, request, target_name, streaming, expected):
+        request, source_name, target_name, streaming, expected):
     """A transaction far larger than logical_decoding_work_mem, with a rolled-back savepoint in it, is streamed
     (or spilled) while open and commits inside the freeze's grace period, the app committing asynchronously all
     along: after the drain the target holds exactly the frozen source's rows, all 40,000 of the big one, none
     of its rolled-back part and every acknowledged insert."""
-    world = World(source, request.getfixturevalue(target_name), passwords, tmp_path, streaming)
+    world = World(request, source_name, target_name, streaming)
     assert world.streaming == expected
     writer = Writer(world.app_dsn, world.app_password).start()
     big = psycopg.connect(world.app_dsn, password=world.app_password)
@@ -143,14 +156,14 @@ def test_a_streamed_transaction_committed_in_the_grace_period_is_drained_whole( 
         big.close()
 
 
-@pytest.mark.parametrize("target_name,streaming,expected", _MODES)
+@pytest.mark.parametrize("source_name,target_name,streaming,expected", _MODES)
 def test_a_streamed_transaction_still_open_at_the_freeze_leaves_nothing_on_the_target(  # type: ignore[no-untyped-def]
-        source, passwords, tmp_path, request, target_name, streaming, expected):
+        request, source_name, target_name, streaming, expected):
     """A transaction far larger than logical_decoding_work_mem keeps inserting through the freeze's grace period
     (already streamed, or spilled, in part): the freeze ends its session, so it never commits, and after the drain
     the target holds exactly the frozen source's rows: every acknowledged insert of the app, none of the big
     transaction's."""
-    world = World(source, request.getfixturevalue(target_name), passwords, tmp_path, streaming)
+    world = World(request, source_name, target_name, streaming)
     assert world.streaming == expected
     writer = Writer(world.app_dsn, world.app_password).start()
     big = psycopg.connect(world.app_dsn, password=world.app_password)
