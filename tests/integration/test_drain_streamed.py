@@ -17,7 +17,7 @@ from pgmove.sandbox.servers import PgCluster
 from pgmove.state.models import FreezeMode
 from pgmove.steps import freeze
 from pgmove.steps.replication import drain
-from tests.integration.freezeworld import Events
+from tests.integration.freezeworld import Events, allow_prepared_transactions
 from tests.integration.test_replication_steps import endpoints, rows, start, toolset_for, wait_in_sync
 from tests.integration.writer import Writer
 
@@ -39,7 +39,8 @@ _MODES = [pytest.param("source", "target", None, "off", id="15-15-spilled"),
 class World:
     """A source in sync with a target, decoding with 64 kB of memory, and an app committing asynchronously."""
 
-    def __init__(self, request: pytest.FixtureRequest, source_name: str, target_name: str, streaming: str | None):
+    def __init__(self, request: pytest.FixtureRequest, source_name: str, target_name: str, streaming: str | None,
+                 two_phase: bool = False):
         source: PgCluster = request.getfixturevalue(source_name)
         target: PgCluster = request.getfixturevalue(target_name)
         passwords, tmp_path = request.getfixturevalue("passwords"), request.getfixturevalue("tmp_path")
@@ -48,6 +49,8 @@ class World:
             conn.execute("ALTER ROLE app SET synchronous_commit = off")
             conn.execute("ALTER SYSTEM SET logical_decoding_work_mem = '64kB'")
             conn.execute("SELECT pg_reload_conf()")
+        if two_phase:
+            allow_prepared_transactions(source)
         self.src, self.dst = endpoints(source, target, passwords)
         self.done = start(self.src, self.dst, toolset_for(source, target), tmp_path)
         self.entry = next(e for e in self.done.databases if e.database == "appdb")
@@ -138,7 +141,7 @@ def test_a_streamed_transaction_committed_in_the_grace_period_is_drained_whole( 
         committer.start()
 
         def progress(message: str, **data: object) -> None:
-            if "get 3s to finish" in message:  # the freeze waits on the open transaction: commit it now
+            if f"get {GRACE:g}s to finish" in message:  # the freeze waits on the open transaction: commit it now
                 may_commit.set()
 
         try:
@@ -207,3 +210,45 @@ def test_a_streamed_transaction_still_open_at_the_freeze_leaves_nothing_on_the_t
         writer.stop()
         inserter.join(10)
         big.close()
+
+
+@pytest.mark.parametrize("coordinator", ["commits in the grace period", "never comes back"])
+@pytest.mark.parametrize("source_name,target_name,streaming,expected", [m for m in _MODES if m.values[3] != "off"])
+def test_a_streamed_transaction_prepared_before_the_freeze_is_drained_as_it_ends(  # type: ignore[no-untyped-def]
+        request, source_name, target_name, streaming, expected, coordinator):
+    """A transaction far larger than logical_decoding_work_mem, streamed while open, is prepared (two-phase)
+    before the freeze: its coordinator commits it inside the grace period (from a new, read-only session), or
+    never comes back and the freeze rolls it back. After the drain the target holds exactly the frozen source's
+    rows: all of the big transaction when its commit was acknowledged, none of it when it was rolled back."""
+    world = World(request, source_name, target_name, streaming, two_phase=True)
+    assert world.streaming == expected
+    writer = Writer(world.app_dsn, world.app_password).start()
+    try:
+        with psycopg.connect(world.app_dsn, password=world.app_password, autocommit=True) as big:
+            big.execute("BEGIN")
+            big.execute("INSERT INTO orders (customer, total) SELECT 'big', g FROM generate_series(1, %s) g",
+                        (4 * BATCH,))
+            world.wait_decoded()
+            big.execute("PREPARE TRANSACTION 'big'")
+        outcome: list[BaseException | None] = []
+
+        def progress(message: str, **data: object) -> None:
+            if coordinator == "commits in the grace period" and "to be committed or rolled back" in message:
+                with psycopg.connect(world.app_dsn, password=world.app_password, autocommit=True) as conn:
+                    try:
+                        conn.execute("COMMIT PREPARED 'big'")
+                        outcome.append(None)
+                    except psycopg.Error as exc:
+                        outcome.append(exc)
+
+        freeze_drain_and_check(world, writer, progress)
+        committed = coordinator == "commits in the grace period"
+        # COMMIT PREPARED is no write of the session's own: a read-only one may run it
+        assert outcome == ([None] if committed else []), outcome
+        big_rows = [(4 * BATCH,)] if committed else [(0,)]
+        for cluster in (world.source, world.target):
+            assert rows(cluster, "appdb", "SELECT count(*) FROM orders WHERE customer = 'big'") == big_rows, outcome
+        assert rows(world.source, "appdb", "SELECT count(*) FROM pg_prepared_xacts") == [(0,)]
+        assert world.decoded()[0] >= 1
+    finally:
+        writer.stop()
