@@ -5,6 +5,8 @@ ends its session, none of it is, and nothing reaches the source after the freeze
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from typing import Any
@@ -25,6 +27,7 @@ pytestmark = pytest.mark.slow
 
 BATCH = 10000  # rows per statement of the big transaction: each is hundreds of kB of decoded changes
 GRACE = 3.0
+LAG_SECONDS = 2.0  # how long after the freeze the target's apply worker stays stopped
 # pg_subscription.substream as text: a boolean up to PG 15, a "char" from PG 16 on
 _STREAMING = {"false": "off", "f": "off", "true": "on", "t": "on", "p": "parallel"}
 # (source and target fixtures, streaming set on the subscription by the test or None for pgmove's own, the mode
@@ -34,6 +37,9 @@ _MODES = [pytest.param("source", "target", None, "off", id="15-15-spilled"),
           pytest.param("source", "target", "on", "on", id="15-15-streamed"),
           pytest.param("source", "target18", None, "parallel", id="15-18-streamed"),
           pytest.param("source18", "target18", None, "parallel", id="18-18-parallel-apply")]
+
+_LEADER_SINCE_17 = "SELECT pid FROM pg_stat_subscription WHERE subname = %s AND pid IS NOT NULL AND worker_type = 'apply'"
+_LEADER_BEFORE_17 = "SELECT pid FROM pg_stat_subscription WHERE subname = %s AND pid IS NOT NULL AND relid IS NULL"
 
 
 class World:
@@ -56,8 +62,10 @@ class World:
         self.entry = next(e for e in self.done.databases if e.database == "appdb")
         with psycopg.connect(target.admin_dsn("appdb"), autocommit=True) as conn:
             if streaming is not None:
+                before = self.apply_leader()
                 conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (streaming = {})").format(
                     sql.Identifier(self.entry.subscription), sql.Literal(streaming)))
+                self.apply_leader(other_than=before)  # the worker restarts to take the new setting
             found = conn.execute("SELECT substream::text FROM pg_subscription WHERE subname = %s",
                                  (self.entry.subscription,)).fetchone()
         assert found is not None
@@ -84,39 +92,63 @@ class World:
             assert time.monotonic() < deadline, "no parallel apply worker took the streamed transaction"
             time.sleep(0.1)
 
+    def apply_leader(self, other_than: int | None = None) -> int:
+        """The pid of the subscription's apply worker on the target (not a parallel apply worker: those receive
+        nothing), once one other than `other_than` runs."""
+        query = _LEADER_SINCE_17 if self.target.major >= 17 else _LEADER_BEFORE_17
+        deadline = time.monotonic() + 30
+        while not (found := [r[0] for r in rows(self.target, "appdb", query, self.entry.subscription)
+                             if r[0] != other_than]):
+            assert time.monotonic() < deadline, "the subscription's apply worker is not running"
+            time.sleep(0.1)
+        assert len(found) == 1, found
+        return int(found[0])
+
     def ids(self, cluster: PgCluster) -> set[int]:
         return {r[0] for r in rows(cluster, "appdb", "SELECT id FROM orders")}
 
 
 def freeze_drain_and_check(world: World, writer: Writer, on_progress: Any) -> None:
-    """Freeze, let the app try for a while longer, drain to the freeze's durable position, compare both sides."""
+    """Freeze with the target lagging, drain to the freeze's durable position while the app keeps trying, compare
+    both sides. The lag: the target's apply worker is stopped (SIGSTOP) from just before the freeze until
+    LAG_SECONDS after it, so whatever commits at the freeze is on the target only if the drain waited for it."""
+    leader = world.apply_leader()
     snap = freeze.capture(world.src, FreezeMode.READ_ONLY, "streamed drain test", "f1")
-    frozen = freeze.apply(world.src, snap, GRACE, on_progress)
+    resume = threading.Timer(LAG_SECONDS, os.kill, (leader, signal.SIGCONT))
     try:
+        os.kill(leader, signal.SIGSTOP)
+        frozen = freeze.apply(world.src, snap, GRACE, on_progress)
+        resume.start()
         at_freeze = world.ids(world.source)
         refused_before = len(writer.refused)
-        time.sleep(0.5)  # the app keeps trying on the frozen source
+        drained = drain.run(world.src, world.dst, world.done, time.monotonic() + 60, Events(), lambda: False,
+                            frozen["durable_lsn"])
+        assert drained["seconds"] >= LAG_SECONDS / 2, drained  # it waited for the stopped apply worker
+        on_target = world.ids(world.target)
+        deadline = time.monotonic() + 10
+        while len(writer.refused) <= refused_before and time.monotonic() < deadline:
+            time.sleep(0.05)
         writer.stop()
         assert len(writer.refused) > refused_before, "the app's writes after the freeze were not refused"
         assert world.ids(world.source) == at_freeze, "the source took writes after the freeze"
-        drain.run(world.src, world.dst, world.done, time.monotonic() + 60, Events(), lambda: False,
-                  frozen["durable_lsn"])
         acknowledged = {i for i, _ in writer.acknowledged}
         assert acknowledged and acknowledged <= at_freeze
-        on_target = world.ids(world.target)
         assert on_target == at_freeze, (f"{len(at_freeze - on_target)} of the source's rows missing on the target, "
                                         f"{len(on_target - at_freeze)} there that the source does not have")
     finally:
+        resume.cancel()
+        os.kill(leader, signal.SIGCONT)
         freeze.unfreeze(world.src, snap, Events(), grace_seconds=0.5)
 
 
+@pytest.mark.parametrize("when", ["in the grace period", "just before the freeze"])
 @pytest.mark.parametrize("source_name,target_name,streaming,expected", _MODES)
-def test_a_streamed_transaction_committed_in_the_grace_period_is_drained_whole(  # type: ignore[no-untyped-def]
-        request, source_name, target_name, streaming, expected):
+def test_a_streamed_transaction_committed_at_the_freeze_is_drained_whole(  # type: ignore[no-untyped-def]
+        request, source_name, target_name, streaming, expected, when):
     """A transaction far larger than logical_decoding_work_mem, with a rolled-back savepoint in it, is streamed
-    (or spilled) while open and commits inside the freeze's grace period, the app committing asynchronously all
-    along: after the drain the target holds exactly the frozen source's rows, all 40,000 of the big one, none
-    of its rolled-back part and every acknowledged insert."""
+    (or spilled) while open and commits inside the freeze's grace period or just before the freeze, the app
+    committing asynchronously all along: after the drain the target holds exactly the frozen source's rows, all
+    40,000 of the big one, none of its rolled-back part and every acknowledged insert."""
     world = World(request, source_name, target_name, streaming)
     assert world.streaming == expected
     writer = Writer(world.app_dsn, world.app_password).start()
@@ -139,6 +171,9 @@ def test_a_streamed_transaction_committed_in_the_grace_period_is_drained_whole( 
 
         committer = threading.Thread(target=commit_in_the_grace)
         committer.start()
+        if when == "just before the freeze":
+            may_commit.set()
+            committer.join()
 
         def progress(message: str, **data: object) -> None:
             if f"get {GRACE:g}s to finish" in message:  # the freeze waits on the open transaction: commit it now
@@ -149,7 +184,7 @@ def test_a_streamed_transaction_committed_in_the_grace_period_is_drained_whole( 
         finally:
             may_commit.set()
             committer.join()
-        assert committed, "the big transaction did not commit in the grace period"
+        assert committed, f"the big transaction did not commit {when}"
         assert rows(world.target, "appdb", "SELECT customer, count(*) FROM orders WHERE customer IN "
                     "('big', 'doomed') GROUP BY 1") == [("big", 4 * BATCH)]
         streamed, spilled = world.decoded()
