@@ -18,8 +18,9 @@ from tests.integration.writer import Writer
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("when", ["in the grace period", "just before the freeze"])
-@pytest.mark.parametrize("source_name,target_name,streaming,expected", MODES)
+@pytest.mark.parametrize("when,source_name,target_name,streaming,expected",
+                         [pytest.param("in the grace period", *m.values, id=f"grace-{m.id}") for m in MODES]
+                         + [pytest.param("just before the freeze", *MODES[2].values, id=f"before-{MODES[2].id}")])
 def test_a_streamed_transaction_committed_at_the_freeze_is_drained_whole(  # type: ignore[no-untyped-def]
         request, source_name, target_name, streaming, expected, when):
     """A transaction far larger than logical_decoding_work_mem, with a rolled-back savepoint in it, is streamed
@@ -71,7 +72,7 @@ def test_a_streamed_transaction_committed_at_the_freeze_is_drained_whole(  # typ
         big.close()
 
 
-@pytest.mark.parametrize("source_name,target_name,streaming,expected", MODES)
+@pytest.mark.parametrize("source_name,target_name,streaming,expected", MODES[2:])  # the streamed ones: suite time
 def test_a_streamed_transaction_still_open_at_the_freeze_leaves_nothing_on_the_target(  # type: ignore[no-untyped-def]
         request, source_name, target_name, streaming, expected):
     """A transaction far larger than logical_decoding_work_mem keeps inserting through the freeze's grace period

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("coordinator", ["commits in the grace period", "never comes back"])
-@pytest.mark.parametrize("source_name,target_name,streaming,expected", [m for m in MODES if m.values[3] != "off"])
+@pytest.mark.parametrize("source_name,target_name,streaming,expected", MODES[3:])  # parallel apply, the case most unlike the rest (suite time)
 def test_a_streamed_transaction_prepared_before_the_freeze_is_drained_as_it_ends(  # type: ignore[no-untyped-def]
         request, source_name, target_name, streaming, expected, coordinator):
     """A transaction far larger than logical_decoding_work_mem, streamed while open, is prepared (two-phase)
