@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pgmove.state.errors import StepFailed
 from pgmove.state.models import CutOverMark, FreezeSnapshot, MovedSource, QuietMark
 from pgmove.steps import freezerecord, quiet
-from pgmove.steps.connect import Endpoint, Progress, connection
+from pgmove.steps.connect import Endpoint, Progress, connection, each_in_parallel
 
 
 class SourceMoved(StepFailed):
@@ -82,14 +82,13 @@ def _holders(src: Endpoint, databases: list[str] | dict[str, str]) -> list[str]:
 
 
 def _own_marks(src: Endpoint, databases: list[str], migration_id: str) -> frozenset[int]:
-    xids = set()
     present = _present(src)
-    for db in (d for d in databases if d in present):
+
+    def marked_by(db: str) -> int | None:
         with connection(src, db) as conn:
-            xid = freezerecord.cut_over_xid(conn, migration_id)
-            if xid is not None:
-                xids.add(xid)
-    return frozenset(xids)
+            return freezerecord.cut_over_xid(conn, migration_id)
+
+    return frozenset(x for x in each_in_parallel(marked_by, [d for d in databases if d in present]) if x is not None)
 
 
 def _present(src: Endpoint) -> set[str]:

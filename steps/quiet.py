@@ -20,7 +20,7 @@ import psycopg
 
 from pgmove.state.models import QuietMark
 from pgmove.steps import shared, writes
-from pgmove.steps.connect import Endpoint, connection
+from pgmove.steps.connect import Endpoint, connection, each_in_parallel
 
 _TABLE_COUNTERS = """
     SELECT coalesce(sum(n_tup_ins), 0), coalesce(sum(n_tup_upd), 0), coalesce(sum(n_tup_del), 0), count(*)
@@ -37,11 +37,11 @@ _LARGE_OBJECTS = """
 
 
 def fingerprint(ep: Endpoint, databases: list[str]) -> dict[str, str]:
-    found = {}
-    for name in databases:
+    def one(name: str) -> str:
         with connection(ep, name) as conn:
-            found[name] = _one(conn)
-    return found
+            return _one(conn)
+
+    return dict(zip(databases, each_in_parallel(one, databases), strict=True))
 
 
 def _one(conn: psycopg.Connection[Any]) -> str:
