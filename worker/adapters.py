@@ -29,6 +29,7 @@ from pgmove.steps.catalog import list_databases, selected
 from pgmove.steps.connect import Endpoint, connection
 from pgmove.steps.poolerswitch import PoolerSwitch
 from pgmove.steps.prehash import SourceHashes
+from pgmove.steps.replication import targetguard
 from pgmove.steps.targethash import TargetHashes
 from pgmove.steps.tools import choose_toolset
 from pgmove.worker import apphooks, logical, poolers, snapshot
@@ -277,6 +278,8 @@ def switch_over(rt: Runtime, m: Migration, ctx: StepContext, paused: PoolerSwitc
             ctx.record("cutover refused: the source moved after verification", source_moved=exc.seen)
             raise
         handover.mark_cut_over(src, m.freeze, target, m.id, ctx.progress)
+    if m.sync_setup is not None:  # the target refused the app's writes while it followed the source
+        targetguard.open_for_writes(dst, [d.database for d in m.sync_setup.databases])
     result = cutover.run(dst, _databases(m), cfg.cutover_hook, cfg.cutover_hook_timeout,
                          extra, poolers.secret_env(rt.config), ctx.progress, on_hook)
     if paused.poolers:

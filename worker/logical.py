@@ -13,7 +13,16 @@ from pgmove.state.models import Migration, PreflightReport, StepName
 from pgmove.state.replication import LiveVerification, LogicalReadiness, SyncSetup, SyncStatus
 from pgmove.state.sync import record_sync_status
 from pgmove.steps.connect import reusing_sessions
-from pgmove.steps.replication import cleanup, drain, liveverify, readiness, setup, status, windowcheck
+from pgmove.steps.replication import (
+    cleanup,
+    drain,
+    liveverify,
+    readiness,
+    setup,
+    status,
+    targetguard,
+    windowcheck,
+)
 from pgmove.steps.tools import choose_toolset
 from pgmove.worker import apphooks, poolers
 from pgmove.worker.runtime import Runtime
@@ -91,6 +100,9 @@ def sync(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
                        toolset=toolset, work_dir=rt.config.work_dir, jobs=m.plan.jobs, record=record,
                        progress=ctx.progress, should_stop=ctx.should_stop, previous=m.sync_setup)
     m = ctx.record("replication set up", sync_setup=made)
+    guarded = targetguard.guard(dst, [d.database for d in made.databases], m.source)
+    ctx.progress(f"{m.target} refuses every write but replication's and pgmove's until the cutover "
+                 f"({guarded} tables newly guarded)")
     reported = 0.0
     while True:
         found = _read(rt, m, ctx)
@@ -204,9 +216,16 @@ def _in_time(deadline: float, window: float, after: str) -> None:
 
 
 def cleanup_after(rt: Runtime, m: Migration, ctx: StepContext) -> dict[str, Any]:
-    """Every replication object of this migration off both servers; the source may stay frozen meanwhile."""
+    """Every replication object of this migration, and the target's guards, off both servers; the source may stay
+    frozen meanwhile."""
     assert m.target is not None
-    return cleanup.run(rt.endpoint(m.source), rt.endpoint(m.target), m.id, m.sync_setup, ctx.progress)
+    dst = rt.endpoint(m.target)
+    removed = cleanup.run(rt.endpoint(m.source), dst, m.id, m.sync_setup, ctx.progress)
+    if m.sync_setup is not None:
+        unguarded = targetguard.remove(dst, [d.database for d in m.sync_setup.databases])
+        removed["target_guards_removed"] = unguarded["guards_removed"]
+        removed["left"] = [*removed["left"], *unguarded["left"]]
+    return removed
 
 
 def removal_line(removed: dict[str, Any]) -> str:
@@ -222,6 +241,8 @@ def after_unfreeze(rt: Runtime, m: Migration, ctx: StepContext, result: dict[str
     from pgmove.worker import adapters  # here: adapters imports this module for its step table
 
     if m.window_rollback:
+        if m.target is not None and m.sync_setup is not None:  # the window may have opened it for the app already
+            targetguard.guard(rt.endpoint(m.target), [d.database for d in m.sync_setup.databases], m.source)
         switched = m.last_step(StepName.SWITCH)
         why = switched.message if switched is not None else "the window failed"
         undone = (f"{m.source} unfrozen after the cutover window" if m.freeze is not None

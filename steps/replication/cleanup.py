@@ -17,6 +17,7 @@ from psycopg import sql
 
 from pgmove.state.errors import ConnectionFailed
 from pgmove.state.replication import SyncSetup, name_prefix
+from pgmove.steps import guards
 from pgmove.steps.connect import Endpoint, Progress, connection, describe
 from pgmove.steps.replication import published
 
@@ -147,7 +148,8 @@ def drop_slot(conn: psycopg.Connection[Any], slot: str) -> None:
 
 
 def leftovers(src: Endpoint, dst: Endpoint) -> dict[str, int]:
-    """Replication slots, publications, subscriptions and origins on each side (every one, not only pgmove's)."""
+    """Replication slots, publications, subscriptions and origins on each side (every one, not only pgmove's), and
+    the write guards the target carried while it followed the source."""
     counts: dict[str, int] = {}
     for side, endpoint in (("source", src), ("target", dst)):
         with connection(endpoint) as conn:
@@ -161,4 +163,9 @@ def leftovers(src: Endpoint, dst: Endpoint) -> dict[str, int]:
             with connection(endpoint, database) as conn:
                 counts[f"{side}.publications"] += int(
                     conn.execute("SELECT count(*) FROM pg_publication").fetchone()[0])  # type: ignore[index]
+                if side == "target":  # the source may stay frozen, guards and all; the target keeps none of them
+                    counts["target.guards"] = counts.get("target.guards", 0) + int(conn.execute(
+                        "SELECT (SELECT count(*) FROM pg_trigger WHERE tgname = %s) "
+                        "+ (SELECT count(*) FROM pg_event_trigger WHERE evtname = %s)",
+                        (guards.TABLE_TRIGGER, guards.EVENT_TRIGGER)).fetchone()[0])  # type: ignore[index]
     return counts

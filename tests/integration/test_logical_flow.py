@@ -134,6 +134,7 @@ def test_a_window_that_cannot_drain_gives_the_source_back_and_replication_goes_o
         assert do_json(pgmove, "U_ALICE", "cutover prod-old --window 10s", wait=False)["state"] == \
             "awaiting_cutover_approval"
         with psycopg.connect(target.admin_dsn("appdb"), autocommit=True) as conn:
+            conn.execute("SET session_replication_role = replica")  # as replication does: past the target's guards
             conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(subscriptions[0])))
         approved_at = time.time()
         back = do_json(pgmove, "U_BOB", "approve prod-old")
@@ -157,6 +158,7 @@ def test_a_window_that_cannot_drain_gives_the_source_back_and_replication_goes_o
     blocked = pgmove.do("U_ALICE", "cutover prod-old")
     assert refused_with(blocked, "problems to resolve")
     with psycopg.connect(target.admin_dsn("appdb"), autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")  # as replication does: past the target's guards
         conn.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(sql.Identifier(subscriptions[0])))
     acked = {i for i, _ in writer.acknowledged}
     wait_until(lambda: acked <= writer_ids(target), 60, "every acknowledged insert replicated")
@@ -205,6 +207,7 @@ def test_a_worker_killed_inside_the_window_leaves_the_next_one_to_give_the_sourc
     for d in synced["sync_setup"]["databases"]:  # a subscription is altered from its own database
         with psycopg.connect(target.admin_dsn(d["database"]), autocommit=True) as conn:
             conn.execute("SET default_transaction_read_only = off")  # the archive database is read-only
+            conn.execute("SET session_replication_role = replica")  # as replication does: past the target's guards
             conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(d["subscription"])))
     do_json(pgmove, "U_BOB", "approve prod-old", wait=False)
     store = store_of(pgmove)

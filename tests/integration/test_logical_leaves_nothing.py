@@ -4,6 +4,7 @@ subscription or origin on either server, counted with plain SQL, and the source'
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -76,6 +77,17 @@ def end(pgmove, verb: str, expected: str) -> None:  # type: ignore[no-untyped-de
     assert done["state"] == expected, (done["state"], done.get("failure"))
 
 
+def end_then_release(pgmove, holder: psycopg.Connection, verb: str, expected: str) -> None:  # type: ignore[no-untyped-def, type-arg]
+    """The way out starts while the target's table is still locked; the lock goes a moment later (removing the
+    target's guards waits for it, as it would for a long query there)."""
+    do_json(pgmove, "U_ALICE", f"{verb} prod-old", wait=False)
+    time.sleep(1.0)
+    holder.close()
+    done = wait_until(lambda: (d := do_json(pgmove, "U_ALICE", "status prod-old", wait=False))["state"] in
+                      (expected, "failed") and d, 120, f"the {verb} done")
+    assert done["state"] == expected, (done["state"], done.get("failure"))
+
+
 def abort_syncing(pgmove, source, target) -> None:  # type: ignore[no-untyped-def]
     syncing(pgmove)
     end(pgmove, "abort", "aborted")
@@ -118,8 +130,7 @@ def abort_awaiting_window_approval(pgmove, source, target) -> None:  # type: ign
 
 
 def unfreeze_draining(pgmove, source, target) -> None:  # type: ignore[no-untyped-def]
-    with draining(pgmove, source, target):  # the lock is held until the unfreeze is over
-        end(pgmove, "unfreeze", "ready")
+    end_then_release(pgmove, draining(pgmove, source, target), "unfreeze", "ready")
 
 
 def abort_verified(pgmove, source, target) -> None:  # type: ignore[no-untyped-def]
@@ -131,10 +142,10 @@ def abort_verified(pgmove, source, target) -> None:  # type: ignore[no-untyped-d
 
 def unfreeze_failed_drain(pgmove, source, target) -> None:  # type: ignore[no-untyped-def]
     configure(pgmove, drain_seconds=2)
-    with frozen_from_in_sync(pgmove, source, target)[1]:
-        failed = do_json(pgmove, "U_ALICE", "status prod-old")
-        assert failed["state"] == "failed" and failed["failure"]["step"] == "drain", failed.get("failure")
-        end(pgmove, "unfreeze", "ready")
+    holder = frozen_from_in_sync(pgmove, source, target)[1]
+    failed = do_json(pgmove, "U_ALICE", "status prod-old")
+    assert failed["state"] == "failed" and failed["failure"]["step"] == "drain", failed.get("failure")
+    end_then_release(pgmove, holder, "unfreeze", "ready")
 
 
 def killed_in_sync(pgmove, source, target) -> None:  # type: ignore[no-untyped-def]
@@ -147,12 +158,12 @@ def killed_in_sync(pgmove, source, target) -> None:  # type: ignore[no-untyped-d
 
 
 def killed_in_drain(pgmove, source, target) -> None:  # type: ignore[no-untyped-def]
-    with draining(pgmove, source, target):
-        pgmove.kill_worker(pgmove.workers[0])
-        pgmove.start_worker("second")
-        failed = do_json(pgmove, "U_ALICE", "status prod-old")
-        assert failed["state"] == "failed" and failed["failure"]["step"] == "drain", failed.get("failure")
-        end(pgmove, "unfreeze", "ready")
+    holder = draining(pgmove, source, target)
+    pgmove.kill_worker(pgmove.workers[0])
+    pgmove.start_worker("second")
+    failed = do_json(pgmove, "U_ALICE", "status prod-old")
+    assert failed["state"] == "failed" and failed["failure"]["step"] == "drain", failed.get("failure")
+    end_then_release(pgmove, holder, "unfreeze", "ready")
 
 
 def killed_in_cleanup(pgmove, source, target) -> None:  # type: ignore[no-untyped-def]

@@ -113,6 +113,7 @@ def test_a_worker_killed_while_the_window_holds_the_pooler_paused_leaves_it_resu
     for d in synced["sync_setup"]["databases"]:
         with psycopg.connect(target.admin_dsn(d["database"]), autocommit=True) as conn:
             conn.execute("SET default_transaction_read_only = off")  # the archive database is read-only
+            conn.execute("SET session_replication_role = replica")  # as replication does: past the target's guards
             conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(d["subscription"])))
     do_json(pgmove_pooled, "U_BOB", "approve prod-old", wait=False)
     store = store_of(pgmove_pooled)

@@ -33,7 +33,9 @@ def test_an_apply_error_on_the_target_is_posted_and_blocks_the_freeze_and_the_cu
     assert do_json(pgmove, "U_ALICE", "plan prod-old prod-new --method logical")["state"] == "ready"
     synced = do_json(pgmove, "U_ALICE", "sync prod-old")
     assert synced["state"] == "in_sync", synced.get("failure")
-    execute(target, "appdb", "INSERT INTO orders (id, customer, total) VALUES (900001, 'target first', 1)")
+    # As replication does, past the target's guards (which refuse every other write while it follows the source)
+    execute(target, "appdb", "SET session_replication_role = replica; "
+            "INSERT INTO orders (id, customer, total) VALUES (900001, 'target first', 1)")
     execute(source, "appdb", "INSERT INTO orders (id, customer, total) VALUES (900001, 'source', 1)")
     store = store_of(pgmove)
     posted = wait_until(lambda: [e.message for e in store.events(synced["id"])
@@ -45,7 +47,7 @@ def test_an_apply_error_on_the_target_is_posted_and_blocks_the_freeze_and_the_cu
         assert "apply worker" in refused.stdout + refused.stderr
     assert do_json(pgmove, "U_ALICE", "status prod-old", wait=False)["state"] == "in_sync"
 
-    execute(target, "appdb", "DELETE FROM orders WHERE id = 900001")
+    execute(target, "appdb", "SET session_replication_role = replica; DELETE FROM orders WHERE id = 900001")
     wait_until(lambda: any(e.message.startswith("replication problem resolved:") for e in store.events(synced["id"])),
                60, "the resolution posted")
     wait_until(lambda: rows(target, "SELECT customer FROM orders WHERE id = 900001") == [("source",)], 60,

@@ -1,0 +1,76 @@
+"""While it follows the source, the target takes writes from replication and pgmove only.
+
+An app (or a person) writing to the new server before the cutover is the early split brain: its rows are on
+neither side's books, a replicated change may later collide with them, and a range the verification while in
+sync found equal would no longer be. So once the target's databases are set up, they carry the freeze's own
+guards (steps/guards.py): a statement trigger on every table and the DDL event trigger, which refuse every
+session but pgmove's with the read-only error clients already handle. Replication's apply workers run with
+session_replication_role = replica, in which such triggers do not fire. A superuser who must write on purpose
+does what the apply worker does: SET session_replication_role = replica.
+
+The cutover lets writes through right before the hook switches the app (no lock: the guard function is
+replaced), and the guards are removed after it with short lock waits, as after an unfreeze. A window given
+back guards the target again; abort and unfreeze remove the guards with the replication.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from pgmove.state.errors import ConnectionFailed
+from pgmove.steps import guards
+from pgmove.steps.connect import Endpoint, connection, describe, each_in_parallel
+
+REMOVE_LOCK_SECONDS = 0.05  # the target is the app's primary by then: a DROP TRIGGER waiting longer queues its queries
+REMOVE_GIVE_UP_SECONDS = 15.0  # a table locked longer than this keeps its (by then harmless) guard: said, not waited on
+
+
+def guard(dst: Endpoint, databases: list[str], source: str) -> int:
+    """Every table of the moved databases guarded on the target; safe to repeat. Returns the tables newly guarded."""
+    def one(db: str) -> int:
+        with connection(dst, db) as conn:
+            role = str(conn.execute("SELECT session_user").fetchone()[0])  # type: ignore[index]
+            guards.install_ddl_guard(conn, role, f"{dst.name} is the target of the move from {source}")
+            return guards.install_write_guards(conn, [])
+
+    return sum(each_in_parallel(one, databases))
+
+
+def open_for_writes(dst: Endpoint, databases: list[str]) -> None:
+    """The app may write: without a lock, so inside a cutover window it costs one catalog write per database."""
+    def one(db: str) -> None:
+        with connection(dst, db) as conn:
+            guards.let_writes_through(conn)
+
+    each_in_parallel(one, databases)
+
+
+def remove(dst: Endpoint, databases: list[str]) -> dict[str, Any]:
+    """Every guard object off the target's databases; what could not go is said with how to remove it by hand."""
+    removed, left = 0, []
+    try:
+        with connection(dst) as conn:
+            present = {str(r[0]) for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+    except (ConnectionFailed, psycopg.Error) as exc:
+        why = exc.message if isinstance(exc, ConnectionFailed) else describe(exc)
+        return {"guards_removed": 0, "left": [f"{dst.name}: the write guards of {', '.join(databases)} ({why}); in each, "
+                                              f"DROP TRIGGER {guards.TABLE_TRIGGER} ON each table that has it, then "
+                                              f"DROP EVENT TRIGGER {guards.EVENT_TRIGGER}; DROP SCHEMA {guards.SCHEMA} CASCADE"]}
+    for db in (d for d in databases if d in present):
+        try:
+            with connection(dst, db) as conn:
+                if not _present(conn):
+                    continue
+                removed += guards.remove_guards(conn, lock_timeout_s=REMOVE_LOCK_SECONDS, give_up_s=REMOVE_GIVE_UP_SECONDS)
+        except (ConnectionFailed, psycopg.Error, guards.GuardLocked) as exc:
+            why = exc.message if isinstance(exc, (ConnectionFailed, guards.GuardLocked)) else describe(exc)
+            left.append(f"{dst.name}: the write guards of {db} ({why}); writes pass them already: in {db}, DROP "
+                        f"TRIGGER {guards.TABLE_TRIGGER} ON each table that has it, then DROP EVENT "
+                        f"TRIGGER {guards.EVENT_TRIGGER}; DROP SCHEMA {guards.SCHEMA} CASCADE")
+    return {"guards_removed": removed, "left": left}
+
+
+def _present(conn: psycopg.Connection[Any]) -> bool:
+    return conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (guards.SCHEMA,)).fetchone() == (True,)
