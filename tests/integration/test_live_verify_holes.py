@@ -1,0 +1,87 @@
+"""Attacks on the verification while in sync and the window check after it (steps/replication/liveverify.py,
+windowcheck.py): ways for a target that differs from the frozen source to be reported equal, with real
+replication between real servers. The window trusts a range that matched while in sync only as far as
+replication carries that table's every change exactly; each test here is a table where it does not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pgmove.sandbox.servers import wait_until
+from pgmove.steps.connect import connection
+from pgmove.steps.replication import cleanup, drain, liveverify, status, windowcheck
+from tests.integration.freezeworld import Events
+from tests.integration.test_live_verify import synced, verified
+from tests.integration.test_replication_steps import GIB, MIGRATION, execute, rows, wait_in_sync
+
+pytestmark = pytest.mark.slow
+
+
+def caught_up(src: Any, dst: Any, done: Any) -> None:
+    """Every database's subscription has applied all the source wrote so far (in sync allows some lag)."""
+    wait_in_sync(src, dst, done)
+    with connection(src) as s:
+        position = str(s.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])  # type: ignore[index]
+    for entry in done.databases:
+        with connection(dst, entry.database) as d:
+            wait_until(lambda d=d, name=entry.subscription: d.execute(
+                liveverify._APPLIED_PAST, {"lsn": position, "name": name}).fetchone()[0], 60,
+                f"{entry.subscription} applied past {position}", every=0.1)
+
+
+def window(src: Any, dst: Any, done: Any, live: Any) -> Any:
+    """The window's check as worker/logical.py `switch` runs it, once the target has applied everything and the
+    drain's finish set the sequences."""
+    caught_up(src, dst, done)
+    drain.finish(src, dst, done, Events())
+    return windowcheck.run(src, dst, done, None, Events(), 2, None, live)
+
+
+def test_a_table_made_on_both_sides_after_sync_started_is_compared_inside_the_window(source, target, passwords,  # type: ignore[no-untyped-def]
+                                                                                     tmp_path):
+    """The status's advice for a table new on the source is to make it on the target too, which clears the drift;
+    but the publication lists its tables by name, so the new table's rows never replicate. One made before the
+    live pass (empty on both sides, so it matched) and one made after it: the source's rows in either are missing
+    on the target, and the window must say so, not trust what replication never carried."""
+    src, dst, done = synced(source, target, passwords, tmp_path)
+    try:
+        for cluster in (source, target):
+            execute(cluster, "appdb", "CREATE TABLE early (id int PRIMARY KEY, v text)")
+        live = verified(src, dst, done)
+        for cluster in (source, target):
+            execute(cluster, "appdb", "CREATE TABLE late (id int PRIMARY KEY, v text)")
+        execute(source, "appdb", "INSERT INTO early SELECT g, 'e' FROM generate_series(1, 100) g",
+                "INSERT INTO late SELECT g, 'l' FROM generate_series(1, 100) g")
+        assert status.read(src, dst, done, max_retained_wal_bytes=GIB).problems == []  # nothing warns of it
+        assert rows(target, "appdb", "SELECT count(*) FROM early") == [(0,)]  # not replicated: not published
+        report = window(src, dst, done, live)
+        assert not report.ok, report.notes
+        assert any("public.early" in p for p in report.problems), report.problems
+        assert any("public.late" in p for p in report.problems), report.problems
+    finally:
+        cleanup.run(src, dst, MIGRATION, done, Events())
+
+
+def test_identity_full_twins_equal_but_not_identical_are_compared_inside_the_window(source, target, passwords,  # type: ignore[no-untyped-def]
+                                                                                   tmp_path):
+    """A keyless table replicated with REPLICA IDENTITY FULL: the target finds the row to delete by the type's
+    equality, and 1.0 = 1.00 (as is {"a": 1.0} = {"a": 1.00} in jsonb), so it deletes the first twin it meets,
+    not the one the source deleted. The table matched while in sync; replication then made it differ, and the
+    window must see that rather than trust the earlier match."""
+    execute(source, "appdb", "CREATE TABLE readings (v numeric, note text)")
+    src, dst, done = synced(source, target, passwords, tmp_path)
+    try:
+        live = verified(src, dst, done)
+        assert not [h for h in live.hot if h.name == "readings"], live.hot
+        execute(source, "appdb", "INSERT INTO readings VALUES (1.0, 'x')", "INSERT INTO readings VALUES (1.00, 'x')",
+                "DELETE FROM readings WHERE v::text = '1.00'")
+        caught_up(src, dst, done)
+        assert rows(source, "appdb", "SELECT v::text FROM readings") == [("1.0",)]
+        assert rows(target, "appdb", "SELECT v::text FROM readings") == [("1.00",)]  # the other twin went
+        report = window(src, dst, done, live)
+        assert not report.ok, report.notes
+        assert any("public.readings" in p for p in report.problems), report.problems
+    finally:
+        cleanup.run(src, dst, MIGRATION, done, Events())
