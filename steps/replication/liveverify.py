@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgmove.state.replication import HotRange, LiveVerification, SyncSetup
+from pgmove.state.replication import HotRange, LiveVerification, SyncDatabase, SyncSetup
 from pgmove.steps import checksum
 from pgmove.steps.connect import Endpoint, Progress, ThreadConnections, connection
 from pgmove.steps.prehash import verification_session
@@ -36,6 +36,22 @@ MAX_ROUNDS = 6  # 100,000-row ranges reach single rows in five splits
 SCAN_ROUNDS = 3  # a key that is not an integer is picked by hash: every round reads the whole table
 APPLY_WAIT_SECONDS = 30.0  # the target has not applied past a snapshot in this long: its ranges go to the window
 POLL_SECONDS = 0.05
+
+# What replication carries exactly, per database: tables the source's publication lists now, except those whose
+# rows the target finds by equality of every column (REPLICA IDENTITY FULL without a primary key): that equality is
+# looser than the row text hashed here (1.0 = 1.00, jsonb, -0 = 0), so an UPDATE or DELETE may hit another twin.
+_PUBLISHED = """
+    SELECT p.schemaname, p.tablename FROM pg_publication_tables p
+    JOIN pg_namespace n ON n.nspname = p.schemaname JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
+    WHERE p.pubname = %s
+      AND NOT (c.relreplident = 'f' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
+"""
+# ... and that the subscription on the target applies (a table it does not know is skipped, silently).
+_SUBSCRIBED = """
+    SELECT n.nspname, c.relname FROM pg_subscription s JOIN pg_subscription_rel r ON r.srsubid = s.oid
+    JOIN pg_class c ON c.oid = r.srrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE s.subname = %s AND r.srsubstate = 'r'
+"""
 
 _APPLIED_PAST = """
     SELECT pg_replication_origin_progress('pg_' || s.oid, false) >= %(lsn)s::pg_lsn
@@ -95,22 +111,28 @@ def run(src: Endpoint, dst: Endpoint, setup: SyncSetup, progress: Progress, shou
                              f"{sum(len(d[3]) for d in done)} range(s) still changing", tick=True)
     finally:
         work.pool.close()
-    return LiveVerification(tables=len(tables), rows=sum(d[0] for d in done), ranges=sum(d[1] for d in done),
+    return LiveVerification(tables=len(tables), verified=[(t.database, t.schema, t.name) for t in tables], rows=sum(d[0] for d in done), ranges=sum(d[1] for d in done),
                             rounds=max((d[2] for d in done), default=0), hot=[h for d in done for h in d[3]],
                             seconds=round(time.monotonic() - started, 2), finished_at=datetime.now(UTC))
 
 
+def carried(s: psycopg.Connection[Any], d: psycopg.Connection[Any], entry: SyncDatabase) -> set[tuple[str, str]]:
+    """The tables of one database whose every change replication carries exactly to the target: a match while in
+    sync stays a match. Any other table (left out, made since the sync began, keyless) is hashed in the window."""
+    published = {(r[0], r[1]) for r in s.execute(_PUBLISHED, (entry.publication,)).fetchall()}
+    return published & {(r[0], r[1]) for r in d.execute(_SUBSCRIBED, (entry.subscription,)).fetchall()}
+
+
 def published_tables(src: Endpoint, dst: Endpoint, setup: SyncSetup) -> list[Table]:
-    """Largest first, so the long tables start while the small ones fill the gaps; the tables left out of the
-    publication are copied inside the window, and compared there whole."""
+    """Largest first, so the long tables start while the small ones fill the gaps; the tables replication does not
+    carry exactly are compared inside the window, whole."""
     found: list[tuple[int, Table]] = []
     for entry in setup.databases:
-        left_out = {(t.schema_name, t.name) for t in setup.left_out if t.database == entry.database}
         with connection(src, entry.database) as s, connection(dst, entry.database) as d:
-            on_target = {(r[0], r[1]) for r in d.execute(TABLES).fetchall()}
+            trusted = carried(s, d, entry)
             for schema, name, pages in s.execute(TABLES).fetchall():
-                if (schema, name) in left_out or (schema, name) not in on_target:
-                    continue  # a table missing on the target is the window's inventory check to name
+                if (schema, name) not in trusted:
+                    continue
                 plan = checksum.plan_table(s, schema, name)
                 integer = len(plan.key) == 1 and plan.key_type in checksum.INTEGER_TYPES
                 table = Table(entry.database, schema, name, tuple(plan.key), integer,

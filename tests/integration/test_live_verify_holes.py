@@ -9,26 +9,12 @@ from typing import Any
 
 import pytest
 
-from pgmove.sandbox.servers import wait_until
-from pgmove.steps.connect import connection
-from pgmove.steps.replication import cleanup, drain, liveverify, status, windowcheck
+from pgmove.steps.replication import cleanup, drain, status, windowcheck
 from tests.integration.freezeworld import Events
-from tests.integration.test_live_verify import synced, verified
-from tests.integration.test_replication_steps import GIB, MIGRATION, execute, rows, wait_in_sync
+from tests.integration.test_live_verify import caught_up, synced, verified
+from tests.integration.test_replication_steps import GIB, MIGRATION, execute, rows
 
 pytestmark = pytest.mark.slow
-
-
-def caught_up(src: Any, dst: Any, done: Any) -> None:
-    """Every database's subscription has applied all the source wrote so far (in sync allows some lag)."""
-    wait_in_sync(src, dst, done)
-    with connection(src) as s:
-        position = str(s.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])  # type: ignore[index]
-    for entry in done.databases:
-        with connection(dst, entry.database) as d:
-            wait_until(lambda d=d, name=entry.subscription: d.execute(
-                liveverify._APPLIED_PAST, {"lsn": position, "name": name}).fetchone()[0], 60,
-                f"{entry.subscription} applied past {position}", every=0.1)
 
 
 def window(src: Any, dst: Any, done: Any, live: Any) -> Any:
