@@ -36,6 +36,7 @@ MAX_ROUNDS = 6  # 100,000-row ranges reach single rows in five splits
 SCAN_ROUNDS = 3  # a key that is not an integer is picked by hash: every round reads the whole table
 APPLY_WAIT_SECONDS = 30.0  # the target has not applied past a snapshot in this long: its ranges go to the window
 POLL_SECONDS = 0.05
+_BIGINT_MAX = 2**63 - 1
 
 # What replication carries exactly, per database: tables the source's publication lists now, except those whose
 # rows the target finds by equality of every column (REPLICA IDENTITY FULL without a primary key): that equality is
@@ -199,20 +200,26 @@ def sums(conn: psycopg.Connection[Any], table: Table, units: list[Unit] | None) 
     if not table.key:
         query = sql.SQL("SELECT 0, 0, count(*), coalesce(sum({h}), 0) FROM ONLY {t} AS t").format(h=row_hash, t=t)
     elif table.integer and units is None:
-        key, low, width = sql.Identifier(table.key[0]), table.low, table.width
-        # Floor division, so a key below the first range (inserted since) falls in a range of its own.
-        chunk = sql.SQL("CASE WHEN {k} >= {lo} THEN ({k}::bigint - {lo}) / {w} ELSE -1 - ({lo} - 1 - {k}::bigint) / {w} END"
-                        ).format(k=key, lo=sql.Literal(low), w=sql.Literal(width))
-        query = sql.SQL("SELECT {lo} + c * {w}, {lo} + (c + 1) * {w}, n, h FROM (SELECT {c} AS c, count(*) AS n, "
-                        "coalesce(sum({h}), 0) AS h FROM ONLY {t} AS t GROUP BY 1) AS chunks").format(
-            lo=sql.Literal(low), w=sql.Literal(width), c=chunk, h=row_hash, t=t)
+        # Ranges are the multiples of the width: the range's number is the key's floor division by it, which never
+        # leaves bigint (key minus a start would, for keys spanning it); the bounds are reckoned here, unbounded.
+        key, width = sql.Identifier(table.key[0]), min(table.width, _BIGINT_MAX)
+        chunk = sql.SQL("CASE WHEN {k} >= 0 THEN {k}::bigint / {w} ELSE -1 - (-1 - {k}::bigint) / {w} END").format(
+            k=key, w=sql.Literal(width))
+        query = sql.SQL("SELECT {c} AS c, 0, count(*), coalesce(sum({h}), 0) FROM ONLY {t} AS t GROUP BY 1").format(
+            c=chunk, h=row_hash, t=t)
+        return {(c * width, (c + 1) * width): (int(n), int(h)) for c, _, n, h in conn.execute(query).fetchall()}
     elif table.integer:
         assert units is not None
-        ranges = sql.SQL(", ").join(sql.SQL("({}::bigint, {}::bigint)").format(sql.Literal(lo), sql.Literal(hi))
-                                    for lo, hi in units)
-        query = sql.SQL("SELECT r.lo, r.hi, count(*), coalesce(sum({h}), 0) FROM (VALUES {ranges}) AS r(lo, hi) "
-                        "JOIN ONLY {t} AS t ON t.{k} >= r.lo AND t.{k} < r.hi GROUP BY 1, 2").format(
+        # Inclusive upper bounds, so a range ending past the largest bigint is still one in bigint (and uses the index).
+        bounds = [(n, max(lo, -_BIGINT_MAX - 1), min(hi - 1, _BIGINT_MAX)) for n, (lo, hi) in enumerate(units)]
+        ranges = sql.SQL(", ").join(sql.SQL("({}::int, {}::bigint, {}::bigint)").format(*map(sql.Literal, b))
+                                    for b in bounds if b[1] <= b[2])
+        if not any(b[1] <= b[2] for b in bounds):
+            return {}
+        query = sql.SQL("SELECT r.n, 0, count(*), coalesce(sum({h}), 0) FROM (VALUES {ranges}) AS r(n, lo, hi) "
+                        "JOIN ONLY {t} AS t ON t.{k} >= r.lo AND t.{k} <= r.hi GROUP BY 1").format(
             h=row_hash, ranges=ranges, t=t, k=sql.Identifier(table.key[0]))
+        return {units[int(n)]: (int(rows), int(h)) for n, _, rows, h in conn.execute(query).fetchall()}
     else:
         modulus = units[0][0] if units else checksum.BUCKETS
         buckets = [b for _, b in units] if units else None
