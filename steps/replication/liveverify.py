@@ -25,10 +25,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgmove.state.replication import HotRange, LiveVerification, SyncDatabase, SyncSetup
+from pgmove.state.replication import HotRange, LiveVerification, SyncSetup
 from pgmove.steps import checksum
 from pgmove.steps.connect import Endpoint, Progress, ThreadConnections, connection
 from pgmove.steps.prehash import verification_session
+from pgmove.steps.replication import published
 from pgmove.steps.verify import TABLES
 
 SPLIT = 16  # a range that differs is read again in this many parts
@@ -37,22 +38,6 @@ SCAN_ROUNDS = 3  # a key that is not an integer is picked by hash: every round r
 APPLY_WAIT_SECONDS = 30.0  # the target has not applied past a snapshot in this long: its ranges go to the window
 POLL_SECONDS = 0.05
 _BIGINT_MAX = 2**63 - 1
-
-# What replication carries exactly, per database: tables the source's publication lists now, except those whose
-# rows the target finds by equality of every column (REPLICA IDENTITY FULL without a primary key): that equality is
-# looser than the row text hashed here (1.0 = 1.00, jsonb, -0 = 0), so an UPDATE or DELETE may hit another twin.
-_PUBLISHED = """
-    SELECT p.schemaname, p.tablename FROM pg_publication_tables p
-    JOIN pg_namespace n ON n.nspname = p.schemaname JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
-    WHERE p.pubname = %s
-      AND NOT (c.relreplident = 'f' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
-"""
-# ... and that the subscription on the target applies (a table it does not know is skipped, silently).
-_SUBSCRIBED = """
-    SELECT n.nspname, c.relname FROM pg_subscription s JOIN pg_subscription_rel r ON r.srsubid = s.oid
-    JOIN pg_class c ON c.oid = r.srrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE s.subname = %s AND r.srsubstate = 'r'
-"""
 
 _APPLIED_PAST = """
     SELECT pg_replication_origin_progress('pg_' || s.oid, false) >= %(lsn)s::pg_lsn
@@ -117,20 +102,13 @@ def run(src: Endpoint, dst: Endpoint, setup: SyncSetup, progress: Progress, shou
                             seconds=round(time.monotonic() - started, 2), finished_at=datetime.now(UTC))
 
 
-def carried(s: psycopg.Connection[Any], d: psycopg.Connection[Any], entry: SyncDatabase) -> set[tuple[str, str]]:
-    """The tables of one database whose every change replication carries exactly to the target: a match while in
-    sync stays a match. Any other table (left out, made since the sync began, keyless) is hashed in the window."""
-    published = {(r[0], r[1]) for r in s.execute(_PUBLISHED, (entry.publication,)).fetchall()}
-    return published & {(r[0], r[1]) for r in d.execute(_SUBSCRIBED, (entry.subscription,)).fetchall()}
-
-
 def published_tables(src: Endpoint, dst: Endpoint, setup: SyncSetup) -> list[Table]:
     """Largest first, so the long tables start while the small ones fill the gaps; the tables replication does not
     carry exactly are compared inside the window, whole."""
     found: list[tuple[int, Table]] = []
     for entry in setup.databases:
         with connection(src, entry.database) as s, connection(dst, entry.database) as d:
-            trusted = carried(s, d, entry)
+            trusted = published.carried(s, d, entry)
             for schema, name, pages in s.execute(TABLES).fetchall():
                 if (schema, name) not in trusted:
                     continue

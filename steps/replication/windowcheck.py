@@ -15,7 +15,7 @@ from pgmove.state.models import FreezeSnapshot, QuietMark
 from pgmove.state.replication import LiveVerification, SyncDatabase, SyncSetup
 from pgmove.state.report import VerificationReport
 from pgmove.steps.connect import Endpoint, Progress, connection, each_in_parallel
-from pgmove.steps.replication import liveverify
+from pgmove.steps.replication import liveverify, published
 from pgmove.steps.verify import run as verify_run
 
 
@@ -47,6 +47,6 @@ def _trusted(src: Endpoint, dst: Endpoint, setup: SyncSetup, live: LiveVerificat
 
     def still(entry: SyncDatabase) -> set[tuple[str, str, str]]:
         with connection(src, entry.database) as s, connection(dst, entry.database) as d:
-            return {(entry.database, schema, name) for schema, name in liveverify.carried(s, d, entry)} & verified
+            return {(entry.database, schema, name) for schema, name in published.carried(s, d, entry)} & verified
 
     return set().union(*each_in_parallel(still, setup.databases))
