@@ -113,3 +113,30 @@ def test_keys_at_the_ends_of_bigint_are_pinned_while_in_sync_not_left_whole_to_t
         assert len(problems) == 2, problems
     finally:
         cleanup.run(src, dst, MIGRATION, done, Events())
+
+
+def test_a_trigger_enabled_always_on_the_target_writes_twice_and_the_window_says_so(source, target, passwords,  # type: ignore[no-untyped-def]
+                                                                                   tmp_path):
+    """A trigger enabled ALWAYS fires on the target too, for every change replication applies: an audit row written
+    by it on the source arrives through replication, and the target's own firing writes a second one. The audit
+    table matched while in sync (empty on both sides); the window must not trust that match."""
+    execute(source, "appdb", "CREATE TABLE audit (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), what text)",
+            "CREATE TABLE priced (id int PRIMARY KEY, price int)",
+            "INSERT INTO priced SELECT g, g FROM generate_series(1, 100) g",
+            "CREATE FUNCTION audit_price() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN INSERT INTO public.audit (what) VALUES ('price ' || NEW.id); RETURN NEW; END $$",
+            "CREATE TRIGGER audited AFTER UPDATE ON priced FOR EACH ROW EXECUTE FUNCTION audit_price()",
+            "ALTER TABLE priced ENABLE ALWAYS TRIGGER audited")
+    src, dst, done = synced(source, target, passwords, tmp_path)
+    try:
+        live = verified(src, dst, done)
+        assert ("appdb", "public", "audit") not in {(h.database, h.schema_name, h.name) for h in live.hot}
+        execute(source, "appdb", "UPDATE priced SET price = price + 1 WHERE id <= 10")
+        caught_up(src, dst, done)
+        assert rows(source, "appdb", "SELECT count(*) FROM audit") == [(10,)]
+        assert rows(target, "appdb", "SELECT count(*) FROM audit") == [(20,)]
+        report = window(src, dst, done, live)
+        assert not report.ok, report.notes
+        assert any("public.audit" in p for p in report.problems), report.problems
+    finally:
+        cleanup.run(src, dst, MIGRATION, done, Events())
