@@ -57,6 +57,9 @@ _PUBLISHED = """
     WHERE p.pubname = %s
       AND NOT (c.relreplident = 'f' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
 """
+# A trigger enabled ALWAYS or REPLICA fires in the apply worker too: the source's firing arrives as its own change,
+# and the target's firing writes once more.
+_APPLY_TRIGGERS = "SELECT 1 FROM pg_trigger WHERE NOT tgisinternal AND tgenabled IN ('A', 'R') LIMIT 1"
 # ... and that the subscription on the target applies (a table it does not know is skipped, silently).
 _SUBSCRIBED = """
     SELECT n.nspname, c.relname FROM pg_subscription s JOIN pg_subscription_rel r ON r.srsubid = s.oid
@@ -117,6 +120,9 @@ def set_identity(conn: psycopg.Connection[Any], table: KeylessTable, identity: s
 
 def carried(s: psycopg.Connection[Any], d: psycopg.Connection[Any], entry: SyncDatabase) -> set[tuple[str, str]]:
     """The tables of one database whose every change replication carries exactly to the target: a match while in
-    sync stays a match. Any other table (left out, made since the sync began, keyless) is hashed in the window."""
+    sync stays a match. Any other table (left out, made since the sync began, keyless) is hashed in the window;
+    all of them where a trigger on the target fires for applied changes: what it writes, and where, is its own."""
+    if d.execute(_APPLY_TRIGGERS).fetchone() is not None:
+        return set()
     listed = {(r[0], r[1]) for r in s.execute(_PUBLISHED, (entry.publication,)).fetchall()}
     return listed & {(r[0], r[1]) for r in d.execute(_SUBSCRIBED, (entry.subscription,)).fetchall()}
