@@ -10,6 +10,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+import psycopg
 import pytest
 
 from pgmove.state.errors import StepFailed
@@ -172,4 +173,27 @@ def test_a_stop_during_the_live_pass_ends_it_at_once_and_leaves_no_session_behin
             assert rows(cluster, "postgres", "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgmove' "
                         "AND pid <> pg_backend_pid()") == [(0,)]
     finally:
+        cleanup.run(src, dst, MIGRATION, done, Events())
+
+
+def test_a_target_held_up_for_a_moment_does_not_send_every_table_whole_to_the_window(source, target, passwords,  # type: ignore[no-untyped-def]
+                                                                                    tmp_path):
+    """The apply worker waits a few seconds on a lock (a long transaction on the target, a burst of writes): the
+    first table's wait runs out. Once the target has caught up, the tables left unverified by that moment are
+    verified again, not all sent whole to the window, where they would be hashed inside the write downtime (and,
+    as the sync step is the only one that verifies while in sync, at every cutover attempt)."""
+    src, dst, done = synced(source, target, passwords, tmp_path)
+    holder = psycopg.connect(target.admin_dsn("appdb"), autocommit=True)
+    try:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE labels IN ACCESS EXCLUSIVE MODE")
+        execute(source, "appdb", "UPDATE labels SET v = v + 1 WHERE code = 'code-1'")  # its apply waits on the lock
+        release = threading.Timer(4.0, lambda: holder.execute("COMMIT"))
+        release.start()
+        live = verified(src, dst, done, apply_wait_seconds=2.5)
+        release.join()
+        assert live.tables >= 3, live
+        assert [h for h in live.hot if h.low is None and h.modulus is None] == [], live.hot
+    finally:
+        holder.close()
         cleanup.run(src, dst, MIGRATION, done, Events())
