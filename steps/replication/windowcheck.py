@@ -15,7 +15,7 @@ from pgmove.state.models import FreezeSnapshot, QuietMark
 from pgmove.state.replication import LiveVerification, SyncDatabase, SyncSetup
 from pgmove.state.report import VerificationReport
 from pgmove.steps.connect import Endpoint, Progress, connection, each_in_parallel
-from pgmove.steps.replication import liveverify, published
+from pgmove.steps.replication import published, ranges
 from pgmove.steps.verify import run as verify_run
 
 
@@ -29,7 +29,7 @@ def run(src: Endpoint, dst: Endpoint, setup: SyncSetup, freeze: FreezeSnapshot |
     # A hot range of a table no longer carried (dropped, say) is not read here: a table still on both sides is hashed
     # whole by the verification below, one gone from both has nothing left to compare.
     hot = [h for h in live.hot if (h.database, h.schema_name, h.name) in trusted]
-    hot_problems, hot_rows = liveverify.recheck(src, dst, hot, jobs)
+    hot_problems, hot_rows = ranges.recheck(src, dst, hot, jobs)
     report = verify_run(src, dst, databases, freeze, progress, jobs, mark=mark, trusted_tables=trusted)
     problems = [*hot_problems, *report.problems]
     note = (f"{live.tables} tables ({live.rows:,} rows) verified while in sync in {live.seconds:g}s; "

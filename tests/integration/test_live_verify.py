@@ -16,7 +16,7 @@ import pytest
 from pgmove.sandbox.servers import PgCluster, wait_until
 from pgmove.state.replication import LiveVerification
 from pgmove.steps.connect import connection
-from pgmove.steps.replication import cleanup, liveverify
+from pgmove.steps.replication import cleanup, liveverify, ranges
 from tests.integration.freezeworld import Events
 from tests.integration.test_replication_steps import (
     MIGRATION,
@@ -106,7 +106,7 @@ def test_ranges_under_steady_writes_narrow_to_the_rows_being_written_and_match_o
         assert all(h.high - h.low <= 16 for h in live.hot if h.low is not None and h.high is not None), live.hot
         assert ("public", "journal") not in names, live.hot  # nobody writes it: it matched at once
         caught_up(src, dst, done)
-        problems, _ = liveverify.recheck(src, dst, live.hot)
+        problems, _ = ranges.recheck(src, dst, live.hot)
         assert problems == []
     finally:
         cleanup.run(src, dst, MIGRATION, done, Events())
@@ -132,7 +132,7 @@ def test_a_real_difference_is_pinned_to_its_key_and_named_inside_the_window(sour
         assert labels and all(h.modulus is not None and h.modulus > 64 for h in labels), labels
         assert ("appdb", "public", "journal") not in live.verified and ("appdb", "public", "accounts") in live.verified
         caught_up(src, dst, done)
-        problems, _ = liveverify.recheck(src, dst, live.hot)
+        problems, _ = ranges.recheck(src, dst, live.hot)
         assert "appdb: public.accounts id in [150000, 150001): same row count, different content" in problems, problems
         assert any(p.startswith("appdb: public.labels key bucket") and "1 rows on the source, 0 on the target" in p
                    for p in problems), problems

@@ -15,7 +15,7 @@ import pytest
 
 from pgmove.state.errors import StepFailed
 from pgmove.steps.connect import StopToken
-from pgmove.steps.replication import cleanup, drain, liveverify, status, windowcheck
+from pgmove.steps.replication import cleanup, drain, liveverify, ranges, status, windowcheck
 from tests.integration.freezeworld import Events
 from tests.integration.test_live_verify import caught_up, synced, verified
 from tests.integration.test_replication_steps import GIB, MIGRATION, execute, rows
@@ -115,7 +115,7 @@ def test_keys_at_the_ends_of_bigint_are_pinned_while_in_sync_not_left_whole_to_t
         hot = [(h.low, h.high) for h in live.hot if h.name == "extremes"]
         assert hot and all(low is not None and high is not None for low, high in hot), live.hot
         assert [key for key in (42, 2**63 - 1) if any(low <= key < high for low, high in hot)] == [42, 2**63 - 1], hot
-        problems, _ = liveverify.recheck(src, dst, [h for h in live.hot if h.name == "extremes"])
+        problems, _ = ranges.recheck(src, dst, [h for h in live.hot if h.name == "extremes"])
         assert len(problems) == 2, problems
     finally:
         cleanup.run(src, dst, MIGRATION, done, Events())
