@@ -7,7 +7,9 @@ may by then have applied later changes too, so a range that differs is read agai
 its parts match or the rounds run out: under a steady load what is left is a handful of small ranges, the
 rows being written right now. Those are `hot`: the window compares them again once the source is frozen and
 the target drained, when both sides must agree exactly. A range that matched is not read again in the
-window: its later changes are the drain's to carry, and the drain proves the target applied every one.
+window: its later changes are the drain's to carry, and the drain proves the target applied every one. That
+holds only for a table replication carries exactly (published.carried): only those are verified here, and
+the window hashes every other table whole.
 
 Ranges, their sums and the window's recheck of them: ranges.py.
 """
