@@ -120,6 +120,9 @@ class LiveVerification(BaseModel):
     until they matched or the rounds ran out. What still differed is `hot`: the window compares it."""
 
     tables: int = 0
+    # (database, schema, table) compared here that replication carries exactly: the window trusts only these (and
+    # only while they are still published and subscribed) and hashes every other table whole
+    verified: list[tuple[str, str, str]] = Field(default_factory=list)
     rows: int = 0  # on the source, at the first pass
     ranges: int = 0  # compared in all rounds
     rounds: int = 0

@@ -54,13 +54,13 @@ def run(
     src: Endpoint, dst: Endpoint, databases: list[str], snapshot: FreezeSnapshot | None, progress: Progress,
     jobs: int = 2, quick: bool = False, freshness: list[dict[str, str]] | None = None, mark: QuietMark | None = None,
     source_hashes: SourceHashes | None = None, target_hashes: TargetHashes | None = None,
-    only_tables: set[tuple[str, str, str]] | None = None,
+    trusted_tables: set[tuple[str, str, str]] | None = None,
 ) -> VerificationReport:
     """Everything compared; `source_hashes`, the source's sums taken during the copy of this very freeze, spare
     reading the source's tables again, and `target_hashes`, the target's taken as each table landed, spare
     reading a target table proven unchanged since (a full verification only: quick mode samples by chunk).
-    `only_tables` (database, schema, table): the rows of only these are hashed, everything else is compared
-    as always (the logical window's check: the other tables were verified while in sync)."""
+    `trusted_tables` (database, schema, table): the rows of these are not hashed, everything else is compared
+    as always (the logical window's check: these were verified while in sync and replication carries them)."""
     started = time.monotonic()
     problems: list[str] = []
     notes: list[str] = []
@@ -82,8 +82,8 @@ def run(
             problems += [f"database {name} is missing on {dst.name}" for name in databases if name not in present]
 
             def start(name: str) -> _Pending:
-                only = None if only_tables is None else {(s, t) for d, s, t in only_tables if d == name}
-                return _start_database(src, dst, name, executor, pool, same_major, quick, hashed, only)
+                trusted = {(s, t) for d, s, t in trusted_tables or () if d == name}
+                return _start_database(src, dst, name, executor, pool, same_major, quick, hashed, trusted)
 
             # Each database's catalog comparison at once: inside a cutover window they are most of the work.
             started_dbs = each_in_parallel(start, [name for name in databases if name in present])
@@ -103,7 +103,7 @@ def run(
     except StepFailed as exc:
         smoke, problems = [], [*problems, f"write test on the target: {exc.message}"]
     return VerificationReport(
-        ok=not problems, mode=VerifyMode.LIVE if only_tables is not None else VerifyMode.QUICK if quick else VerifyMode.FULL, problems=problems, notes=notes,
+        ok=not problems, mode=VerifyMode.LIVE if trusted_tables is not None else VerifyMode.QUICK if quick else VerifyMode.FULL, problems=problems, notes=notes,
         databases=per_db, tables=sum(r.tables for r in per_db), rows=sum(r.rows for r in per_db),
         smoke=smoke, seconds=round(time.monotonic() - started, 2),
         source_hashed_during_copy=sum(p.source_hashed for p in started_dbs),
@@ -133,14 +133,14 @@ class _Pending:
 
 def _start_database(src: Endpoint, dst: Endpoint, name: str, executor: ThreadPoolExecutor, pool: ThreadConnections,
                     same_major: bool, quick: bool, hashed: tuple[SourceHashes | None, TargetHashes | None],
-                    only: set[tuple[str, str]] | None = None) -> _Pending:
+                    trusted: set[tuple[str, str]] | None = None) -> _Pending:
     sample = QUICK_SAMPLE if quick else 1
     futures: dict[tuple[str, str, str], list[Future[Any]]] = {}
     with connection(src, name) as s, connection(dst, name) as d:
         tables = [(r[0], r[1]) for r in s.execute(TABLES).fetchall()]
         target_tables = {(r[0], r[1]) for r in d.execute(TABLES).fetchall()}
         plans = [checksum.plan_table(s, schema, table) for schema, table in tables
-                 if (schema, table) in target_tables and (only is None or (schema, table) in only)]
+                 if (schema, table) in target_tables and (schema, table) not in (trusted or ())]
         source_hashed, target_reused = 0, list[bool]()
         for plan in plans:  # largest first: the long tables start while the small ones fill the gaps
             sides = [("source", src, s), ("target", dst, d)]

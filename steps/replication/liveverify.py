@@ -8,10 +8,11 @@ its parts match or the rounds run out: under a steady load what is left is a han
 rows being written right now. Those are `hot`: the window compares them again once the source is frozen and
 the target drained, when both sides must agree exactly. A range that matched is not read again in the
 window: its later changes are the drain's to carry, and the drain proves the target applied every one (the
-target takes no other writes meanwhile: steps/replication/targetguard.py).
+target takes no other writes meanwhile: steps/replication/targetguard.py). That holds only for a table
+replication carries exactly (published.carried): only those are verified here, and the window hashes every
+other table whole.
 
-Rows hash exactly as the offline verification hashes them (checksum.ROW_HASH, under the pinned session
-settings), so the two checks agree on what "the same row" means.
+Ranges, their sums and the window's recheck of them: ranges.py.
 """
 
 from __future__ import annotations
@@ -19,20 +20,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from pgmove.state.replication import HotRange, LiveVerification, SyncSetup
 from pgmove.steps import checksum
 from pgmove.steps.connect import Endpoint, Progress, ThreadConnections, connection
 from pgmove.steps.prehash import verification_session
+from pgmove.steps.replication import published, ranges
+from pgmove.steps.replication.ranges import Sums, Table, Unit, sums
 from pgmove.steps.verify import TABLES
 
-SPLIT = 16  # a range that differs is read again in this many parts
 MAX_ROUNDS = 6  # 100,000-row ranges reach single rows in five splits
 SCAN_ROUNDS = 3  # a key that is not an integer is picked by hash: every round reads the whole table
 APPLY_WAIT_SECONDS = 30.0  # the target has not applied past a snapshot in this long: its ranges go to the window
@@ -45,73 +45,42 @@ _APPLIED_PAST = """
     WHERE s.subname = %(name)s
 """
 
-Unit = tuple[int, int]  # integer key: [low, high); other keys: (modulus, bucket); keyless: (0, 0), the whole table
-Sums = dict[Unit, tuple[int, int]]  # unit -> (rows, hash sum)
-
-
-@dataclass(frozen=True)
-class Table:
-    """One table as both sides hash it: the first pass's ranges are the source's, repeated on the target."""
-
-    database: str
-    schema: str
-    name: str
-    key: tuple[str, ...]
-    integer: bool  # a single integer column: ranges of it, read through its index
-    low: int = 0
-    width: int = checksum.CHUNK_ROWS
-    subscription: str = ""
-
-    @property
-    def ident(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.name)
-
-    def hot(self, unit: Unit) -> HotRange:
-        base = HotRange(database=self.database, schema_name=self.schema, name=self.name, key=list(self.key))
-        if self.integer:
-            return base.model_copy(update={"low": unit[0], "high": unit[1]})
-        if self.key:
-            return base.model_copy(update={"modulus": unit[0], "bucket": unit[1]})
-        return base
-
-    def whole(self) -> HotRange:
-        return HotRange(database=self.database, schema_name=self.schema, name=self.name, key=list(self.key))
-
 
 def run(src: Endpoint, dst: Endpoint, setup: SyncSetup, progress: Progress, should_stop: Callable[[], bool],
         jobs: int = 2, apply_wait_seconds: float = APPLY_WAIT_SECONDS) -> LiveVerification:
     started = time.monotonic()
     tables = published_tables(src, dst, setup)
     work = _Run(src, dst, should_stop, apply_wait_seconds)
-    done: list[tuple[int, int, int, list[HotRange]]] = []  # per table: rows, ranges compared, rounds, hot
+    done: dict[Table, tuple[int, int, int, list[HotRange]]] = {}  # per table: rows, ranges compared, rounds, hot
     last_report = time.monotonic()
     try:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as executor:
-            futures = [executor.submit(work.verify_table, table) for table in tables]
-            for future in futures:
-                done.append(future.result())
-                if time.monotonic() - last_report >= 5:
-                    last_report = time.monotonic()
-                    progress(f"verifying while in sync: {len(done)}/{len(tables)} tables, "
-                             f"{sum(len(d[3]) for d in done)} range(s) still changing", tick=True)
+            todo = tables
+            while todo:
+                for table, future in [(t, executor.submit(work.verify_table, t)) for t in todo]:
+                    done[table] = future.result()
+                    if time.monotonic() - last_report >= 5:
+                        last_report = time.monotonic()
+                        progress(f"verifying while in sync: {len(done)}/{len(tables)} tables, "
+                                 f"{sum(len(d[3]) for d in done.values())} range(s) still changing", tick=True)
+                todo = work.caught_up()  # a target held up for a while: what it held up is verified once more
     finally:
         work.pool.close()
-    return LiveVerification(tables=len(tables), rows=sum(d[0] for d in done), ranges=sum(d[1] for d in done),
-                            rounds=max((d[2] for d in done), default=0), hot=[h for d in done for h in d[3]],
+    return LiveVerification(tables=len(tables), verified=[(t.database, t.schema, t.name) for t in tables], rows=sum(d[0] for d in done.values()), ranges=sum(d[1] for d in done.values()),
+                            rounds=max((d[2] for d in done.values()), default=0), hot=[h for d in done.values() for h in d[3]],
                             seconds=round(time.monotonic() - started, 2), finished_at=datetime.now(UTC))
 
 
 def published_tables(src: Endpoint, dst: Endpoint, setup: SyncSetup) -> list[Table]:
-    """Largest first, so the long tables start while the small ones fill the gaps; the tables left out of the
-    publication are copied inside the window, and compared there whole."""
+    """Largest first, so the long tables start while the small ones fill the gaps; the tables replication does not
+    carry exactly are compared inside the window, whole."""
     found: list[tuple[int, Table]] = []
     for entry in setup.databases:
-        left_out = {(t.schema_name, t.name) for t in setup.left_out if t.database == entry.database}
         with connection(src, entry.database) as s, connection(dst, entry.database) as d:
-            on_target = {(r[0], r[1]) for r in d.execute(TABLES).fetchall()}
+            trusted = published.carried(s, d, entry)
             for schema, name, pages in s.execute(TABLES).fetchall():
-                if (schema, name) in left_out or (schema, name) not in on_target:
-                    continue  # a table missing on the target is the window's inventory check to name
+                if (schema, name) not in trusted:
+                    continue
                 plan = checksum.plan_table(s, schema, name)
                 integer = len(plan.key) == 1 and plan.key_type in checksum.INTEGER_TYPES
                 table = Table(entry.database, schema, name, tuple(plan.key), integer,
@@ -127,7 +96,10 @@ class _Run:
     def __init__(self, src: Endpoint, dst: Endpoint, should_stop: Callable[[], bool], apply_wait_seconds: float) -> None:
         self.src, self.dst, self.should_stop, self.apply_wait_seconds = src, dst, should_stop, apply_wait_seconds
         self.pool = ThreadConnections(verification_session)
-        self.stalled: set[str] = set()  # subscriptions that did not apply past a snapshot in time: not waited on again
+        # subscription -> the position it did not apply past in time: not waited on again until it has
+        self.stalled: dict[str, str] = {}
+        self.held_up: list[Table] = []  # tables left whole because their subscription stalled: verified again
+        self.retried = False
 
     def verify_table(self, table: Table) -> tuple[int, int, int, list[HotRange]]:
         """(source rows at the first pass, ranges compared, rounds, what still differs)."""
@@ -135,17 +107,38 @@ class _Run:
         try:
             left, right = self._compare(s, d, table, None)
             rows, compared, rounds = sum(r for r, _ in left.values()), len(set(left) | set(right)), 1
-            differing = _differing(left, right)
+            differing = ranges.differing(left, right)
             limit = MAX_ROUNDS if table.integer else SCAN_ROUNDS if table.key else 2
             while differing and rounds < limit and not self.should_stop():
-                units = [part for unit in differing for part in _split(table, unit)]
+                units = [part for unit in differing for part in ranges.split(table, unit)]
                 left, right = self._compare(s, d, table, units)
                 compared, rounds = compared + len(units), rounds + 1
-                differing = _differing(left, right, units)
+                differing = ranges.differing(left, right, units)
             return rows, compared, rounds, [table.hot(u) for u in differing]
-        except (psycopg.Error, TimeoutError):
+        except (psycopg.Error, TimeoutError) as exc:
             # Not verified here is not a difference: the window compares the whole table once the source is frozen.
+            if isinstance(exc, TimeoutError):
+                self.held_up.append(table)
             return 0, 0, 0, [table.whole()]
+
+    def caught_up(self) -> list[Table]:
+        """Once, after the first pass: the tables a stalled subscription held up, if it has applied past where it
+        stalled within one more wait (a lock, a burst of writes), so they are verified again; a disabled one costs
+        that one wait. Nothing (the verification is over) otherwise."""
+        if self.retried or not self.held_up or self.should_stop():
+            return []
+        self.retried, again = True, []
+        for subscription, position in list(self.stalled.items()):
+            tables = [t for t in self.held_up if t.subscription == subscription]
+            del self.stalled[subscription]
+            if not tables:
+                continue
+            try:
+                self._wait_applied(self.pool.get(self.dst, tables[0].database), subscription, position)
+            except (psycopg.Error, TimeoutError):
+                continue
+            again += tables
+        return again
 
     def _compare(self, s: psycopg.Connection[Any], d: psycopg.Connection[Any], table: Table,
                  units: list[Unit] | None) -> tuple[Sums, Sums]:
@@ -167,90 +160,6 @@ class _Run:
             if row is not None and row[0]:
                 return
             if time.monotonic() >= deadline or self.should_stop():
-                self.stalled.add(subscription)
+                self.stalled.setdefault(subscription, position)
             time.sleep(POLL_SECONDS)
         raise TimeoutError(f"{subscription} has not applied past {position} in {self.apply_wait_seconds:g}s")
-
-
-def sums(conn: psycopg.Connection[Any], table: Table, units: list[Unit] | None) -> Sums:
-    """Rows and hash sum per unit: by 100,000-row key range (or hash bucket) on a first pass (units None)."""
-    t, row_hash = table.ident, checksum.ROW_HASH
-    if not table.key:
-        query = sql.SQL("SELECT 0, 0, count(*), coalesce(sum({h}), 0) FROM ONLY {t} AS t").format(h=row_hash, t=t)
-    elif table.integer and units is None:
-        key, low, width = sql.Identifier(table.key[0]), table.low, table.width
-        # Floor division, so a key below the first range (inserted since) falls in a range of its own.
-        chunk = sql.SQL("CASE WHEN {k} >= {lo} THEN ({k}::bigint - {lo}) / {w} ELSE -1 - ({lo} - 1 - {k}::bigint) / {w} END"
-                        ).format(k=key, lo=sql.Literal(low), w=sql.Literal(width))
-        query = sql.SQL("SELECT {lo} + c * {w}, {lo} + (c + 1) * {w}, n, h FROM (SELECT {c} AS c, count(*) AS n, "
-                        "coalesce(sum({h}), 0) AS h FROM ONLY {t} AS t GROUP BY 1) AS chunks").format(
-            lo=sql.Literal(low), w=sql.Literal(width), c=chunk, h=row_hash, t=t)
-    elif table.integer:
-        assert units is not None
-        ranges = sql.SQL(", ").join(sql.SQL("({}::bigint, {}::bigint)").format(sql.Literal(lo), sql.Literal(hi))
-                                    for lo, hi in units)
-        query = sql.SQL("SELECT r.lo, r.hi, count(*), coalesce(sum({h}), 0) FROM (VALUES {ranges}) AS r(lo, hi) "
-                        "JOIN ONLY {t} AS t ON t.{k} >= r.lo AND t.{k} < r.hi GROUP BY 1, 2").format(
-            h=row_hash, ranges=ranges, t=t, k=sql.Identifier(table.key[0]))
-    else:
-        modulus = units[0][0] if units else checksum.BUCKETS
-        buckets = [b for _, b in units] if units else None
-        cols = sql.SQL(", ").join(sql.Identifier(c) for c in table.key)
-        bucket = sql.SQL("abs(hashtextextended(row({})::text, 0) % {})").format(cols, sql.Literal(modulus))
-        where = sql.SQL(" WHERE {} = ANY({})").format(bucket, sql.Literal(buckets)) if buckets else sql.SQL("")
-        query = sql.SQL("SELECT {m}, {b}, count(*), coalesce(sum({h}), 0) FROM ONLY {t} AS t{w} GROUP BY 2").format(
-            m=sql.Literal(modulus), b=bucket, h=row_hash, t=t, w=where)
-    return {(int(a), int(b)): (int(n), int(h)) for a, b, n, h in conn.execute(query).fetchall()}
-
-
-def _differing(left: Sums, right: Sums, asked: list[Unit] | None = None) -> list[Unit]:
-    units = set(left) | set(right) | set(asked or [])
-    return sorted(u for u in units if left.get(u, (0, 0)) != right.get(u, (0, 0)))
-
-
-def _split(table: Table, unit: Unit) -> list[Unit]:
-    if table.integer:
-        low, high = unit
-        step = max(1, -(-(high - low) // SPLIT))
-        return [(start, min(high, start + step)) for start in range(low, high, step)]
-    if table.key:
-        modulus, bucket = unit
-        return [(modulus * SPLIT, bucket + modulus * part) for part in range(SPLIT)]
-    return [unit]
-
-
-def recheck(src: Endpoint, dst: Endpoint, hot: list[HotRange], jobs: int = 2) -> tuple[list[str], int]:
-    """Inside the window, the source frozen and the target drained: each range still changing at the last pass
-    must now match exactly. Returns the differences, each naming its range, and the source rows compared."""
-    grouped: dict[tuple[Table, int], list[Unit] | None] = {}
-    for h in hot:
-        if h.low is not None and h.high is not None:
-            table, unit = Table(h.database, h.schema_name, h.name, tuple(h.key), True), (h.low, h.high)
-        elif h.modulus is not None and h.bucket is not None:
-            table, unit = Table(h.database, h.schema_name, h.name, tuple(h.key), False), (h.modulus, h.bucket)
-        else:
-            table, unit = Table(h.database, h.schema_name, h.name, (), False), (0, 0)
-        units = grouped.setdefault((table, unit[0] if not table.integer else 0), [])
-        assert units is not None
-        units.append(unit)
-    pool = ThreadConnections(verification_session)
-    problems, rows = [], 0
-    try:
-        with ThreadPoolExecutor(max_workers=max(2, jobs)) as executor:
-            pending = [(table, units, [executor.submit(_side_sums, pool, ep, table, units) for ep in (src, dst)])
-                       for (table, _), units in grouped.items()]
-            for table, units, (left, right) in pending:
-                source, target = left.result(), right.result()
-                rows += sum(n for n, _ in source.values())
-                for unit in _differing(source, target, units):
-                    (s_rows, _), (d_rows, _) = source.get(unit, (0, 0)), target.get(unit, (0, 0))
-                    what = (f"{s_rows} rows on the source, {d_rows} on the target" if s_rows != d_rows
-                            else "same row count, different content")
-                    problems.append(f"{table.hot(unit).label if table.key else table.whole().label}: {what}")
-    finally:
-        pool.close()
-    return problems, rows
-
-
-def _side_sums(pool: ThreadConnections, ep: Endpoint, table: Table, units: list[Unit] | None) -> Sums:
-    return sums(pool.get(ep, table.database), table, units if table.key else None)

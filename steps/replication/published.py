@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgmove.state.replication import KeylessTable
+from pgmove.state.replication import KeylessTable, SyncDatabase
 from pgmove.steps import guards
 
 _TABLES = """
@@ -47,6 +47,25 @@ _SHAPE = """
     ORDER BY 1, 2
 """
 
+
+# What replication carries exactly, per database: the tables the source's publication lists now, except those whose
+# rows the target finds by equality of every column (REPLICA IDENTITY FULL without a primary key): that equality is
+# looser than the row text the verification hashes (1.0 = 1.00, jsonb, -0 = 0), so an UPDATE or DELETE may hit another twin.
+_PUBLISHED = """
+    SELECT p.schemaname, p.tablename FROM pg_publication_tables p
+    JOIN pg_namespace n ON n.nspname = p.schemaname JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
+    WHERE p.pubname = %s
+      AND NOT (c.relreplident = 'f' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
+"""
+# A trigger enabled ALWAYS or REPLICA fires in the apply worker too: the source's firing arrives as its own change,
+# and the target's firing writes once more.
+_APPLY_TRIGGERS = "SELECT 1 FROM pg_trigger WHERE NOT tgisinternal AND tgenabled IN ('A', 'R') LIMIT 1"
+# ... and that the subscription on the target applies (a table it does not know is skipped, silently).
+_SUBSCRIBED = """
+    SELECT n.nspname, c.relname FROM pg_subscription s JOIN pg_subscription_rel r ON r.srsubid = s.oid
+    JOIN pg_class c ON c.oid = r.srrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE s.subname = %s AND r.srsubstate = 'r'
+"""
 
 @dataclass(frozen=True)
 class Classified:
@@ -97,3 +116,13 @@ def set_identity(conn: psycopg.Connection[Any], table: KeylessTable, identity: s
         return
     conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY {}").format(
         sql.Identifier(table.schema_name, table.name), sql.SQL(clause)))
+
+
+def carried(s: psycopg.Connection[Any], d: psycopg.Connection[Any], entry: SyncDatabase) -> set[tuple[str, str]]:
+    """The tables of one database whose every change replication carries exactly to the target: a match while in
+    sync stays a match. Any other table (left out, made since the sync began, keyless) is hashed in the window;
+    all of them where a trigger on the target fires for applied changes: what it writes, and where, is its own."""
+    if d.execute(_APPLY_TRIGGERS).fetchone() is not None:
+        return set()
+    listed = {(r[0], r[1]) for r in s.execute(_PUBLISHED, (entry.publication,)).fetchall()}
+    return listed & {(r[0], r[1]) for r in d.execute(_SUBSCRIBED, (entry.subscription,)).fetchall()}

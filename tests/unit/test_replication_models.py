@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 
 from pgmove.state.replication import (
     DatabaseLag,
+    HotRange,
     KeylessTable,
+    LiveVerification,
     SyncDatabase,
     SyncSetup,
     SyncStatus,
@@ -49,3 +51,12 @@ def test_in_sync_needs_every_table_ready_lag_under_the_threshold_and_no_problem(
     assert not SyncStatus(at=now, databases=[_lag(tables_ready=2)]).in_sync(1000)
     assert not SyncStatus(at=now, databases=[_lag(lag_bytes=5000)]).in_sync(1000)
     assert not SyncStatus(at=now, databases=[_lag()], problems=["appdb: the schema changed"]).in_sync(1000)
+
+
+def test_a_live_verification_survives_a_json_round_trip():
+    """The tables verified while in sync come back as the (database, schema, table) the window compares them by."""
+    live = LiveVerification(tables=1, verified=[("appdb", "public", "accounts")], rows=5, ranges=2, rounds=1,
+                            hot=[HotRange(database="appdb", schema_name="public", name="accounts", key=["id"], low=1, high=2)],
+                            seconds=0.5, finished_at=datetime.now(UTC))
+    back = LiveVerification.model_validate_json(live.model_dump_json())
+    assert back == live and ("appdb", "public", "accounts") in set(back.verified)
