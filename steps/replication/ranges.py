@@ -55,19 +55,23 @@ class Table:
         return HotRange(database=self.database, schema_name=self.schema, name=self.name, key=list(self.key))
 
 
-def sums(conn: psycopg.Connection[Any], table: Table, units: list[Unit] | None) -> Sums:
-    """Rows and hash sum per unit: by 100,000-row key range (or hash bucket) on a first pass (units None)."""
+def sums(conn: psycopg.Connection[Any], table: Table, units: list[Unit] | None,
+         segment: tuple[int, int] | None = None) -> Sums:
+    """Rows and hash sum per unit: by 100,000-row key range (or hash bucket) on a first pass (units None), which
+    may read one ctid `segment` of the table only (its sums add up with the other segments')."""
     t, row_hash = table.ident, checksum.ROW_HASH
+    part = checksum.within(segment) if units is None else sql.SQL("")
     if not table.key:
-        query = sql.SQL("SELECT 0, 0, count(*), coalesce(sum({h}), 0) FROM ONLY {t} AS t").format(h=row_hash, t=t)
+        query = sql.SQL("SELECT 0, 0, count(*), coalesce(sum({h}), 0) FROM ONLY {t} AS t{p}").format(
+            h=row_hash, t=t, p=part)
     elif table.integer and units is None:
         # Ranges are the multiples of the width: the range's number is the key's floor division by it, which never
         # leaves bigint (key minus a start would, for keys spanning it); the bounds are reckoned here, unbounded.
         key, width = sql.Identifier(table.key[0]), min(table.width, _BIGINT_MAX)
         chunk = sql.SQL("CASE WHEN {k} >= 0 THEN {k}::bigint / {w} ELSE -1 - (-1 - {k}::bigint) / {w} END").format(
             k=key, w=sql.Literal(width))
-        query = sql.SQL("SELECT {c} AS c, 0, count(*), coalesce(sum({h}), 0) FROM ONLY {t} AS t GROUP BY 1").format(
-            c=chunk, h=row_hash, t=t)
+        query = sql.SQL("SELECT {c} AS c, 0, count(*), coalesce(sum({h}), 0) FROM ONLY {t} AS t{p} GROUP BY 1").format(
+            c=chunk, h=row_hash, t=t, p=part)
         return {(c * width, (c + 1) * width): (int(n), int(h)) for c, _, n, h in conn.execute(query).fetchall()}
     elif table.integer:
         assert units is not None
@@ -86,7 +90,7 @@ def sums(conn: psycopg.Connection[Any], table: Table, units: list[Unit] | None) 
         buckets = [b for _, b in units] if units else None
         cols = sql.SQL(", ").join(sql.Identifier(c) for c in table.key)
         bucket = sql.SQL("abs(hashtextextended(row({})::text, 0) % {})").format(cols, sql.Literal(modulus))
-        where = sql.SQL(" WHERE {} = ANY({})").format(bucket, sql.Literal(buckets)) if buckets else sql.SQL("")
+        where = sql.SQL(" WHERE {} = ANY({})").format(bucket, sql.Literal(buckets)) if buckets else part
         query = sql.SQL("SELECT {m}, {b}, count(*), coalesce(sum({h}), 0) FROM ONLY {t} AS t{w} GROUP BY 2").format(
             m=sql.Literal(modulus), b=bucket, h=row_hash, t=t, w=where)
     return {(int(a), int(b)): (int(n), int(h)) for a, b, n, h in conn.execute(query).fetchall()}

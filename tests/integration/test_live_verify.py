@@ -15,6 +15,7 @@ import pytest
 
 from pgmove.sandbox.servers import PgCluster, wait_until
 from pgmove.state.replication import LiveVerification
+from pgmove.steps import checksum
 from pgmove.steps.connect import connection
 from pgmove.steps.replication import cleanup, liveverify, ranges
 from tests.integration.freezeworld import Events
@@ -112,10 +113,15 @@ def test_ranges_under_steady_writes_narrow_to_the_rows_being_written_and_match_o
         cleanup.run(src, dst, MIGRATION, done, Events())
 
 
-def test_a_real_difference_is_pinned_to_its_key_and_named_inside_the_window(source, target, passwords, tmp_path):  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("segment_pages", [None, 64], ids=["one snapshot per table", "one snapshot per 512 kB"])
+def test_a_real_difference_is_pinned_to_its_key_and_named_inside_the_window(source, target, passwords, tmp_path,  # type: ignore[no-untyped-def]
+                                                                            monkeypatch, segment_pages):
     """Rows changed on the target behind replication's back differ at every pass: the integer key narrows to the one
     row, the text key to a hash bucket; the window's recheck names each. The keyless table (REPLICA IDENTITY FULL)
-    is not trusted from a pass while in sync at all: the window hashes it whole."""
+    is not trusted from a pass while in sync at all: the window hashes it whole. The same when the first pass reads
+    the source in many snapshots (as it does 128 MB at a time): rows the app moves between them are read again."""
+    if segment_pages is not None:
+        monkeypatch.setattr(checksum, "SEGMENT_PAGES", segment_pages)
     src, dst, done = synced(source, target, passwords, tmp_path)
     execute(target, "appdb", "UPDATE accounts SET note = 'tampered' WHERE id = 150000",
             "DELETE FROM labels WHERE code = 'code-4000'", "UPDATE journal SET body = 'tampered' WHERE n = 5")
@@ -128,6 +134,7 @@ def test_a_real_difference_is_pinned_to_its_key_and_named_inside_the_window(sour
     try:
         hot = {(h.name, h.low, h.high) for h in live.hot if h.name == "accounts"}
         assert ("accounts", 150000, 150001) in hot, live.hot
+        assert live.rows >= ACCOUNTS, live
         labels = [h for h in live.hot if h.name == "labels"]
         assert labels and all(h.modulus is not None and h.modulus > 64 for h in labels), labels
         assert ("appdb", "public", "journal") not in live.verified and ("appdb", "public", "accounts") in live.verified
