@@ -163,8 +163,10 @@ def window_text(m: Migration) -> str:
 def window_effect(m: Migration, window_seconds: float) -> str:
     expected = f" Expected write downtime: about {m.expected_downtime_seconds:g}s." if m.expected_downtime_seconds else ""
     src = esc(m.source)
-    return (f"freeze {src}, drain replication, copy sequences, large objects and the tables left out of it, verify, "
-            f"then run the cutover hook, all within a {window_seconds:g}s window.{expected} If anything fails or the "
+    return (f"freeze {src}, drain replication, copy sequences, large objects and the tables left out of it, verify "
+            "(the ranges still changing when the copy was verified in sync, every table replication does not carry "
+            f"exactly, every catalog), then run the cutover hook, all within a {window_seconds:g}s window.{expected} "
+            "If anything fails or the "
             f"window runs out before the hook, {src} is unfrozen automatically, replication keeps running and the "
             f"migration is back in sync; the thread says why. Once the hook runs, {src} stays frozen for good and "
             "its replication is removed.")
@@ -183,6 +185,11 @@ def sync_lines(m: Migration) -> list[str]:
             lines.append(esc(f"  {d.database}: {d.lag_bytes} bytes behind{secs}, WAL retained "
                              f"{d.retained_wal_bytes / 1e6:.1f} MB, {copying} table(s) in initial copy{errors}"))
         lines += [f"  PROBLEM (blocks freeze and cutover): {esc(p)}" for p in st.problems]
+    live = m.live_verification
+    if live is not None and m.sync_setup is not None and live.finished_at is not None:
+        lines.append(esc(f"verified while in sync at {live.finished_at:%H:%M:%S} UTC: {live.tables} tables, "
+                         f"{live.rows:,} rows; {len(live.hot)} range(s) still changing then, compared again inside "
+                         "the cutover window"))
     r = m.readiness
     if r is not None and m.state in (State.PLANNED, State.READY, State.FAILED):
         for t in r.keyless:

@@ -205,3 +205,18 @@ def test_a_reading_is_not_recorded_once_the_migration_moved_on():
     m.state = State.FREEZING
     with pytest.raises(Refused, match="moved on"):
         sync.record_sync_status(m, SyncStatus(at=NOW), NOW, "worker:w")
+
+
+def test_the_status_says_what_was_verified_while_in_sync_and_what_the_window_will_compare_again():
+    """The replication lines name the verification while in sync (when, tables, rows) and the ranges the window reads
+    again; the window's approval text says what its verification covers."""
+    from pgmove.handlers import views
+    from pgmove.state.replication import HotRange, LiveVerification
+
+    m = in_sync()
+    m.live_verification = LiveVerification(tables=7, rows=123456, hot=[HotRange(database="appdb", schema_name="public",
+                                                                               name="orders", key=["id"], low=5, high=6)],
+                                           finished_at=NOW)
+    said = "\n".join(views.sync_lines(m))
+    assert f"verified while in sync at {NOW:%H:%M:%S} UTC: 7 tables, 123,456 rows; 1 range(s) still changing" in said
+    assert "ranges still changing" in views.window_effect(m, 60)
