@@ -188,7 +188,7 @@ def test_a_target_held_up_for_a_moment_does_not_send_every_table_whole_to_the_wi
         holder.execute("BEGIN")
         holder.execute("LOCK TABLE labels IN ACCESS EXCLUSIVE MODE")
         execute(source, "appdb", "UPDATE labels SET v = v + 1 WHERE code = 'code-1'")  # its apply waits on the lock
-        release = threading.Timer(4.0, lambda: holder.execute("COMMIT"))
+        release = threading.Timer(3.0, lambda: holder.execute("COMMIT"))  # after the first wait ran out, well before the second does
         release.start()
         live = verified(src, dst, done, apply_wait_seconds=2.5)
         release.join()
