@@ -3,10 +3,13 @@ the early split brain they were built against comes back through a side door."""
 
 from __future__ import annotations
 
+import sys
+
 import psycopg
 import pytest
 
-from tests.integration.test_target_guard import in_sync
+from tests.integration.test_logical_flow import do_json, zero_leftovers
+from tests.integration.test_target_guard import MOVED, guard_objects, in_sync
 
 pytestmark = pytest.mark.slow
 REFUSED = (psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.InsufficientPrivilege)
@@ -24,3 +27,29 @@ def test_the_app_cannot_write_a_large_object_on_the_target_while_in_sync(pgmove,
             app.execute("SELECT lo_from_bytea(0, 'early split brain'::bytea)")
         with pytest.raises(REFUSED):
             app.execute("SELECT lo_create(0)")
+
+
+
+def test_a_failing_hook_leaves_the_target_open_and_the_approved_unfreeze_leaves_it_clean(  # type: ignore[no-untyped-def]
+        pgmove, source, target, passwords):
+    """The window opens the target for the app right before the hook. A hook that fails may have switched part of
+    the app already, so the target must stay writable for it while the migration waits for a decision (the source
+    stays frozen); the unfreeze a second person approves then gives writes back to the source and leaves neither
+    guard nor replication object on the target."""
+    hook = pgmove.config_path.parent / "switch-app"
+    hook.write_text(f"#!{sys.executable}\nimport sys\nprint('the load balancer said no')\nsys.exit(3)\n")
+    pgmove.start_worker()
+    in_sync(pgmove)
+    assert do_json(pgmove, "U_ALICE", "cutover prod-old --window 30s", wait=False)["state"] == \
+        "awaiting_cutover_approval"
+    failed = do_json(pgmove, "U_BOB", "approve prod-old")
+    assert failed["state"] == "failed" and "status 3" in failed["failure"]["reason"], failed.get("failure")
+    with psycopg.connect(target.tcp_dsn("app", "appdb"), password=passwords.app, autocommit=True) as app:
+        app.execute("INSERT INTO orders (id, customer, total) VALUES (990002, 'switched by the failed hook', 1)")
+    assert do_json(pgmove, "U_ALICE", "unfreeze prod-old", wait=False)["state"] == "awaiting_unfreeze_approval"
+    back = do_json(pgmove, "U_BOB", "approve prod-old")
+    assert back["state"] not in ("failed", "cut_over"), (back["state"], back.get("failure"))
+    assert {db: guard_objects(target, db) for db in MOVED} == {db: 0 for db in MOVED}
+    assert zero_leftovers(source, target, passwords) == {}
+    with psycopg.connect(source.tcp_dsn("app", "appdb"), password=passwords.app, autocommit=True) as app:
+        app.execute("INSERT INTO orders (customer, total) VALUES ('source writable again', 1)")
