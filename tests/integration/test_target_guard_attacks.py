@@ -7,6 +7,7 @@ import sys
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from tests.integration.test_logical_flow import do_json, zero_leftovers
 from tests.integration.test_target_guard import MOVED, guard_objects, in_sync
@@ -53,3 +54,27 @@ def test_a_failing_hook_leaves_the_target_open_and_the_approved_unfreeze_leaves_
     assert zero_leftovers(source, target, passwords) == {}
     with psycopg.connect(source.tcp_dsn("app", "appdb"), password=passwords.app, autocommit=True) as app:
         app.execute("INSERT INTO orders (customer, total) VALUES ('source writable again', 1)")
+
+
+def test_a_table_made_on_the_target_while_in_sync_refuses_the_app_too(pgmove, source, target, passwords):  # type: ignore[no-untyped-def]
+    """The monitor's advice for a schema change on the source is to make the same change on the target; past the
+    DDL guard that takes the documented override (a superuser in replica mode). A table so made must be guarded like
+    every other, or the app writes rows into it on the target that the source never had."""
+    pgmove.start_worker()
+    in_sync(pgmove)
+    for cluster in (source, target):
+        with psycopg.connect(cluster.admin_dsn("appdb"), autocommit=True) as admin:
+            if cluster is target:
+                admin.execute("SET session_replication_role = replica")  # the documented override, past the DDL guard
+            admin.execute("CREATE TABLE made_in_sync (id int PRIMARY KEY, note text)")
+            admin.execute("CREATE TABLE made_in_sync_parted (id int, note text) PARTITION BY RANGE (id)")
+            admin.execute("CREATE TABLE made_in_sync_part PARTITION OF made_in_sync_parted FOR VALUES FROM (0) TO (100)")
+            admin.execute("GRANT ALL ON made_in_sync, made_in_sync_parted, made_in_sync_part TO app")
+    with psycopg.connect(target.tcp_dsn("app", "appdb"), password=passwords.app, autocommit=True) as app:
+        for table in ("made_in_sync", "made_in_sync_parted", "made_in_sync_part"):
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                app.execute(sql.SQL("INSERT INTO {} VALUES (1, 'early split brain')").format(sql.Identifier(table)))
+    aborted = do_json(pgmove, "U_ALICE", "abort prod-old")
+    assert aborted["state"] == "aborted", aborted.get("failure")
+    assert {db: guard_objects(target, db) for db in MOVED} == {db: 0 for db in MOVED}
+    assert zero_leftovers(source, target, passwords) == {}
