@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from pgmove.sandbox.servers import wait_until
 from tests.integration.test_logical_flow import do_json, zero_leftovers
 from tests.integration.test_target_guard import MOVED, guard_objects, in_sync
 
@@ -78,3 +79,29 @@ def test_a_table_made_on_the_target_while_in_sync_refuses_the_app_too(pgmove, so
     assert aborted["state"] == "aborted", aborted.get("failure")
     assert {db: guard_objects(target, db) for db in MOVED} == {db: 0 for db in MOVED}
     assert zero_leftovers(source, target, passwords) == {}
+
+
+def test_a_worker_killed_during_the_cutover_hook_leaves_the_target_open_and_retry_cuts_over_without_guards(  # type: ignore[no-untyped-def]
+        pgmove, source, target, passwords, tmp_path):
+    """SIGKILL of the worker while the cutover hook runs, that is after the target was opened for the app: the app
+    may be on the target already, so it must take the app's writes while the migration waits for a decision, and the
+    retry (the hook succeeding this time) cuts over leaving no guard in any moved database."""
+    hook, started = pgmove.config_path.parent / "switch-app", tmp_path / "hook-started"
+    hook.write_text(f"#!{sys.executable}\nimport os, sys, time\n"
+                    f"if os.path.exists({str(started)!r}):\n    print('app switched'); sys.exit(0)\n"
+                    f"open({str(started)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)\n")
+    doomed = pgmove.start_worker("doomed")
+    in_sync(pgmove)
+    assert do_json(pgmove, "U_ALICE", "cutover prod-old --window 60s", wait=False)["state"] == \
+        "awaiting_cutover_approval"
+    do_json(pgmove, "U_BOB", "approve prod-old", wait=False)
+    wait_until(started.exists, 60, "the cutover hook started")
+    pgmove.kill_worker(doomed)
+    pgmove.start_worker("second")
+    failed = do_json(pgmove, "U_ALICE", "status prod-old")
+    assert failed["state"] == "failed", (failed["state"], failed.get("failure"))
+    with psycopg.connect(target.tcp_dsn("app", "appdb"), password=passwords.app, autocommit=True) as app:
+        app.execute("INSERT INTO orders (id, customer, total) VALUES (990003, 'moved by the killed hook', 1)")
+    done = do_json(pgmove, "U_ALICE", "retry prod-old")
+    assert done["state"] == "cut_over", (done["state"], done.get("failure"))
+    assert {db: guard_objects(target, db) for db in MOVED} == {db: 0 for db in MOVED}
