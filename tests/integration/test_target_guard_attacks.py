@@ -105,3 +105,27 @@ def test_a_worker_killed_during_the_cutover_hook_leaves_the_target_open_and_retr
     done = do_json(pgmove, "U_ALICE", "retry prod-old")
     assert done["state"] == "cut_over", (done["state"], done.get("failure"))
     assert {db: guard_objects(target, db) for db in MOVED} == {db: 0 for db in MOVED}
+
+
+def test_the_retry_after_a_failed_hook_does_not_rewind_the_sequences_the_app_used_on_the_target(  # type: ignore[no-untyped-def]
+        pgmove, source, target, passwords):
+    """A failed hook may have moved part of the app to the target, which is open for it from then on. Its inserts
+    there take ids from the target's sequences; the retry must not set those back to the frozen source's values,
+    or the app's next insert after the cutover collides with a row it wrote itself."""
+    hook = pgmove.config_path.parent / "switch-app"
+    working = hook.read_text()
+    hook.write_text(f"#!{sys.executable}\nimport sys\nprint('half the app switched')\nsys.exit(3)\n")
+    pgmove.start_worker()
+    in_sync(pgmove)
+    assert do_json(pgmove, "U_ALICE", "cutover prod-old --window 60s", wait=False)["state"] == \
+        "awaiting_cutover_approval"
+    failed = do_json(pgmove, "U_BOB", "approve prod-old")
+    assert failed["state"] == "failed", failed.get("failure")
+    with psycopg.connect(target.tcp_dsn("app", "appdb"), password=passwords.app, autocommit=True) as app:
+        for _ in range(3):
+            app.execute("INSERT INTO orders (customer, total) VALUES ('on the target after the failed hook', 1)")
+    hook.write_text(working)
+    done = do_json(pgmove, "U_ALICE", "retry prod-old")
+    assert done["state"] == "cut_over", (done["state"], done.get("failure"))
+    with psycopg.connect(target.tcp_dsn("app", "appdb"), password=passwords.app, autocommit=True) as app:
+        app.execute("INSERT INTO orders (customer, total) VALUES ('after the cutover', 1)")
