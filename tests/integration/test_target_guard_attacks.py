@@ -129,3 +129,25 @@ def test_the_retry_after_a_failed_hook_does_not_rewind_the_sequences_the_app_use
     assert done["state"] == "cut_over", (done["state"], done.get("failure"))
     with psycopg.connect(target.tcp_dsn("app", "appdb"), password=passwords.app, autocommit=True) as app:
         app.execute("INSERT INTO orders (customer, total) VALUES ('after the cutover', 1)")
+
+
+def test_a_table_locked_on_the_target_at_the_cutover_keeps_a_harmless_guard_that_is_named(  # type: ignore[no-untyped-def]
+        pgmove, target, passwords):
+    """A reader holding a table of the target through the cutover: the guard's removal gives up on that table
+    instead of queuing the app behind it. The cutover stands, the app writes that very table at once (the guard
+    lets everything through by then), and what is left is named with how to remove it by hand."""
+    pgmove.start_worker()
+    in_sync(pgmove)
+    with psycopg.connect(target.tcp_dsn("app", "appdb"), password=passwords.app) as reader:
+        reader.execute("SELECT count(*) FROM orders")  # its transaction stays open: ACCESS SHARE until the end
+        assert do_json(pgmove, "U_ALICE", "cutover prod-old --window 30s", wait=False)["state"] == \
+            "awaiting_cutover_approval"
+        final = do_json(pgmove, "U_BOB", "approve prod-old")
+        assert final["state"] == "cut_over", final.get("failure")
+        with psycopg.connect(target.tcp_dsn("app", "appdb"), password=passwords.app, autocommit=True) as app:
+            app.execute("INSERT INTO orders (customer, total) VALUES ('while the reader holds orders', 1)")
+        said = " ".join(str(s.get("message")) for s in final["steps"])
+        assert "NOT fully removed" in said and "orders" in said and "DROP TRIGGER" in said, said
+        reader.rollback()
+    assert guard_objects(target, "appdb") > 0  # left, as said
+    assert guard_objects(target, "pagila") == 0
