@@ -23,6 +23,7 @@ from pgmove.steps import aclitems
 SCHEMA = "_pgmove_freeze"
 TABLE_TRIGGER = "pgmove_freeze_guard"
 EVENT_TRIGGER = "pgmove_freeze_ddl"
+NEW_TABLE_TRIGGER = "pgmove_freeze_new_tables"  # the target's only (replication/targetguard.py): guards tables made in sync
 # How long removing the guards keeps retrying a table whose lock a reader holds; the worker's configuration
 # (unfreeze_lock_give_up_seconds) sets it, the same 60 s by default.
 GIVE_UP_SECONDS = 60.0

@@ -59,7 +59,7 @@ _QUERIES: dict[str, str] = {
         SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) || '.' || quote_ident(t.tgname), t.tgenabled::text FROM pg_trigger t
         JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE NOT t.tgisinternal AND t.tgname <> %(guard)s AND {user} AND NOT {class_member}""",
-    "event trigger": """SELECT evtname, evtevent FROM pg_event_trigger t WHERE evtname <> %(ddl_guard)s
+    "event trigger": """SELECT evtname, evtevent FROM pg_event_trigger t WHERE evtname NOT IN (%(ddl_guard)s, %(new_tables)s)
                         AND NOT {event_member}""",
     "extension": "SELECT extname, extversion FROM pg_extension",
 }
@@ -72,7 +72,8 @@ _PARTS = {
 # The same "user objects only" predicate in every query, composed rather than pasted.
 QUERIES: dict[str, sql.Composed] = {kind: sql.SQL(q).format(**{k: v for k, v in _PARTS.items() if "{" + k + "}" in q})
                                      for kind, q in _QUERIES.items()}
-_PARAMS = {"freeze": guards.SCHEMA, "guard": guards.TABLE_TRIGGER, "ddl_guard": guards.EVENT_TRIGGER}
+_PARAMS = {"freeze": guards.SCHEMA, "guard": guards.TABLE_TRIGGER, "ddl_guard": guards.EVENT_TRIGGER,
+           "new_tables": guards.NEW_TABLE_TRIGGER}
 
 
 def inventory(conn: psycopg.Connection[Any]) -> dict[str, dict[str, str]]:

@@ -170,8 +170,11 @@ def switch(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
     Any failure before the hook (the runner's fail_step) unfreezes at once and returns to in_sync."""
     from pgmove.worker import adapters  # here: adapters imports this module for its step table
 
-    if m.hook is not None and m.hook.exit_status == 0:
-        return adapters._cutover(rt, m, ctx)  # the hook switched the app: what is left is the cleanup
+    if m.hook is not None:
+        # The hook ran: the app may be on the target, open for it since. The source stayed frozen, drained and verified,
+        # so the retry only switches again; a second drain would set the target's sequences (and left-out tables and
+        # large objects) back to the source's over what the app wrote there.
+        return adapters._cutover(rt, m, ctx)
     assert m.approval is not None and m.approval.window_seconds is not None and m.sync_setup is not None
     window, names = m.approval.window_seconds, m.sync_setup
     deadline = time.monotonic() + window

@@ -166,6 +166,6 @@ def leftovers(src: Endpoint, dst: Endpoint) -> dict[str, int]:
                 if side == "target":  # the source may stay frozen, guards and all; the target keeps none of them
                     counts["target.guards"] = counts.get("target.guards", 0) + int(conn.execute(
                         "SELECT (SELECT count(*) FROM pg_trigger WHERE tgname = %s) "
-                        "+ (SELECT count(*) FROM pg_event_trigger WHERE evtname = %s)",
-                        (guards.TABLE_TRIGGER, guards.EVENT_TRIGGER)).fetchone()[0])  # type: ignore[index]
+                        "+ (SELECT count(*) FROM pg_event_trigger WHERE evtname IN (%s, %s))",
+                        (guards.TABLE_TRIGGER, guards.EVENT_TRIGGER, guards.NEW_TABLE_TRIGGER)).fetchone()[0])  # type: ignore[index]
     return counts

@@ -11,6 +11,10 @@ does what the apply worker does: SET session_replication_role = replica.
 The cutover lets writes through right before the hook switches the app (no lock: the guard function is
 replaced), and the guards are removed after it with short lock waits, as after an unfreeze. A window given
 back guards the target again; abort and unfreeze remove the guards with the replication.
+
+A table made on the target meanwhile (the monitor's advice for a schema change on the source, through that
+override) is guarded as it is made: an event trigger at the end of CREATE TABLE adds the statement trigger. It
+fires in replica mode too (ENABLE ALWAYS), since that is the only way anyone but pgmove makes a table there.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from pgmove.state.errors import ConnectionFailed
 from pgmove.steps import guards
@@ -25,6 +30,16 @@ from pgmove.steps.connect import Endpoint, connection, describe, each_in_paralle
 
 REMOVE_LOCK_SECONDS = 0.05  # the target is the app's primary by then: a DROP TRIGGER waiting longer queues its queries
 REMOVE_GIVE_UP_SECONDS = 15.0  # a table locked longer than this keeps its (by then harmless) guard: said, not waited on
+_GUARD_NEW = """
+DECLARE made record;
+BEGIN
+  FOR made IN SELECT DISTINCT d.objid FROM pg_event_trigger_ddl_commands() d JOIN pg_class c ON c.oid = d.objid
+              WHERE d.object_type = 'table' AND c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
+                AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = d.objid AND t.tgname = {guard}) LOOP
+    EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s FOR EACH STATEMENT '
+                   'EXECUTE FUNCTION %I.refuse()', {guard}, made.objid::regclass, {schema});
+  END LOOP;
+END"""
 
 
 def guard(dst: Endpoint, databases: list[str], source: str) -> int:
@@ -33,6 +48,7 @@ def guard(dst: Endpoint, databases: list[str], source: str) -> int:
         with connection(dst, db) as conn:
             role = str(conn.execute("SELECT session_user").fetchone()[0])  # type: ignore[index]
             guards.install_ddl_guard(conn, role, f"{dst.name} is the target of the move from {source}")
+            _guard_new_tables(conn)
             return guards.install_write_guards(conn, [])
 
     return sum(each_in_parallel(one, databases))
@@ -42,6 +58,7 @@ def open_for_writes(dst: Endpoint, databases: list[str]) -> None:
     """The app may write: without a lock, so inside a cutover window it costs one catalog write per database."""
     def one(db: str) -> None:
         with connection(dst, db) as conn:
+            _stop_guarding_new_tables(conn)
             guards.let_writes_through(conn)
 
     each_in_parallel(one, databases)
@@ -63,6 +80,7 @@ def remove(dst: Endpoint, databases: list[str]) -> dict[str, Any]:
             with connection(dst, db) as conn:
                 if not _present(conn):
                     continue
+                _stop_guarding_new_tables(conn)
                 removed += guards.remove_guards(conn, lock_timeout_s=REMOVE_LOCK_SECONDS, give_up_s=REMOVE_GIVE_UP_SECONDS)
         except (ConnectionFailed, psycopg.Error, guards.GuardLocked) as exc:
             why = exc.message if isinstance(exc, (ConnectionFailed, guards.GuardLocked)) else describe(exc)
@@ -74,3 +92,20 @@ def remove(dst: Endpoint, databases: list[str]) -> dict[str, Any]:
 
 def _present(conn: psycopg.Connection[Any]) -> bool:
     return conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (guards.SCHEMA,)).fetchone() == (True,)
+
+
+def _guard_new_tables(conn: psycopg.Connection[Any]) -> None:
+    body = sql.SQL(_GUARD_NEW).format(guard=sql.Literal(guards.TABLE_TRIGGER), schema=sql.Literal(guards.SCHEMA))
+    conn.execute(sql.SQL("CREATE OR REPLACE FUNCTION {}.guard_new() RETURNS event_trigger LANGUAGE plpgsql AS {}").format(
+        sql.Identifier(guards.SCHEMA), sql.Literal(body.as_string(conn))))
+    if conn.execute("SELECT 1 FROM pg_event_trigger WHERE evtname = %s", (guards.NEW_TABLE_TRIGGER,)).fetchone() is None:
+        conn.execute(sql.SQL("CREATE EVENT TRIGGER {} ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', "
+                             "'SELECT INTO') EXECUTE FUNCTION {}.guard_new()").format(
+            sql.Identifier(guards.NEW_TABLE_TRIGGER), sql.Identifier(guards.SCHEMA)))
+    conn.execute(sql.SQL("ALTER EVENT TRIGGER {} ENABLE ALWAYS").format(sql.Identifier(guards.NEW_TABLE_TRIGGER)))
+
+
+def _stop_guarding_new_tables(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(sql.SQL("DROP EVENT TRIGGER IF EXISTS {}").format(sql.Identifier(guards.NEW_TABLE_TRIGGER)))
+    if conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (guards.SCHEMA,)).fetchone() == (True,):
+        conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}.guard_new()").format(sql.Identifier(guards.SCHEMA)))
