@@ -333,6 +333,7 @@ class Migration(Record):
     expected_downtime_seconds: float | None = None  # logical method: the plan's estimate of the switch's write stop
     sync_setup: SyncSetup | None = None  # replication objects, each name recorded before it is created
     sync_status: SyncStatus | None = None  # the monitor's last reading while syncing or in sync
+    target_acls: list[AclRow] | None = None  # logical: the target's large-object writers' privileges, before revoked
     live_verification: LiveVerification | None = None  # the content check while in sync: what the window rechecks
     window_rollback: bool = False  # the unfreeze under way gives the source back after a failed window
     watch: Watch | None = None  # after cutover: the readings of both servers and, once done, the summary

@@ -279,7 +279,7 @@ def switch_over(rt: Runtime, m: Migration, ctx: StepContext, paused: PoolerSwitc
             raise
         handover.mark_cut_over(src, m.freeze, target, m.id, ctx.progress)
     if m.sync_setup is not None:  # the target refused the app's writes while it followed the source
-        targetguard.open_for_writes(dst, [d.database for d in m.sync_setup.databases])
+        targetguard.open_for_writes(dst, [d.database for d in m.sync_setup.databases], m.target_acls)
     result = cutover.run(dst, _databases(m), cfg.cutover_hook, cfg.cutover_hook_timeout,
                          extra, poolers.secret_env(rt.config), ctx.progress, on_hook)
     if paused.poolers:

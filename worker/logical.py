@@ -100,7 +100,9 @@ def sync(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
                        toolset=toolset, work_dir=rt.config.work_dir, jobs=m.plan.jobs, record=record,
                        progress=ctx.progress, should_stop=ctx.should_stop, previous=m.sync_setup)
     m = ctx.record("replication set up", sync_setup=made)
-    guarded = targetguard.guard(dst, [d.database for d in made.databases], m.source)
+    guarded = targetguard.guard(dst, [d.database for d in made.databases], m.source, m.target_acls,
+                                lambda acls: ctx.record("the target's large-object privileges recorded before they are "
+                                                        "revoked", target_acls=acls))
     ctx.progress(f"{m.target} refuses every write but replication's and pgmove's until the cutover "
                  f"({guarded} tables newly guarded)")
     reported = 0.0
@@ -225,7 +227,7 @@ def cleanup_after(rt: Runtime, m: Migration, ctx: StepContext) -> dict[str, Any]
     dst = rt.endpoint(m.target)
     removed = cleanup.run(rt.endpoint(m.source), dst, m.id, m.sync_setup, ctx.progress)
     if m.sync_setup is not None:
-        unguarded = targetguard.remove(dst, [d.database for d in m.sync_setup.databases])
+        unguarded = targetguard.remove(dst, [d.database for d in m.sync_setup.databases], m.target_acls)
         removed["target_guards_removed"] = unguarded["guards_removed"]
         removed["left"] = [*removed["left"], *unguarded["left"]]
     return removed
@@ -245,7 +247,9 @@ def after_unfreeze(rt: Runtime, m: Migration, ctx: StepContext, result: dict[str
 
     if m.window_rollback:
         if m.target is not None and m.sync_setup is not None:  # the window may have opened it for the app already
-            targetguard.guard(rt.endpoint(m.target), [d.database for d in m.sync_setup.databases], m.source)
+            targetguard.guard(rt.endpoint(m.target), [d.database for d in m.sync_setup.databases], m.source,
+                              m.target_acls, lambda acls: ctx.record("the target's large-object privileges recorded",
+                                                                      target_acls=acls))
         switched = m.last_step(StepName.SWITCH)
         why = switched.message if switched is not None else "the window failed"
         undone = (f"{m.source} unfrozen after the cutover window" if m.freeze is not None

@@ -19,12 +19,15 @@ fires in replica mode too (ENABLE ALWAYS), since that is the only way anyone but
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from pgmove.state.errors import ConnectionFailed
+from pgmove.state.models import AclRow
 from pgmove.steps import guards
 from pgmove.steps.connect import Endpoint, connection, describe, each_in_parallel
 
@@ -42,29 +45,44 @@ BEGIN
 END"""
 
 
-def guard(dst: Endpoint, databases: list[str], source: str) -> int:
-    """Every table of the moved databases guarded on the target; safe to repeat. Returns the tables newly guarded."""
+def guard(dst: Endpoint, databases: list[str], source: str, recorded: list[AclRow] | None,
+          record: Callable[[list[AclRow]], object]) -> int:
+    """Every table of the moved databases guarded on the target, and the large-object writers revoked there (a large
+    object is in no table a trigger sees; one written early would be unlinked by the drain without a word); safe to
+    repeat. Their privileges are captured once and `record`ed before any is revoked: `recorded` is that record, so a
+    retry never takes revoked privileges for the originals. Returns the tables newly guarded."""
+    acls = recorded
+    if acls is None:
+        acls = [row for rows in each_in_parallel(partial(_large_object_writers, dst), databases) for row in rows]
+        record(acls)
+
     def one(db: str) -> int:
         with connection(dst, db) as conn:
             role = str(conn.execute("SELECT session_user").fetchone()[0])  # type: ignore[index]
             guards.install_ddl_guard(conn, role, f"{dst.name} is the target of the move from {source}")
             _guard_new_tables(conn)
-            return guards.install_write_guards(conn, [])
+            return guards.install_write_guards(conn, [a for a in acls if a.database == db])
 
     return sum(each_in_parallel(one, databases))
 
 
-def open_for_writes(dst: Endpoint, databases: list[str]) -> None:
-    """The app may write: without a lock, so inside a cutover window it costs one catalog write per database."""
+def _large_object_writers(dst: Endpoint, db: str) -> list[AclRow]:
+    with connection(dst, db) as conn:
+        return [a for a in guards.capture_acls(conn, db) if a.kind == "function"]
+
+
+def open_for_writes(dst: Endpoint, databases: list[str], acls: list[AclRow] | None) -> None:
+    """The app may write: without a lock, so inside a cutover window it costs a few catalog writes per database."""
     def one(db: str) -> None:
         with connection(dst, db) as conn:
             _stop_guarding_new_tables(conn)
+            guards.restore_acls(conn, [a for a in acls or [] if a.database == db])
             guards.let_writes_through(conn)
 
     each_in_parallel(one, databases)
 
 
-def remove(dst: Endpoint, databases: list[str]) -> dict[str, Any]:
+def remove(dst: Endpoint, databases: list[str], acls: list[AclRow] | None) -> dict[str, Any]:
     """Every guard object off the target's databases; what could not go is said with how to remove it by hand."""
     removed, left = 0, []
     try:
@@ -81,6 +99,7 @@ def remove(dst: Endpoint, databases: list[str]) -> dict[str, Any]:
                 if not _present(conn):
                     continue
                 _stop_guarding_new_tables(conn)
+                guards.restore_acls(conn, [a for a in acls or [] if a.database == db])
                 removed += guards.remove_guards(conn, lock_timeout_s=REMOVE_LOCK_SECONDS, give_up_s=REMOVE_GIVE_UP_SECONDS)
         except (ConnectionFailed, psycopg.Error, guards.GuardLocked) as exc:
             why = exc.message if isinstance(exc, (ConnectionFailed, guards.GuardLocked)) else describe(exc)
