@@ -36,6 +36,10 @@ _CONFLICTS = ("confl_insert_exists", "confl_update_origin_differs", "confl_updat
               "confl_delete_origin_differs", "confl_delete_missing", "confl_multiple_unique_conflicts")
 
 
+# Until the cutover the target refuses every session's writes and DDL but pgmove's (steps/replication/targetguard.py):
+# what the advice asks of a person on the target takes the override the apply workers run with.
+_OVERRIDE = " (as a superuser, after SET session_replication_role = replica: {} refuses other writes until the cutover)"
+
 def read(src: Endpoint, dst: Endpoint, setup: SyncSetup, *, max_retained_wal_bytes: int) -> SyncStatus:
     status = SyncStatus(at=datetime.now(UTC))
     names = [d.slot for d in setup.databases]
@@ -89,16 +93,17 @@ def _database(src: Endpoint, dst: Endpoint, entry: SyncDatabase, slots: dict[str
     elif not enabled:
         problems.append(f"{db}: subscription {entry.subscription} on {dst.name} is disabled, nothing is applied: find why "
                         f"in {dst.name}'s server log, fix it, then ALTER SUBSCRIPTION {entry.subscription} ENABLE in "
-                        f"database {db} on {dst.name}")
+                        f"database {db} on {dst.name}{_OVERRIDE.format(dst.name)}")
     elif failed and (lag > 0 or ready < total or not worker):
         problems.append(f"{db}: the apply worker on {dst.name} keeps failing ({last_error}); its error is in {dst.name}'s "
                         f"server log. Usually a row on {dst.name} has the key of a row arriving from {src.name}: remove "
-                        "or fix that row on the target and replication resumes by itself (then clear the count with "
-                        f"SELECT pg_stat_reset_subscription_stats({oid}) in database {db} on {dst.name})")
+                        f"or fix that row on the target{_OVERRIDE.format(dst.name)} and replication resumes by itself "
+                        f"(then clear the count with SELECT pg_stat_reset_subscription_stats({oid}) in database {db} "
+                        f"on {dst.name})")
     if drift:
         problems.append(f"{db}: the schema changed on {src.name} since sync started and replication does not carry schema "
                         f"changes ({'; '.join(drift[:3])}{'; ...' if len(drift) > 3 else ''}): make the same change on "
-                        f"{dst.name} in database {db}, and replication carries on")
+                        f"{dst.name} in database {db}{_OVERRIDE.format(dst.name)}, and replication carries on")
     if retained > max_retained:
         problems.append(f"{db}: slot {entry.slot} holds {retained / 1e6:.0f} MB of WAL on {src.name} (limit "
                         f"{max_retained / 1e6:.0f} MB): the target is not keeping up or replication is stuck; fix that "

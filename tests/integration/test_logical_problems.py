@@ -41,6 +41,7 @@ def test_an_apply_error_on_the_target_is_posted_and_blocks_the_freeze_and_the_cu
     posted = wait_until(lambda: [e.message for e in store.events(synced["id"])
                                  if e.message.startswith("replication problem:")], 60, "the apply error posted")
     assert "appdb" in posted[0] and "apply worker" in posted[0], posted
+    assert "SET session_replication_role = replica" in posted[0], posted  # the target refuses the advice otherwise
     for verb in ("freeze", "cutover"):
         refused = pgmove.do("U_ALICE", f"{verb} prod-old")
         assert refused_with(refused, "problems to resolve"), refused.stdout + refused.stderr

@@ -4,6 +4,7 @@ the early split brain they were built against comes back through a side door."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import psycopg
 import pytest
@@ -15,6 +16,19 @@ from tests.integration.test_target_guard import MOVED, guard_objects, in_sync
 
 pytestmark = pytest.mark.slow
 REFUSED = (psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.InsufficientPrivilege)
+
+
+def window_with_a_failing_hook(pgmove, said: str) -> tuple[dict, Any, str]:  # type: ignore[no-untyped-def, type-arg]
+    """In sync, then a one-approval window whose cutover hook says `said` and exits 3: the failed record, the hook's
+    path and its working text (to put back)."""
+    hook = pgmove.config_path.parent / "switch-app"
+    working = hook.read_text()
+    hook.write_text(f"#!{sys.executable}\nimport sys\nprint({said!r})\nsys.exit(3)\n")
+    pgmove.start_worker()
+    in_sync(pgmove)
+    assert do_json(pgmove, "U_ALICE", "cutover prod-old --window 60s", wait=False)["state"] == \
+        "awaiting_cutover_approval"
+    return do_json(pgmove, "U_BOB", "approve prod-old"), hook, working
 
 
 def test_the_app_cannot_write_a_large_object_on_the_target_while_in_sync(pgmove, target, passwords):  # type: ignore[no-untyped-def]
@@ -38,13 +52,7 @@ def test_a_failing_hook_leaves_the_target_open_and_the_approved_unfreeze_leaves_
     the app already, so the target must stay writable for it while the migration waits for a decision (the source
     stays frozen); the unfreeze a second person approves then gives writes back to the source and leaves neither
     guard nor replication object on the target."""
-    hook = pgmove.config_path.parent / "switch-app"
-    hook.write_text(f"#!{sys.executable}\nimport sys\nprint('the load balancer said no')\nsys.exit(3)\n")
-    pgmove.start_worker()
-    in_sync(pgmove)
-    assert do_json(pgmove, "U_ALICE", "cutover prod-old --window 30s", wait=False)["state"] == \
-        "awaiting_cutover_approval"
-    failed = do_json(pgmove, "U_BOB", "approve prod-old")
+    failed = window_with_a_failing_hook(pgmove, "the load balancer said no")[0]
     assert failed["state"] == "failed" and "status 3" in failed["failure"]["reason"], failed.get("failure")
     with psycopg.connect(target.tcp_dsn("app", "appdb"), password=passwords.app, autocommit=True) as app:
         app.execute("INSERT INTO orders (id, customer, total) VALUES (990002, 'switched by the failed hook', 1)")
@@ -112,14 +120,7 @@ def test_the_retry_after_a_failed_hook_does_not_rewind_the_sequences_the_app_use
     """A failed hook may have moved part of the app to the target, which is open for it from then on. Its inserts
     there take ids from the target's sequences; the retry must not set those back to the frozen source's values,
     or the app's next insert after the cutover collides with a row it wrote itself."""
-    hook = pgmove.config_path.parent / "switch-app"
-    working = hook.read_text()
-    hook.write_text(f"#!{sys.executable}\nimport sys\nprint('half the app switched')\nsys.exit(3)\n")
-    pgmove.start_worker()
-    in_sync(pgmove)
-    assert do_json(pgmove, "U_ALICE", "cutover prod-old --window 60s", wait=False)["state"] == \
-        "awaiting_cutover_approval"
-    failed = do_json(pgmove, "U_BOB", "approve prod-old")
+    failed, hook, working = window_with_a_failing_hook(pgmove, "half the app switched")
     assert failed["state"] == "failed", failed.get("failure")
     with psycopg.connect(target.tcp_dsn("app", "appdb"), password=passwords.app, autocommit=True) as app:
         for _ in range(3):
