@@ -185,6 +185,12 @@ def _check_app_roles(conn: psycopg.Connection[Any], ep: Endpoint, report: Prefli
     missing = sorted(set(ep.app_roles) - {r[0] for r in rows})
     if missing:
         report.problems.append(f"app role(s) {', '.join(missing)} configured for {ep.name} do not exist there.")
+    own = str(conn.execute("SELECT session_user").fetchone()[0])  # type: ignore[index]
+    if own in ep.app_roles:
+        # The guards on a frozen source, and on a logical target, let pgmove's own sessions through: an app logging
+        # in as the same role would write past them.
+        report.problems.append(f"app role {own} is the role pgmove connects to {ep.name} as: the freeze lets pgmove's "
+                               "own sessions write, so it would let the app's too; give pgmove a role of its own.")
 
 
 def _check_tablespaces(conn: psycopg.Connection[Any], ep: Endpoint, report: PreflightReport) -> None:
