@@ -178,7 +178,7 @@ def killed_in_cleanup(pgmove, source, target) -> None:  # type: ignore[no-untype
         do_json(pgmove, "U_ALICE", "unfreeze prod-old", wait=False)
         wait_until(lambda: rows(source, "SELECT 1 FROM pg_stat_activity WHERE datname = 'pagila' AND "
                                 "wait_event_type = 'Lock' AND query LIKE '%pg_publication%'"),
-                   60, "the cleanup waiting on the publications")
+                   120, "the cleanup waiting on the publications")  # after the unfreeze, each slot released
         pgmove.kill_worker(pgmove.workers[0])  # before the cleanup's lock timeout: it dies waiting
         assert rows(source, "SELECT count(*) FROM pg_replication_slots") == [(0,)]
         assert catalog.replication_objects(target)["subscriptions"] == 0
