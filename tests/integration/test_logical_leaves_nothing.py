@@ -172,7 +172,8 @@ def killed_in_cleanup(pgmove, source, target) -> None:  # type: ignore[no-untype
     in_sync(pgmove)
     do_json(pgmove, "U_ALICE", "freeze prod-old", wait=False)
     assert do_json(pgmove, "U_BOB", "approve prod-old")["state"] == "verified"
-    holder = psycopg.connect(source.admin_dsn("pagila"))
+    # Named as pgmove's own: born during the freeze, any other session is ended by the unfreeze, and its lock with it
+    holder = psycopg.connect(source.admin_dsn("pagila"), application_name="pgmove")
     try:
         holder.execute("LOCK TABLE pg_catalog.pg_publication IN ACCESS EXCLUSIVE MODE")
         do_json(pgmove, "U_ALICE", "unfreeze prod-old", wait=False)
