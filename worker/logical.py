@@ -100,9 +100,7 @@ def sync(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
                        toolset=toolset, work_dir=rt.config.work_dir, jobs=m.plan.jobs, record=record,
                        progress=ctx.progress, should_stop=ctx.should_stop, previous=m.sync_setup)
     m = ctx.record("replication set up", sync_setup=made)
-    guarded = targetguard.guard(dst, [d.database for d in made.databases], m.source, m.target_acls,
-                                lambda acls: ctx.record("the target's large-object privileges recorded before they are "
-                                                        "revoked", target_acls=acls))
+    guarded = guard_target(rt, m, ctx)
     ctx.progress(f"{m.target} refuses every write but replication's and pgmove's until the cutover "
                  f"({guarded} tables newly guarded)")
     reported = 0.0
@@ -220,6 +218,17 @@ def _in_time(deadline: float, window: float, after: str) -> None:
         raise StepFailed(f"the {window:g}s window ran out after {after}, before the cutover hook")
 
 
+def guard_target(rt: Runtime, m: Migration, ctx: StepContext) -> int:
+    """The target refuses writes but replication's and pgmove's; its large-object privileges are recorded with the
+    migration before any is revoked (a recorded set is kept: it is what the app had). Returns the tables newly
+    guarded."""
+    if m.target is None or m.sync_setup is None:
+        return 0
+    return targetguard.guard(rt.endpoint(m.target), [d.database for d in m.sync_setup.databases], m.source,
+                             m.target_acls, lambda acls: ctx.record("the target's large-object privileges recorded "
+                                                                     "before they are revoked", target_acls=acls))
+
+
 def cleanup_after(rt: Runtime, m: Migration, ctx: StepContext) -> dict[str, Any]:
     """Every replication object of this migration, and the target's guards, off both servers; the source may stay
     frozen meanwhile."""
@@ -246,10 +255,7 @@ def after_unfreeze(rt: Runtime, m: Migration, ctx: StepContext, result: dict[str
     from pgmove.worker import adapters  # here: adapters imports this module for its step table
 
     if m.window_rollback:
-        if m.target is not None and m.sync_setup is not None:  # the window may have opened it for the app already
-            targetguard.guard(rt.endpoint(m.target), [d.database for d in m.sync_setup.databases], m.source,
-                              m.target_acls, lambda acls: ctx.record("the target's large-object privileges recorded",
-                                                                      target_acls=acls))
+        guard_target(rt, m, ctx)  # the window may have opened it for the app already
         switched = m.last_step(StepName.SWITCH)
         why = switched.message if switched is not None else "the window failed"
         undone = (f"{m.source} unfrozen after the cutover window" if m.freeze is not None

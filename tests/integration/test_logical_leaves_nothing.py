@@ -177,9 +177,17 @@ def killed_in_cleanup(pgmove, source, target) -> None:  # type: ignore[no-untype
     try:
         holder.execute("LOCK TABLE pg_catalog.pg_publication IN ACCESS EXCLUSIVE MODE")
         do_json(pgmove, "U_ALICE", "unfreeze prod-old", wait=False)
-        wait_until(lambda: rows(source, "SELECT 1 FROM pg_stat_activity WHERE datname = 'pagila' AND "
-                                "wait_event_type = 'Lock' AND query LIKE '%pg_publication%'"),
-                   120, "the cleanup waiting on the publications")  # after the unfreeze, each slot released
+        try:
+            wait_until(lambda: rows(source, "SELECT 1 FROM pg_stat_activity WHERE datname = 'pagila' AND "
+                                    "wait_event_type = 'Lock' AND query LIKE '%pg_publication%'"),
+                       120, "the cleanup waiting on the publications")  # after the unfreeze, each slot released
+        except TimeoutError as exc:
+            m = store_of(pgmove).active_for("prod-old")
+            events = [f"{e.at:%H:%M:%S.%f} {e.kind} {e.message}"[:300] for e in store_of(pgmove).events(m.id)] if m else []
+            activity = rows(source, "SELECT pid, datname, usename, application_name, state, wait_event_type, "
+                            "wait_event, left(query, 120) FROM pg_stat_activity WHERE datname IS NOT NULL")
+            raise AssertionError(f"{exc}\nevents:\n" + "\n".join(events) + "\nsource sessions:\n"
+                                 + "\n".join(map(str, activity))) from exc
         pgmove.kill_worker(pgmove.workers[0])  # before the cleanup's lock timeout: it dies waiting
         assert rows(source, "SELECT count(*) FROM pg_replication_slots") == [(0,)]
         assert catalog.replication_objects(target)["subscriptions"] == 0
