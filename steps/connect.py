@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 
@@ -114,10 +115,22 @@ class StopToken:
         for endpoint, pids in servers.values():
             try:
                 with connection(endpoint) as admin:  # a closed session's pid may be reused: only pgmove's are ended
-                    admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                  "WHERE pid = ANY(%s) AND application_name = %s", (pids, APPLICATION_NAME))
+                    admin.execute(sql.SQL("SELECT {} FROM pg_stat_activity WHERE pid = ANY(%s) AND application_name = %s")
+                                  .format(ending(admin, sql.SQL("pid"))), (pids, APPLICATION_NAME))
             except (psycopg.Error, ConnectionFailed):
                 log.warning("could not end the stopped step's sessions on %s", endpoint.name, exc_info=True)
+
+
+EXIT_WAIT_MS = 3000
+
+
+def ending(conn: psycopg.Connection[Any], pid: sql.Composable) -> sql.Composed:
+    """pg_terminate_backend that returns once the session has exited (PostgreSQL 13 and later; before, at once):
+    whoever ends a session next counts sessions, drops the slot it held or reports it ended, and must not find it
+    still there. True when it exited (false, with a warning, if it outlived the wait)."""
+    if conn.info.server_version >= 130000:
+        return sql.SQL("pg_terminate_backend({}, {})").format(pid, sql.Literal(EXIT_WAIT_MS))
+    return sql.SQL("pg_terminate_backend({})").format(pid)
 
 
 def connect(endpoint: Endpoint, dbname: str | None = None, autocommit: bool = True) -> psycopg.Connection[Any]:

@@ -9,9 +9,10 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from pgmove.steps import prepared
-from pgmove.steps.connect import Endpoint, Progress, idle_pids
+from pgmove.steps.connect import Endpoint, Progress, ending, idle_pids
 
 _IN_TRANSACTION = ("idle in transaction", "idle in transaction (aborted)", "active", "fastpath function call")
 
@@ -90,7 +91,7 @@ def _end(
                 waiting.append(pid)
                 continue
             reason = "idle" if not busy else f"still {state} after the {grace_seconds:g}s grace period"
-            if conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]:  # type: ignore[index]
+            if conn.execute(sql.SQL("SELECT {}").format(ending(conn, sql.Literal(pid)))).fetchone()[0]:  # type: ignore[index]
                 session = {"pid": pid, "role": role, "application": app or "", "client": addr or "local",
                            "database": db, "state": state, "session_age_s": age, "transaction_age_s": xact_age,
                            "reason": reason}

@@ -168,19 +168,21 @@ def killed_in_drain(pgmove, source, target) -> None:  # type: ignore[no-untyped-
 
 def killed_in_cleanup(pgmove, source, target) -> None:  # type: ignore[no-untyped-def]
     """The unfreeze of a verified migration removes the replication; the worker dies with the target's subscriptions
-    and the source's slots gone but a publication left (the cleanup waits on a lock the test holds)."""
+    and the source's slots gone but a publication left (its drop waits on a row lock the test holds)."""
     in_sync(pgmove)
     do_json(pgmove, "U_ALICE", "freeze prod-old", wait=False)
     assert do_json(pgmove, "U_BOB", "approve prod-old")["state"] == "verified"
-    # Named as pgmove's own: born during the freeze, any other session is ended by the unfreeze, and its lock with it
-    holder = psycopg.connect(source.admin_dsn("pagila"), application_name="pgmove")
+    # Only DROP PUBLICATION waits on a row lock: a lock on the whole catalog would hold up whatever else reads it
+    # (the WAL sender among them). Holding a transaction id, the session is not one the unfreeze ends.
+    holder = psycopg.connect(source.admin_dsn("pagila"), application_name="pgmove",
+                             options="-c default_transaction_read_only=off")
     try:
-        holder.execute("LOCK TABLE pg_catalog.pg_publication IN ACCESS EXCLUSIVE MODE")
+        assert holder.execute("SELECT count(*) FROM (SELECT 1 FROM pg_publication FOR UPDATE) p").fetchone() == (1,)
         do_json(pgmove, "U_ALICE", "unfreeze prod-old", wait=False)
         try:
             wait_until(lambda: rows(source, "SELECT 1 FROM pg_stat_activity WHERE datname = 'pagila' AND "
-                                    "wait_event_type = 'Lock' AND query LIKE '%pg_publication%'"),
-                       120, "the cleanup waiting on the publications")  # after the unfreeze, each slot released
+                                    "wait_event_type = 'Lock' AND query LIKE 'DROP PUBLICATION%'"),
+                       120, "the cleanup waiting to drop the publication")  # after the unfreeze, each slot released
         except TimeoutError as exc:
             m = store_of(pgmove).active_for("prod-old")
             events = [f"{e.at:%H:%M:%S.%f} {e.kind} {e.message}"[:300] for e in store_of(pgmove).events(m.id)] if m else []
