@@ -129,3 +129,5 @@ class LiveVerification(BaseModel):
     hot: list[HotRange] = Field(default_factory=list)
     seconds: float = 0.0
     finished_at: datetime | None = None
+    bytes: int = 0  # the heap of the tables compared here, at the start: with `seconds`, this pair's hashing rate
+    bytes_whole: int = 0  # the heap of the tables left to the window, whole

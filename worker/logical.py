@@ -51,11 +51,15 @@ def readiness_of(rt: Runtime, m: Migration, ctx: StepContext, report: PreflightR
     return ready
 
 
-def expected_downtime(ready: LogicalReadiness, identity_full: bool, copy_mb_per_second: float) -> float:
+def expected_downtime(ready: LogicalReadiness, identity_full: bool, copy_mb_per_second: float,
+                      live: LiveVerification | None = None) -> float:
     """Seconds without writes: the freeze and drain floor measured on this machine (about 1 s), plus the keyless
-    tables copied inside the window unless they are replicated with REPLICA IDENTITY FULL."""
+    tables copied inside the window unless they are replicated with REPLICA IDENTITY FULL; once the verification
+    while in sync has run, plus the tables it left to the window, hashed whole there at the rate it measured on
+    this pair (a floor for that rate: its time includes waiting for the target to apply)."""
     inside = 0 if identity_full else sum(t.size_bytes for t in ready.keyless)
-    return round(1.0 + inside / (copy_mb_per_second * 1024 * 1024), 1)
+    hashing = live.bytes_whole * live.seconds / live.bytes if live is not None and live.bytes > 0 else 0.0
+    return round(1.0 + inside / (copy_mb_per_second * 1024 * 1024) + hashing, 1)
 
 
 def _endpoints(m: Migration, ctx: StepContext) -> tuple[Any, Any]:
@@ -117,8 +121,12 @@ def sync(rt: Runtime, m: Migration, ctx: StepContext) -> StepResult:
                  tick=True)
     live = liveverify.run(src, dst, made, ctx.progress, ctx.should_stop, m.plan.jobs)
     message = f"{m.target} is in sync with {m.source}: {lag_line(found)}; {live_line(live)}"
-    return adapters.StepResult(Event.SYNCED, message, {"databases": databases, "live_verification": live},
-                               {"sync_status": found, "live_verification": live})
+    changes: dict[str, Any] = {"sync_status": found, "live_verification": live}
+    if m.readiness is not None:
+        changes["expected_downtime_seconds"] = expected_downtime(m.readiness, m.plan.replica_identity_full,
+                                                                 rt.config.window_copy_mb_per_second, live)
+        message += f"; expected write downtime at cutover: about {changes['expected_downtime_seconds']:g}s"
+    return adapters.StepResult(Event.SYNCED, message, {"databases": databases, "live_verification": live}, changes)
 
 
 def live_line(live: LiveVerification) -> str:

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from pgmove.state.replication import HotRange, LiveVerification, SyncSetup
 from pgmove.steps import checksum
@@ -32,6 +33,9 @@ from pgmove.steps.prehash import verification_session
 from pgmove.steps.replication import published, ranges
 from pgmove.steps.replication.ranges import Sums, Table, Unit, sums
 from pgmove.steps.verify import TABLES
+
+_SIZES = sql.SQL("SELECT nspname, relname, pg_relation_size((quote_ident(nspname) || '.' || quote_ident(relname))::regclass) "
+                 "FROM ({}) t").format(TABLES)
 
 MAX_HOT_RANGES = 1000  # per table
 MAX_ROUNDS = 6  # 100,000-row ranges reach single rows in five splits
@@ -51,7 +55,7 @@ _APPLIED_PAST = """
 def run(src: Endpoint, dst: Endpoint, setup: SyncSetup, progress: Progress, should_stop: Callable[[], bool],
         jobs: int = 2, apply_wait_seconds: float = APPLY_WAIT_SECONDS) -> LiveVerification:
     started = time.monotonic()
-    tables = published_tables(src, dst, setup)
+    tables, size, size_whole = published_tables(src, dst, setup)
     work = _Run(src, dst, should_stop, apply_wait_seconds)
     done: dict[Table, tuple[int, int, int, list[HotRange]]] = {}  # per table: rows, ranges compared, rounds, hot
     last_report = time.monotonic()
@@ -68,28 +72,33 @@ def run(src: Endpoint, dst: Endpoint, setup: SyncSetup, progress: Progress, shou
                 todo = work.caught_up()  # a target held up for a while: what it held up is verified once more
     finally:
         work.pool.close()
-    return LiveVerification(tables=len(tables), verified=[(t.database, t.schema, t.name) for t in tables], rows=sum(d[0] for d in done.values()), ranges=sum(d[1] for d in done.values()),
+    return LiveVerification(tables=len(tables), verified=[(t.database, t.schema, t.name) for t in tables],
+                            rows=sum(d[0] for d in done.values()), ranges=sum(d[1] for d in done.values()),
                             rounds=max((d[2] for d in done.values()), default=0), hot=[h for d in done.values() for h in d[3]],
-                            seconds=round(time.monotonic() - started, 2), finished_at=datetime.now(UTC))
+                            seconds=round(time.monotonic() - started, 2), finished_at=datetime.now(UTC),
+                            bytes=size, bytes_whole=size_whole)
 
 
-def published_tables(src: Endpoint, dst: Endpoint, setup: SyncSetup) -> list[Table]:
+def published_tables(src: Endpoint, dst: Endpoint, setup: SyncSetup) -> tuple[list[Table], int, int]:
     """Largest first, so the long tables start while the small ones fill the gaps; the tables replication does not
-    carry exactly are compared inside the window, whole."""
+    carry exactly are compared inside the window, whole. With the bytes of heap of each kind (read from the files:
+    relpages is only as fresh as the last VACUUM, and 0 on a table never vacuumed)."""
     found: list[tuple[int, Table]] = []
+    whole = 0
     for entry in setup.databases:
         with connection(src, entry.database) as s, connection(dst, entry.database) as d:
             trusted = published.carried(s, d, entry)
-            for schema, name, pages in s.execute(TABLES).fetchall():
+            for schema, name, size in s.execute(_SIZES).fetchall():
                 if (schema, name) not in trusted:
+                    whole += int(size)
                     continue
                 plan = checksum.plan_table(s, schema, name)
                 integer = len(plan.key) == 1 and plan.key_type in checksum.INTEGER_TYPES
                 table = Table(entry.database, schema, name, tuple(plan.key), integer,
                               plan.low if plan.low is not None else 0, plan.width or checksum.CHUNK_ROWS,
                               entry.subscription)
-                found.append((int(pages), table))
-    return [t for _, t in sorted(found, key=lambda p: -p[0])]
+                found.append((int(size), table))
+    return [t for _, t in sorted(found, key=lambda p: -p[0])], sum(size for size, _ in found), whole
 
 
 class _Run:

@@ -110,6 +110,9 @@ def live_writer_through_the_window(pgmove, source, target, passwords) -> None:  
     assert switch["status"] == "done"
     # The content was checked while in sync; inside the window only what was still changing then, and the rest
     assert synced["live_verification"]["tables"] > 0 and synced["live_verification"]["seconds"] > 0
+    # and the estimate the cutover's approval states counts what it left to the window at the rate it measured
+    assert synced["live_verification"]["bytes"] > 0
+    assert synced["expected_downtime_seconds"] >= 1.0
     assert final["verification"]["mode"] == "live" and final["verification"]["ok"]
     assert final["verification"]["live_seconds"] == synced["live_verification"]["seconds"]
 
