@@ -188,8 +188,12 @@ def killed_in_cleanup(pgmove, source, target) -> None:  # type: ignore[no-untype
             events = [f"{e.at:%H:%M:%S.%f} {e.kind} {e.message}"[:300] for e in store_of(pgmove).events(m.id)] if m else []
             activity = rows(source, "SELECT pid, datname, usename, application_name, state, wait_event_type, "
                             "wait_event, left(query, 120) FROM pg_stat_activity WHERE datname IS NOT NULL")
+            locks = rows(source, "SELECT l.pid, a.backend_type, a.application_name, l.locktype, l.relation::regclass, "
+                         "l.mode, l.granted, pg_blocking_pids(l.pid), a.wait_event, left(a.query, 200) FROM pg_locks l "
+                         "JOIN pg_stat_activity a ON a.pid = l.pid WHERE cardinality(pg_blocking_pids(l.pid)) > 0")
             raise AssertionError(f"{exc}\nevents:\n" + "\n".join(events) + "\nsource sessions:\n"
-                                 + "\n".join(map(str, activity))) from exc
+                                 + "\n".join(map(str, activity)) + "\nblocked locks:\n"
+                                 + "\n".join(map(str, locks))) from exc
         pgmove.kill_worker(pgmove.workers[0])  # before the cleanup's lock timeout: it dies waiting
         assert rows(source, "SELECT count(*) FROM pg_replication_slots") == [(0,)]
         assert catalog.replication_objects(target)["subscriptions"] == 0
