@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -13,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 
@@ -115,22 +115,32 @@ class StopToken:
         for endpoint, pids in servers.values():
             try:
                 with connection(endpoint) as admin:  # a closed session's pid may be reused: only pgmove's are ended
-                    admin.execute(sql.SQL("SELECT {} FROM pg_stat_activity WHERE pid = ANY(%s) AND application_name = %s")
-                                  .format(ending(admin, sql.SQL("pid"))), (pids, APPLICATION_NAME))
+                    ours = admin.execute("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s) AND application_name = %s",
+                                         (pids, APPLICATION_NAME)).fetchall()
+                    end_backends(admin, [r[0] for r in ours])
             except (psycopg.Error, ConnectionFailed):
                 log.warning("could not end the stopped step's sessions on %s", endpoint.name, exc_info=True)
 
 
-EXIT_WAIT_MS = 3000
+EXIT_WAIT_SECONDS = 3.0
 
 
-def ending(conn: psycopg.Connection[Any], pid: sql.Composable) -> sql.Composed:
-    """pg_terminate_backend that returns once the session has exited (PostgreSQL 13 and later; before, at once):
-    whoever ends a session next counts sessions, drops the slot it held or reports it ended, and must not find it
-    still there. True when it exited (false, with a warning, if it outlived the wait)."""
-    if conn.info.server_version >= 130000:
-        return sql.SQL("pg_terminate_backend({}, {})").format(pid, sql.Literal(EXIT_WAIT_MS))
-    return sql.SQL("pg_terminate_backend({})").format(pid)
+def end_backends(conn: psycopg.Connection[Any], pids: list[int], wait_seconds: float = EXIT_WAIT_SECONDS) -> set[int]:
+    """End these sessions and return the ones signalled, once they have exited (or the wait ran out): whoever ends a
+    session next counts sessions, drops the slot it held or reports it ended, and must not find it still there.
+    All are signalled first and waited for together: a freeze ending a pool's hundred idle sessions waits once."""
+    if not pids:
+        return set()
+    ended = {int(r[0]) for r in conn.execute(
+        "SELECT pid FROM unnest(%s::int[]) AS pid WHERE pg_terminate_backend(pid)", (pids,)).fetchall()}
+    deadline = time.monotonic() + wait_seconds
+    while ended and time.monotonic() < deadline:
+        conn.execute("SELECT pg_stat_clear_snapshot()")  # a transaction's view of the activity is cached
+        if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s))",
+                        (list(ended),)).fetchone() == (True,):
+            break
+        time.sleep(0.01)
+    return ended
 
 
 def connect(endpoint: Endpoint, dbname: str | None = None, autocommit: bool = True) -> psycopg.Connection[Any]:

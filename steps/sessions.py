@@ -9,10 +9,9 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from pgmove.steps import prepared
-from pgmove.steps.connect import Endpoint, Progress, ending, idle_pids
+from pgmove.steps.connect import Endpoint, Progress, end_backends, idle_pids
 
 _IN_TRANSACTION = ("idle in transaction", "idle in transaction (aborted)", "active", "fastpath function call")
 
@@ -84,20 +83,22 @@ def _end(
                 rolled_back.append(xact)
                 progress(f"rolled back prepared transaction {prepared.describe(xact)}: {xact['reason']}",
                          prepared_transaction=xact)
-        waiting = []
+        waiting, ending = [], []
         for pid, role, app, addr, state, db, age, xact_age in sessions:
             busy = state in _IN_TRANSACTION
             if busy and not overdue:
                 waiting.append(pid)
                 continue
             reason = "idle" if not busy else f"still {state} after the {grace_seconds:g}s grace period"
-            if conn.execute(sql.SQL("SELECT {}").format(ending(conn, sql.Literal(pid)))).fetchone()[0]:  # type: ignore[index]
-                session = {"pid": pid, "role": role, "application": app or "", "client": addr or "local",
+            ending.append({"pid": pid, "role": role, "application": app or "", "client": addr or "local",
                            "database": db, "state": state, "session_age_s": age, "transaction_age_s": xact_age,
-                           "reason": reason}
-                ended.append(session)
-                progress(f"ended session {pid} of {role} ({app or 'no application name'}, {addr or 'local'}, "
-                         f"{db}, {state}): {reason}", session=session)
+                           "reason": reason})
+        gone = end_backends(conn, [s["pid"] for s in ending])
+        for session in (s for s in ending if s["pid"] in gone):
+            ended.append(session)
+            who = session["application"] or "no application name"
+            progress(f"ended session {session['pid']} of {session['role']} ({who}, {session['client']}, "
+                     f"{session['database']}, {session['state']}): {session['reason']}", session=session)
         if waiting and not announced_wait:
             progress(f"{len(waiting)} session(s) in a transaction get {grace_seconds:g}s to finish", pids=waiting)
             announced_wait = True

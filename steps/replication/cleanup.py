@@ -18,7 +18,7 @@ from psycopg import sql
 from pgmove.state.errors import ConnectionFailed
 from pgmove.state.replication import SyncSetup, name_prefix
 from pgmove.steps import guards
-from pgmove.steps.connect import Endpoint, Progress, connection, describe, ending
+from pgmove.steps.connect import Endpoint, Progress, connection, describe, end_backends
 from pgmove.steps.replication import published
 
 SLOT_RELEASE_SECONDS = 15.0
@@ -135,7 +135,7 @@ def drop_slot(conn: psycopg.Connection[Any], slot: str) -> None:
         if row is None:
             return
         if row[0] is not None:
-            conn.execute(sql.SQL("SELECT {}").format(ending(conn, sql.Literal(row[0]))))
+            end_backends(conn, [row[0]])
         try:
             conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
             return
